@@ -1,0 +1,1 @@
+"""DecisionContext, the Gate protocol and the runner."""

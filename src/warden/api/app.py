@@ -1,0 +1,103 @@
+"""The HTTP API: routes only. Each route authenticates, calls the Gateway, and formats."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Header, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from warden import __version__
+from warden.auth import Principal
+from warden.errors import AuthError, WardenError
+from warden.gateway import Gateway
+from warden.policy.errors_format import dotted
+from warden.schemas import DecisionRequestBody, DecisionResponse, ErrorBody, ReviewRequestBody
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorBody} for code in (401, 403, 404, 409, 422, 503)
+}
+
+
+def create_app(gateway: Gateway) -> FastAPI:
+    app = FastAPI(
+        title="Warden",
+        version=__version__,
+        description="Decision gateway: auditable, residency-safe, risk-banded decisions.",
+    )
+    app.state.gateway = gateway
+
+    def principal(x_api_key: Annotated[str | None, Header()] = None) -> Principal:
+        if gateway.keyring is None:
+            raise AuthError("this gateway has no API keys configured")
+        return gateway.keyring.authenticate(x_api_key)
+
+    Caller = Annotated[Principal, Depends(principal)]
+
+    @app.exception_handler(WardenError)
+    async def warden_error(_: Request, exc: WardenError) -> JSONResponse:
+        return JSONResponse({"error": exc.to_dict()}, status_code=exc.http_status)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0]
+        loc = tuple(p for p in first["loc"] if p != "body")
+        path = dotted(loc) if loc else "body"
+        if first["type"] == "json_invalid":
+            message = f"body: not valid JSON ({first.get('ctx', {}).get('error', 'parse error')})"
+        elif first["type"] == "missing":
+            message = f"{path}: required field is missing"
+        elif first["type"] == "extra_forbidden":
+            message = f"{path}: unknown field"
+        else:
+            message = f"{path}: {first['msg']}"
+        body = {"code": "request.invalid", "message": message, "field": path}
+        return JSONResponse({"error": body}, status_code=422)
+
+    @app.post("/v1/decisions", response_model=DecisionResponse, responses=ERRORS,
+              summary="Decide: run a request through every gate and commit its audit record")
+    async def decide(
+        body: DecisionRequestBody, request: Request, caller: Caller,
+        idempotency_key: Annotated[str | None, Header()] = None,
+    ) -> JSONResponse:
+        payload = json.loads(await request.body())
+        result = await gateway.decide(payload, caller, idempotency_key=idempotency_key)
+        return JSONResponse(result, headers={"X-Warden-Decision-Id": result["decision_id"]})
+
+    @app.get("/v1/decisions/{decision_id}", responses=ERRORS,
+             summary="The full audit record of a decision (and its reviews)")
+    def get_decision(decision_id: str, caller: Caller) -> dict[str, Any]:
+        return gateway.record(decision_id, caller)
+
+    @app.get("/v1/decisions/{decision_id}/proof", responses=ERRORS,
+             summary="Inclusion proof of a decision against the latest signed checkpoint")
+    def get_proof(decision_id: str, caller: Caller) -> dict[str, Any]:
+        return gateway.proof(decision_id, caller)
+
+    @app.get("/v1/audit/checkpoint", responses=ERRORS,
+             summary="The latest signed checkpoint (C2SP signed note)")
+    def get_checkpoint(caller: Caller) -> dict[str, Any]:
+        return gateway.checkpoint(caller)
+
+    @app.get("/v1/review/queue", responses=ERRORS, summary="Decisions waiting for a person")
+    def review_queue(caller: Caller, limit: int = 100) -> dict[str, Any]:
+        return {"items": gateway.review_queue(caller, min(max(limit, 1), 1000))}
+
+    @app.post("/v1/review/{decision_id}", responses=ERRORS,
+              summary="A reviewer's decision on a queued case (rationale mandatory)")
+    async def review(decision_id: str, body: ReviewRequestBody, caller: Caller) -> dict[str, Any]:
+        return await gateway.review(decision_id, caller, body.model_dump())
+
+    @app.get("/healthz", summary="Liveness and audit writer health")
+    def healthz() -> dict[str, Any]:
+        return {"status": "ok", "audit_entries": gateway.store.size(),
+                "policy_version": gateway.policy.version}
+
+    @app.get("/metrics", response_class=PlainTextResponse, summary="Prometheus metrics")
+    def prometheus() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return app

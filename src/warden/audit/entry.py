@@ -1,0 +1,88 @@
+"""Audit log entries: what callers submit and what the store holds.
+
+A stored entry's bytes are the RFC 8785 canonical JSON of the envelope
+`{"body", "decision_id", "kind", "seq", "ts"}`; those bytes are the Merkle leaf. The
+sequence number and the timestamp live inside the leaf, so moving or re-dating an entry
+changes its hash."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from warden.canonical import canonical_json
+
+KINDS = ("decision", "refusal", "review", "policy")
+
+
+@dataclass(frozen=True)
+class NewEntry:
+    kind: str
+    decision_id: str | None
+    body: bytes  # canonical JSON of the entry's body
+    #: at most one entry may ever carry a given unique key (idempotency, one review per case)
+    unique_key: str | None = None
+    #: denormalised for indexing only (e.g. the review queue); the leaf is the truth
+    outcome: str | None = None
+
+    @classmethod
+    def of(cls, kind: str, decision_id: str | None, body: dict[str, Any], **kw: Any) -> NewEntry:
+        return cls(kind, decision_id, canonical_json(body), **kw)
+
+
+@dataclass(frozen=True)
+class StoredEntry:
+    seq: int
+    kind: str
+    decision_id: str | None
+    ts: str
+    leaf_hash: bytes
+    data: bytes
+
+    def envelope(self) -> dict[str, Any]:
+        value: dict[str, Any] = json.loads(self.data)
+        return value
+
+    def body(self) -> dict[str, Any]:
+        body: dict[str, Any] = self.envelope()["body"]
+        return body
+
+
+@dataclass(frozen=True)
+class StoredCheckpoint:
+    size: int
+    root: bytes
+    note: str
+    created_at: str
+
+
+@dataclass
+class AppendResult:
+    seq: int
+    ts: str
+    #: set when the unique key was taken: the entry that holds it (nothing was written)
+    conflict: StoredEntry | None = None
+    batch_size: int = field(default=1)
+
+
+def envelope_bytes(entry: NewEntry, seq: int, ts: str) -> bytes:
+    """Compose the canonical envelope around an already-canonical body.
+
+    Canonical JSON of an object is its members in sorted key order, each value in canonical
+    form, so splicing the canonical body in is exactly RFC 8785 output."""
+    return b"".join(
+        (
+            b'{"body":',
+            entry.body,
+            b',"decision_id":',
+            canonical_json(entry.decision_id),
+            b',"kind":',
+            canonical_json(entry.kind),
+            b',"seq":',
+            str(seq).encode(),
+            b',"ts":',
+            canonical_json(ts),
+            b"}",
+        )
+    )

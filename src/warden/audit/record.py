@@ -1,0 +1,60 @@
+"""Build audit entry bodies from a finished DecisionContext (and for reviews/policies).
+
+A decision record holds everything needed to reproduce the decision: caller, type,
+jurisdiction, policy version, inputs verbatim, every gate's result in run order, the stop
+reason if any, and the outcome."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from warden.audit.sqlite_store import utc_now
+from warden.pipeline.context import DecisionContext
+
+RECORD_FORMAT = 1
+
+
+def decision_body(ctx: DecisionContext) -> dict[str, Any]:
+    request = ctx.request
+    bands = ctx.results.get("bands", {})
+    stop = ctx.stop
+    return {
+        "record_format": RECORD_FORMAT,
+        "decision_id": ctx.decision_id,
+        "received_at": ctx.received_at,
+        "decided_at": utc_now(),
+        "caller": ctx.caller.as_record(),
+        "decision_type": request.decision_type,
+        "jurisdiction": request.jurisdiction,
+        "policy": {"name": ctx.policy.policy.name, "version": ctx.policy.version},
+        "request": {
+            "inputs": request.inputs,
+            "idempotency_key": request.idempotency_key,
+            "request_hash": request.request_hash,
+        },
+        "gates": [{"gate": name, "result": result} for name, result in ctx.results.items()],
+        "stop": None if stop is None else {
+            "gate": stop.gate, "code": stop.code, "disposition": stop.disposition,
+            "message": stop.message, "field": stop.field,
+        },
+        "outcome": ctx.outcome(),
+        "score": bands.get("score"),
+        "thresholds_version": bands.get("thresholds_version"),
+        "processing_us": (time.perf_counter_ns() - ctx.started_ns) // 1000,
+    }
+
+
+def review_body(
+    decision_id: str, decision_seq: int, decision_leaf: bytes, reviewer: dict[str, str],
+    outcome: str, rationale: str,
+) -> dict[str, Any]:
+    return {
+        "record_format": RECORD_FORMAT,
+        "decision_id": decision_id,
+        "reviews_entry": {"seq": decision_seq, "leaf_hash": decision_leaf.hex()},
+        "reviewer": reviewer,
+        "outcome": outcome,
+        "rationale": rationale,
+        "reviewed_at": utc_now(),
+    }

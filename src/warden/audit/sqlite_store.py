@@ -1,0 +1,379 @@
+"""The embedded audit store: SQLite in WAL mode with group commit.
+
+One writer thread owns all appends. It takes whatever entries are waiting, writes them in
+one transaction together with a signed checkpoint of the new tree head, commits (one
+fsync, `synchronous=FULL`), and only then resolves the callers' futures. Concurrent
+requests therefore share one transaction and one fsync, and every committed entry is
+covered by a signed checkpoint written atomically with it.
+
+Nothing updates or deletes: triggers refuse UPDATE and DELETE on every audit table."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import queue
+import secrets
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from datetime import UTC, datetime
+from pathlib import Path
+
+from warden.audit.checkpoint import Checkpoint, CheckpointSigner
+from warden.audit.entry import AppendResult, NewEntry, StoredCheckpoint, StoredEntry, envelope_bytes
+from warden.audit.merkle import MerkleTree, leaf_hash
+from warden.canonical import content_id
+from warden.errors import AuditCommitError, DataDirBusyError, WardenError
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS entries (
+    seq INTEGER PRIMARY KEY,
+    kind TEXT NOT NULL,
+    decision_id TEXT,
+    outcome TEXT,
+    unique_key TEXT UNIQUE,
+    ts TEXT NOT NULL,
+    leaf_hash BLOB NOT NULL,
+    data BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS entries_by_decision ON entries (decision_id);
+CREATE INDEX IF NOT EXISTS entries_by_outcome ON entries (outcome) WHERE outcome = 'review';
+CREATE TABLE IF NOT EXISTS checkpoints (
+    size INTEGER PRIMARY KEY,
+    root BLOB NOT NULL,
+    note TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS blobs (
+    id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    data BLOB NOT NULL,
+    stored_at TEXT NOT NULL
+);
+"""
+APPEND_ONLY_TABLES = ("meta", "entries", "checkpoints", "blobs")
+MAX_BATCH = 512
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def _row_entry(row: tuple[int, str, str | None, str, bytes, bytes]) -> StoredEntry:
+    return StoredEntry(row[0], row[1], row[2], row[3], bytes(row[4]), bytes(row[5]))
+
+
+_ENTRY_COLS = "seq, kind, decision_id, ts, leaf_hash, data"
+
+
+class _Pending:
+    __slots__ = ("entry", "future")
+
+    def __init__(self, entry: NewEntry) -> None:
+        self.entry = entry
+        self.future: Future[AppendResult] = Future()
+
+
+class SQLiteAuditStore:
+    """Audit store in `<data_dir>/audit.db`. Open with `writable=True` in exactly one
+    process (a lock file enforces it); read-only opens are fine alongside."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        writable: bool = True,
+        on_commit: Callable[[int, float], None] | None = None,
+        signer: CheckpointSigner | None = None,
+    ) -> None:
+        self.data_dir = Path(data_dir)
+        self.path = self.data_dir / "audit.db"
+        self.writable = writable
+        self._on_commit = on_commit
+        self._local = threading.local()
+        self._lock_fd: int | None = None
+        if writable:
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            self._take_lock()
+        elif not self.path.exists():
+            raise WardenError(f"no audit log at {self.path} (is the data directory right?)")
+        conn = self._connect()
+        if writable:
+            conn.executescript(SCHEMA)
+            for table in APPEND_ONLY_TABLES:
+                for op in ("UPDATE", "DELETE"):
+                    conn.execute(
+                        f"CREATE TRIGGER IF NOT EXISTS {table}_no_{op.lower()} BEFORE {op} ON "
+                        f"{table} BEGIN SELECT RAISE(ABORT, 'audit store is append-only'); END"
+                    )
+            if conn.execute("SELECT 1 FROM meta WHERE key='origin'").fetchone() is None:
+                origin = f"warden.local/{secrets.token_hex(8)}"
+                conn.execute("INSERT INTO meta VALUES ('origin', ?)", (origin,))
+        row = conn.execute("SELECT value FROM meta WHERE key='origin'").fetchone()
+        if row is None:
+            raise WardenError(f"{self.path}: not a Warden audit store (no origin)")
+        self.origin: str = row[0]
+        key_path = self.data_dir / "keys" / "checkpoint-ed25519.pem"
+        self.signer = signer
+        if writable and signer is None:
+            self.signer = CheckpointSigner.load_or_create(key_path, self.origin)
+        vkey_path = self.data_dir / "keys" / "checkpoint.vkey"
+        if self.signer is not None:
+            self.vkey: str = self.signer.vkey
+            if writable and not vkey_path.exists():
+                vkey_path.write_text(self.vkey + "\n")
+        elif vkey_path.exists():
+            self.vkey = vkey_path.read_text().strip()
+        else:
+            self.vkey = ""
+        self._tree = MerkleTree()
+        self._load_tree()
+        self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
+        self._failed: BaseException | None = None
+        self._writer: threading.Thread | None = None
+        if writable:
+            self._check_head()
+            self._writer = threading.Thread(target=self._write_loop, name="audit-writer",
+                                            daemon=True)
+            self._writer.start()
+
+    # -- connections ---------------------------------------------------------------------
+    def _take_lock(self) -> None:
+        fd = os.open(self.data_dir / "warden.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            owner = (self.data_dir / "warden.lock").read_text().strip() or "?"
+            raise DataDirBusyError(
+                f"data directory {self.data_dir} is in use by another Warden process "
+                f"(pid {owner}); stop it, or send requests to it over HTTP"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._lock_fd = fd
+
+    def _connect(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA busy_timeout = 10000")
+            if self.writable:
+                conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = FULL")
+            self._local.conn = conn
+        return conn
+
+    def _load_tree(self) -> None:
+        tree = MerkleTree()
+        cur = self._connect().execute("SELECT seq, leaf_hash FROM entries ORDER BY seq")
+        for seq, lh in cur:
+            if seq != tree.size:
+                break  # a gap: verify will name it; serve only the contiguous prefix
+            tree.append(bytes(lh))
+        self._tree = tree
+
+    def _check_head(self) -> None:
+        """Fail closed at start if the stored log does not match its latest checkpoint."""
+        latest = self.latest_checkpoint()
+        if latest is None:
+            if self._tree.size:
+                raise WardenError(f"{self.path}: entries without any checkpoint; run `warden audit verify`")
+            return
+        if self._tree.size != self._count() or latest.size != self._tree.size:
+            raise WardenError(
+                f"{self.path}: log has {self._count()} entries but its latest signed checkpoint "
+                f"covers {latest.size}; run `warden audit verify`"
+            )
+        if self._tree.root(latest.size) != latest.root:
+            raise WardenError(
+                f"{self.path}: log does not match its latest signed checkpoint; "
+                "run `warden audit verify`"
+            )
+
+    def _count(self) -> int:
+        return int(self._connect().execute("SELECT count(*) FROM entries").fetchone()[0])
+
+    # -- writing -------------------------------------------------------------------------
+    def submit(self, entry: NewEntry) -> Future[AppendResult]:
+        pending = _Pending(entry)
+        if not self.writable:
+            pending.future.set_exception(WardenError("audit store opened read-only"))
+        elif self._writer is None or not self._writer.is_alive():
+            pending.future.set_exception(AuditCommitError("audit writer is not running"))
+        else:
+            self._queue.put(pending)
+        return pending.future
+
+    def _write_loop(self) -> None:
+        conn = self._connect()
+        while True:
+            first = self._queue.get()
+            if first is None:
+                conn.close()
+                return
+            batch = [first]
+            while len(batch) < MAX_BATCH:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    self._queue.put(None)  # finish this batch, then stop
+                    break
+                batch.append(item)
+            self._commit_batch(conn, batch)
+
+    def _commit_batch(self, conn: sqlite3.Connection, batch: list[_Pending]) -> None:
+        started = time.perf_counter()
+        results: list[AppendResult] = []
+        base = self._tree.size
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            taken = self._taken_keys(conn, batch)
+            rows = []
+            ts = utc_now()
+            seq = base
+            for pending in batch:
+                entry = pending.entry
+                if entry.unique_key is not None and entry.unique_key in taken:
+                    holder = taken[entry.unique_key]
+                    results.append(AppendResult(-1, ts, conflict=holder))
+                    continue
+                data = envelope_bytes(entry, seq, ts)
+                lh = leaf_hash(data)
+                rows.append((seq, entry.kind, entry.decision_id, entry.outcome,
+                             entry.unique_key, ts, lh, data))
+                stored = StoredEntry(seq, entry.kind, entry.decision_id, ts, lh, data)
+                if entry.unique_key is not None:
+                    taken[entry.unique_key] = stored
+                results.append(AppendResult(seq, ts, batch_size=len(batch)))
+                seq += 1
+            if rows:
+                conn.executemany("INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+                for row in rows:
+                    self._tree.append(row[6])
+                self._write_checkpoint(conn, ts)
+            conn.execute("COMMIT")
+        except BaseException as exc:  # fail closed: nobody gets a decision that is not durable
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            self._load_tree()
+            error = AuditCommitError(f"audit commit failed: {exc}")
+            for pending in batch:
+                pending.future.set_exception(error)
+            return
+        if self._on_commit is not None:
+            self._on_commit(len(rows), time.perf_counter() - started)
+        for pending, result in zip(batch, results, strict=True):
+            pending.future.set_result(result)
+
+    def _taken_keys(self, conn: sqlite3.Connection, batch: list[_Pending]) -> dict[str, StoredEntry]:
+        keys = [p.entry.unique_key for p in batch if p.entry.unique_key is not None]
+        if not keys:
+            return {}
+        marks = ",".join("?" * len(keys))
+        cur = conn.execute(
+            f"SELECT unique_key, {_ENTRY_COLS} FROM entries WHERE unique_key IN ({marks})", keys
+        )
+        return {row[0]: _row_entry(row[1:]) for row in cur}
+
+    def _write_checkpoint(self, conn: sqlite3.Connection, ts: str) -> None:
+        assert self.signer is not None
+        size = self._tree.size
+        root = self._tree.root()
+        note = self.signer.sign(Checkpoint(self.origin, size, root))
+        conn.execute("INSERT INTO checkpoints VALUES (?, ?, ?, ?)", (size, root, note, ts))
+
+    def put_blob(self, kind: str, data: bytes) -> str:
+        blob_id = content_id(data)
+        conn = self._connect()
+        conn.execute(
+            "INSERT OR IGNORE INTO blobs VALUES (?, ?, ?, ?)", (blob_id, kind, data, utc_now())
+        )
+        return blob_id
+
+    # -- reading -------------------------------------------------------------------------
+    def size(self) -> int:
+        return self._tree.size
+
+    def entry(self, seq: int) -> StoredEntry | None:
+        row = self._connect().execute(
+            f"SELECT {_ENTRY_COLS} FROM entries WHERE seq = ?", (seq,)
+        ).fetchone()
+        return _row_entry(row) if row else None
+
+    def entries_for(self, decision_id: str) -> list[StoredEntry]:
+        cur = self._connect().execute(
+            f"SELECT {_ENTRY_COLS} FROM entries WHERE decision_id = ? ORDER BY seq", (decision_id,)
+        )
+        return [_row_entry(r) for r in cur]
+
+    def by_unique_key(self, key: str) -> StoredEntry | None:
+        row = self._connect().execute(
+            f"SELECT {_ENTRY_COLS} FROM entries WHERE unique_key = ?", (key,)
+        ).fetchone()
+        return _row_entry(row) if row else None
+
+    def iter_entries(self, start: int = 0) -> Iterator[StoredEntry]:
+        cur = self._connect().execute(
+            f"SELECT {_ENTRY_COLS} FROM entries WHERE seq >= ? ORDER BY seq", (start,)
+        )
+        for row in cur:
+            yield _row_entry(row)
+
+    def checkpoints(self) -> Iterator[StoredCheckpoint]:
+        cur = self._connect().execute(
+            "SELECT size, root, note, created_at FROM checkpoints ORDER BY size"
+        )
+        for size, root, note, created in cur:
+            yield StoredCheckpoint(size, bytes(root), note, created)
+
+    def latest_checkpoint(self) -> StoredCheckpoint | None:
+        row = self._connect().execute(
+            "SELECT size, root, note, created_at FROM checkpoints ORDER BY size DESC LIMIT 1"
+        ).fetchone()
+        return StoredCheckpoint(row[0], bytes(row[1]), row[2], row[3]) if row else None
+
+    def inclusion_proof(self, index: int, size: int) -> list[bytes]:
+        return self._tree.inclusion_proof(index, size)
+
+    def consistency_proof(self, size1: int, size2: int) -> list[bytes]:
+        return self._tree.consistency_proof(size1, size2)
+
+    def review_queue(self, limit: int = 100) -> list[StoredEntry]:
+        cur = self._connect().execute(
+            f"SELECT {_ENTRY_COLS} FROM entries d WHERE d.outcome = 'review' AND d.kind = 'decision'"
+            " AND NOT EXISTS (SELECT 1 FROM entries r WHERE r.unique_key = 'review:' || d.decision_id)"
+            " ORDER BY d.seq LIMIT ?",
+            (limit,),
+        )
+        return [_row_entry(r) for r in cur]
+
+    def get_blob(self, blob_id: str) -> tuple[str, bytes] | None:
+        row = self._connect().execute(
+            "SELECT kind, data FROM blobs WHERE id = ?", (blob_id,)
+        ).fetchone()
+        return (row[0], bytes(row[1])) if row else None
+
+    def refresh(self) -> None:
+        """Re-read the tree (read-only opens, after the writer appended)."""
+        self._load_tree()
+
+    def close(self) -> None:
+        if self._writer is not None and self._writer.is_alive():
+            self._queue.put(None)
+            self._writer.join()
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None

@@ -1,0 +1,35 @@
+"""Residency: every request carries a jurisdiction label the policy knows. Unlabeled or
+unknown labels are refused (422) and counted; the allowed zones are recorded for the model
+calls that later gates make."""
+
+from __future__ import annotations
+
+from warden.pipeline.context import DecisionContext
+
+
+class ResidencyGate:
+    name = "residency"
+    runs_after_stop = False
+
+    def run(self, ctx: DecisionContext) -> None:
+        label = ctx.request.jurisdiction
+        residency = ctx.policy.policy.residency
+        if label is None or label == "":
+            ctx.add_result(self.name, {"jurisdiction": None, "allowed": False})
+            ctx.halt(self.name, "residency.unlabeled", "refuse",
+                     "jurisdiction: every request must carry a jurisdiction label "
+                     f"(one of: {', '.join(sorted(residency))})", field="jurisdiction")
+            return
+        rule = residency.get(label)
+        if rule is None:
+            ctx.add_result(self.name, {"jurisdiction": label, "allowed": False})
+            ctx.halt(self.name, "residency.unknown_jurisdiction", "refuse",
+                     f"jurisdiction: unknown jurisdiction {label!r} "
+                     f"(this policy knows: {', '.join(sorted(residency))})", field="jurisdiction")
+            return
+        ctx.add_result(self.name, {
+            "jurisdiction": label,
+            "allowed": True,
+            "allowed_zones": list(rule.allowed_zones),
+            "on_unavailable": rule.on_unavailable,
+        })

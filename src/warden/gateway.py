@@ -1,0 +1,319 @@
+"""The Python API: one Gateway object that every door (HTTP, CLI, demo) calls.
+
+    gw = Gateway.open(data_dir, policy_path)
+    result = await gw.decide({...}, caller)      # or gw.decide_sync(...)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from warden import metrics
+from warden.audit.entry import NewEntry, StoredEntry
+from warden.audit.merkle import leaf_hash, verify_inclusion
+from warden.audit.record import review_body
+from warden.audit.sqlite_store import SQLiteAuditStore, utc_now
+from warden.audit.store import AuditStore
+from warden.auth import KeyRing, Permission, Principal
+from warden.canonical import request_hash
+from warden.errors import ConflictError, NotFoundError, RequestError
+from warden.gates.admission import AdmissionGate
+from warden.gates.bands import BandsGate
+from warden.gates.commit import CommitGate, idempotency_unique_key
+from warden.gates.decide import DecideGate
+from warden.gates.inputs import InputsGate
+from warden.gates.outputs import OutputsGate
+from warden.gates.residency import ResidencyGate
+from warden.ids import new_decision_id
+from warden.pipeline.context import DecisionContext, DecisionRequest
+from warden.pipeline.runner import Pipeline
+from warden.policy.errors_format import dotted
+from warden.policy.loader import LoadedPolicy, load_policy_file
+from warden.schemas import DecisionRequestBody, ReviewRequestBody
+
+DEFAULT_POLICY = Path(__file__).parent / "demo" / "policy.yaml"
+
+
+class RefusedError(RequestError):
+    """The pipeline refused the request; the refusal itself is in the audit log."""
+
+    def __init__(self, message: str, *, code: str, field: str | None, decision_id: str,
+                 http_status: int = 422) -> None:
+        super().__init__(message, code=code, field=field)
+        self.decision_id = decision_id
+        self.http_status = http_status
+
+    def to_dict(self) -> dict[str, str]:
+        return {**super().to_dict(), "decision_id": self.decision_id}
+
+
+def parse_decision_request(payload: Any, idempotency_key: str | None = None) -> DecisionRequest:
+    try:
+        body = DecisionRequestBody.model_validate(payload)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        path = dotted(tuple(first["loc"]))
+        if first["type"] == "extra_forbidden":
+            msg = f"{path}: unknown field (allowed: decision_type, jurisdiction, inputs, idempotency_key)"
+        elif first["type"] == "missing":
+            msg = f"{path}: required field is missing"
+        elif first["type"] == "model_type":
+            msg = "request body must be a JSON object"
+        else:
+            msg = f"{path}: {first['msg']}"
+        raise RequestError(msg, code="request.invalid", field=path or None) from None
+    if idempotency_key and body.idempotency_key and idempotency_key != body.idempotency_key:
+        raise RequestError("idempotency_key: body and Idempotency-Key header disagree",
+                           field="idempotency_key")
+    key = idempotency_key or body.idempotency_key
+    meaning = {"decision_type": body.decision_type, "jurisdiction": body.jurisdiction,
+               "inputs": body.inputs}
+    return DecisionRequest(body.decision_type, body.jurisdiction, body.inputs, key,
+                           request_hash(meaning))
+
+
+def response_from_record(record: dict[str, Any], seq: int, *, replayed: bool) -> dict[str, Any]:
+    reasons: list[str] = []
+    for gate in record["gates"]:
+        for fired in gate["result"].get("rules_fired", []):
+            reasons.append(fired["reason"])
+    if record.get("stop"):
+        reasons.append(record["stop"]["message"])
+    return {
+        "decision_id": record["decision_id"],
+        "decision_type": record["decision_type"],
+        "jurisdiction": record["jurisdiction"],
+        "outcome": record["outcome"],
+        "score": record["score"],
+        "reasons": reasons,
+        "policy_version": record["policy"]["version"],
+        "thresholds_version": record["thresholds_version"],
+        "audit_seq": seq,
+        "replayed": replayed,
+    }
+
+
+class Gateway:
+    def __init__(self, policy: LoadedPolicy, store: AuditStore,
+                 keyring: KeyRing | None = None) -> None:
+        self.policy = policy
+        self.store = store
+        self.keyring = keyring
+        self.pipeline = Pipeline([
+            AdmissionGate(), ResidencyGate(), InputsGate(), DecideGate(), BandsGate(),
+            OutputsGate(), CommitGate(store),
+        ])
+
+    @classmethod
+    def open(cls, data_dir: str | Path, policy_path: str | Path | None = None) -> Gateway:
+        data_dir = Path(data_dir)
+        policy = load_policy_file(policy_path or DEFAULT_POLICY)
+        store = SQLiteAuditStore(data_dir, on_commit=metrics.observe_commit)
+        try:
+            gateway = cls(policy, store, KeyRing(data_dir / "keys.yaml"))
+            gateway.activate_policy()
+        except BaseException:
+            store.close()
+            raise
+        return gateway
+
+    def activate_policy(self) -> None:
+        """Store the policy content-addressed and log its activation."""
+        blob_id = self.store.put_blob("policy", self.policy.raw)
+        assert blob_id == self.policy.version
+        body = {"policy_version": self.policy.version, "name": self.policy.policy.name,
+                "source": self.policy.source, "activated_at": utc_now(),
+                "decision_types": sorted(self.policy.decision_types)}
+        self.store.submit(NewEntry.of("policy", None, body)).result()
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self) -> Gateway:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- decisions ---------------------------------------------------------------------
+    async def decide(self, payload: Any, caller: Principal, *,
+                     idempotency_key: str | None = None) -> dict[str, Any]:
+        caller.require(Permission.DECIDE)
+        request = parse_decision_request(payload, idempotency_key)
+        if request.idempotency_key:
+            held = self.store.by_unique_key(
+                idempotency_unique_key(caller.name, request.idempotency_key))
+            if held is not None:
+                return self._replay(held, request)
+        ctx = DecisionContext(new_decision_id(), request, caller, self.policy, utc_now())
+        await self.pipeline.run(ctx)
+        commit = ctx.results["commit"]
+        if "conflict_seq" in commit:  # a concurrent request with the same key won the race
+            held = self.store.entry(int(commit["conflict_seq"]))
+            assert held is not None
+            return self._replay(held, request)
+        self._count(ctx)
+        if ctx.stop is not None and ctx.stop.disposition == "refuse":
+            raise RefusedError(ctx.stop.message, code=ctx.stop.code, field=ctx.stop.field,
+                               decision_id=ctx.decision_id, http_status=ctx.stop.http_status)
+        record_view = {
+            "decision_id": ctx.decision_id, "decision_type": request.decision_type,
+            "jurisdiction": request.jurisdiction, "outcome": ctx.outcome(),
+            "score": ctx.results.get("bands", {}).get("score"),
+            "gates": [{"result": r} for r in ctx.results.values()],
+            "stop": None if ctx.stop is None else {"message": ctx.stop.message},
+            "policy": {"version": self.policy.version},
+            "thresholds_version": ctx.results.get("bands", {}).get("thresholds_version"),
+        }
+        return response_from_record(record_view, int(commit["seq"]), replayed=False)
+
+    def decide_sync(self, payload: Any, caller: Principal, *,
+                    idempotency_key: str | None = None) -> dict[str, Any]:
+        return asyncio.run(self.decide(payload, caller, idempotency_key=idempotency_key))
+
+    def _replay(self, held: StoredEntry, request: DecisionRequest) -> dict[str, Any]:
+        record = held.body()
+        if record["request"]["request_hash"] != request.request_hash:
+            raise ConflictError(
+                f"idempotency_key: key {request.idempotency_key!r} was already used with a "
+                f"different request (decision {held.decision_id})",
+                code="idempotency.conflict", field="idempotency_key")
+        return response_from_record(record, held.seq, replayed=True)
+
+    def _count(self, ctx: DecisionContext) -> None:
+        outcome = ctx.outcome()
+        if ctx.stop is not None and ctx.stop.disposition == "refuse":
+            metrics.REFUSALS.labels(ctx.stop.code).inc()
+            if ctx.stop.code == "residency.unlabeled":
+                metrics.UNLABELED.inc()
+            return
+        metrics.DECISIONS.labels(ctx.request.decision_type, outcome).inc()
+        metrics.DECISION_LATENCY.labels(ctx.request.decision_type).observe(
+            (time.perf_counter_ns() - ctx.started_ns) / 1e9)
+
+    # -- reading -----------------------------------------------------------------------
+    def entries(self, decision_id: str, caller: Principal) -> list[StoredEntry]:
+        caller.require(Permission.READ_DECISION)
+        entries = self.store.entries_for(decision_id)
+        if not entries:
+            raise NotFoundError(f"no decision with id {decision_id!r}")
+        first = entries[0].body()
+        if not caller.can(Permission.READ_ANY_DECISION) and \
+                first.get("caller", {}).get("name") != caller.name:
+            raise NotFoundError(f"no decision with id {decision_id!r}")
+        return entries
+
+    def record(self, decision_id: str, caller: Principal) -> dict[str, Any]:
+        entries = self.entries(decision_id, caller)
+        return {
+            "decision_id": decision_id,
+            "entries": [
+                {"seq": e.seq, "kind": e.kind, "ts": e.ts, "leaf_hash": e.leaf_hash.hex(),
+                 "body": e.body()} for e in entries
+            ],
+        }
+
+    def proof(self, decision_id: str, caller: Principal) -> dict[str, Any]:
+        self.entries(decision_id, caller)  # the same read check as the record itself
+        return self.proof_for(self.store, decision_id, caller)
+
+    @staticmethod
+    def proof_for(store: AuditStore, decision_id: str, caller: Principal) -> dict[str, Any]:
+        """Inclusion proof of the decision's first entry against the latest checkpoint."""
+        caller.require(Permission.READ_DECISION)
+        entries = store.entries_for(decision_id)
+        if not entries:
+            raise NotFoundError(f"no decision with id {decision_id!r}")
+        entry = entries[0]
+        checkpoint = store.latest_checkpoint()
+        if checkpoint is None or checkpoint.size <= entry.seq:
+            raise NotFoundError(f"decision {decision_id} is not covered by a checkpoint yet")
+        proof = store.inclusion_proof(entry.seq, checkpoint.size)
+        return {
+            "decision_id": decision_id,
+            "leaf_index": entry.seq,
+            "tree_size": checkpoint.size,
+            "entry": entry.data.decode(),
+            "leaf_hash": base64.b64encode(leaf_hash(entry.data)).decode(),
+            "proof": [base64.b64encode(h).decode() for h in proof],
+            "checkpoint": checkpoint.note,
+            "vkey": store.vkey,
+        }
+
+    def checkpoint(self, caller: Principal) -> dict[str, Any]:
+        caller.require(Permission.READ_AUDIT)
+        cp = self.store.latest_checkpoint()
+        if cp is None:
+            raise NotFoundError("the audit log has no checkpoint yet")
+        return {"size": cp.size, "root": base64.b64encode(cp.root).decode(),
+                "created_at": cp.created_at, "note": cp.note, "vkey": self.store.vkey,
+                "origin": self.store.origin}
+
+    # -- review ------------------------------------------------------------------------
+    def review_queue(self, caller: Principal, limit: int = 100) -> list[dict[str, Any]]:
+        caller.require(Permission.READ_QUEUE)
+        sla = timedelta(minutes=self.policy.policy.review.sla_minutes)
+        items = []
+        for entry in self.store.review_queue(limit):
+            body = entry.body()
+            received = datetime.fromisoformat(body["received_at"].replace("Z", "+00:00"))
+            due = received + sla
+            items.append({
+                "decision_id": entry.decision_id, "seq": entry.seq,
+                "decision_type": body["decision_type"], "jurisdiction": body["jurisdiction"],
+                "score": body["score"], "received_at": body["received_at"],
+                "sla_due_at": due.isoformat().replace("+00:00", "Z"),
+                "overdue": due < datetime.now(UTC),
+                "reasons": response_from_record(body, entry.seq, replayed=False)["reasons"],
+            })
+        return items
+
+    async def review(self, decision_id: str, caller: Principal, payload: Any) -> dict[str, Any]:
+        caller.require(Permission.REVIEW)
+        try:
+            body = ReviewRequestBody.model_validate(payload)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            path = dotted(tuple(first["loc"])) or "body"
+            raise RequestError(f"{path}: {first['msg']}", field=path) from None
+        entries = self.entries(decision_id, caller)
+        decision = entries[0]
+        if decision.kind != "decision" or decision.body()["outcome"] != "review":
+            raise ConflictError(f"decision {decision_id} is not waiting for review "
+                                f"(outcome {decision.body().get('outcome')!r})",
+                                code="review.not_in_queue")
+        entry = NewEntry.of(
+            "review", decision_id,
+            review_body(decision_id, decision.seq, decision.leaf_hash, caller.as_record(),
+                        body.outcome, body.rationale),
+            unique_key=f"review:{decision_id}", outcome=body.outcome,
+        )
+        result = await asyncio.wrap_future(self.store.submit(entry))
+        if result.conflict is not None:
+            who = result.conflict.body().get("reviewer", {}).get("name", "?")
+            raise ConflictError(f"decision {decision_id} was already reviewed by {who}",
+                                code="review.already_reviewed")
+        metrics.REVIEWS.labels(body.outcome).inc()
+        return {"decision_id": decision_id, "outcome": body.outcome, "audit_seq": result.seq,
+                "reviewer": caller.name}
+
+
+def verify_proof_document(doc: dict[str, Any], vkey: str) -> str:
+    """Check a proof document end to end; returns a one-line summary or raises."""
+    from warden.audit.checkpoint import CheckpointVerifier
+
+    checkpoint = CheckpointVerifier(vkey).verify(doc["checkpoint"])
+    lh = leaf_hash(doc["entry"].encode())
+    if base64.b64encode(lh).decode() != doc["leaf_hash"]:
+        raise ValueError("entry does not hash to the stated leaf hash")
+    proof = [base64.b64decode(p) for p in doc["proof"]]
+    verify_inclusion(lh, doc["leaf_index"], checkpoint.size, proof, checkpoint.root)
+    return (f"entry {doc['leaf_index']} is included in the log of size {checkpoint.size} "
+            f"signed by {vkey.split('+')[0]}")

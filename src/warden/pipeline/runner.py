@@ -1,0 +1,30 @@
+"""Runs gates in order. It knows nothing about any particular gate."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+
+from warden.pipeline.context import DecisionContext
+from warden.pipeline.gate import Gate
+
+
+class Pipeline:
+    def __init__(self, gates: Sequence[Gate]) -> None:
+        names = [g.name for g in gates]
+        if len(set(names)) != len(names):
+            raise ValueError(f"gate names must be unique: {names}")
+        self.gates = tuple(gates)
+
+    @property
+    def names(self) -> list[str]:
+        return [g.name for g in self.gates]
+
+    async def run(self, ctx: DecisionContext) -> DecisionContext:
+        for gate in self.gates:
+            if ctx.stopped and not gate.runs_after_stop:
+                continue
+            result = gate.run(ctx)
+            if inspect.isawaitable(result):
+                await result
+        return ctx

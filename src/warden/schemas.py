@@ -1,0 +1,51 @@
+"""Request and response bodies shared by the HTTP API, the CLI and the Python API."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class DecisionRequestBody(BaseModel):
+    """POST /v1/decisions. `jurisdiction` is optional in the schema only so that an
+    unlabeled request reaches the residency gate, which refuses and counts it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    decision_type: str = Field(min_length=1, max_length=64, examples=["payment_fraud"])
+    jurisdiction: str | None = Field(default=None, max_length=8, examples=["EU"])
+    inputs: dict[str, Any]
+    idempotency_key: str | None = Field(
+        default=None, min_length=1, max_length=200,
+        description="Same key and body returns the first decision; a different body is a 409. "
+                    "The Idempotency-Key header is an alternative.",
+    )
+
+
+class DecisionResponse(BaseModel):
+    decision_id: str
+    decision_type: str
+    jurisdiction: str | None
+    outcome: str
+    score: float | None
+    reasons: list[str]
+    policy_version: str
+    thresholds_version: str | None
+    audit_seq: int
+    replayed: bool = False
+
+
+class ReviewRequestBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    outcome: Literal["approve", "decline"]
+    rationale: str = Field(min_length=10, max_length=5000,
+                           description="Why; at least 10 characters. Mandatory.")
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    field: str | None = None
+    decision_id: str | None = None
