@@ -59,7 +59,7 @@ def parse_decision_request(payload: Any, idempotency_key: str | None = None) -> 
         body = DecisionRequestBody.model_validate(payload)
     except ValidationError as exc:
         first = exc.errors()[0]
-        path = dotted(tuple(first["loc"]))
+        path = dotted(tuple(first["loc"])) if first["loc"] else "body"
         if first["type"] == "extra_forbidden":
             msg = f"{path}: unknown field (allowed: decision_type, jurisdiction, inputs, idempotency_key)"
         elif first["type"] == "missing":
@@ -68,7 +68,7 @@ def parse_decision_request(payload: Any, idempotency_key: str | None = None) -> 
             msg = "request body must be a JSON object"
         else:
             msg = f"{path}: {first['msg']}"
-        raise RequestError(msg, code="request.invalid", field=path or None) from None
+        raise RequestError(msg, code="request.invalid", field=path) from None
     if idempotency_key and body.idempotency_key and idempotency_key != body.idempotency_key:
         raise RequestError("idempotency_key: body and Idempotency-Key header disagree",
                            field="idempotency_key")

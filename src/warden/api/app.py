@@ -1,6 +1,5 @@
 """The HTTP API: routes only. Each route authenticates, calls the Gateway, and formats."""
 
-from __future__ import annotations
 
 import json
 from typing import Annotated, Any

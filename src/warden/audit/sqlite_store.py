@@ -96,6 +96,8 @@ class SQLiteAuditStore:
         self._on_commit = on_commit
         self._local = threading.local()
         self._lock_fd: int | None = None
+        self._busy_timeout_ms = 10_000
+        self._busy_applied = 10_000
         if writable:
             self.data_dir.mkdir(parents=True, exist_ok=True)
             self._take_lock()
@@ -228,8 +230,15 @@ class SQLiteAuditStore:
                 batch.append(item)
             self._commit_batch(conn, batch)
 
+    def set_busy_timeout(self, milliseconds: int) -> None:
+        """How long a commit waits for a lock held by another connection before failing."""
+        self._busy_timeout_ms = milliseconds
+
     def _commit_batch(self, conn: sqlite3.Connection, batch: list[_Pending]) -> None:
         started = time.perf_counter()
+        if self._busy_applied != self._busy_timeout_ms:
+            conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
+            self._busy_applied = self._busy_timeout_ms
         results: list[AppendResult] = []
         base = self._tree.size
         try:

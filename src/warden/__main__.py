@@ -1,0 +1,3 @@
+from warden.cli.main import app
+
+app(prog_name="warden")

@@ -1,0 +1,142 @@
+"""The HTTP API through FastAPI's test client, on a real SQLite audit store."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.conftest import EXAMPLE_POLICY, payment, review_payment
+from warden.api.app import create_app
+from warden.auth import Role
+from warden.gateway import Gateway, verify_proof_document
+
+
+@pytest.fixture
+def api(data_dir: Path) -> Iterator[tuple[TestClient, dict[str, dict[str, str]]]]:
+    gateway = Gateway.open(data_dir, EXAMPLE_POLICY)
+    assert gateway.keyring is not None
+    keys = {
+        role.value: {"X-API-Key": gateway.keyring.create(f"{role.value}-1", role)}
+        for role in Role
+    }
+    with TestClient(create_app(gateway)) as client:
+        yield client, keys
+    gateway.close()
+
+
+def test_decide_then_read_record_proof_and_checkpoint(api: Any) -> None:
+    client, keys = api
+    response = client.post("/v1/decisions", json=payment(), headers=keys["service"])
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert response.headers["X-Warden-Decision-Id"] == body["decision_id"]
+    assert body["outcome"] == "auto_approve"
+
+    record = client.get(f"/v1/decisions/{body['decision_id']}", headers=keys["auditor"]).json()
+    assert record["entries"][0]["body"]["caller"] == {"name": "service-1", "role": "service"}
+
+    proof = client.get(f"/v1/decisions/{body['decision_id']}/proof", headers=keys["auditor"])
+    assert proof.status_code == 200
+    checkpoint = client.get("/v1/audit/checkpoint", headers=keys["auditor"]).json()
+    assert verify_proof_document(proof.json(), checkpoint["vkey"]).startswith(
+        f"entry {body['audit_seq']} is included")
+    assert checkpoint["note"].startswith(checkpoint["origin"] + "\n")
+
+
+def test_authentication_and_roles_per_route(api: Any) -> None:
+    client, keys = api
+    assert client.post("/v1/decisions", json=payment()).status_code == 401
+    bad = client.post("/v1/decisions", json=payment(), headers={"X-API-Key": "nope"})
+    assert bad.status_code == 401 and bad.json()["error"]["code"] == "auth.unauthenticated"
+    for role in ("auditor", "reviewer"):
+        denied = client.post("/v1/decisions", json=payment(), headers=keys[role])
+        assert denied.status_code == 403, role
+    queued = client.post("/v1/decisions", json=review_payment(), headers=keys["service"]).json()
+    assert client.get("/v1/review/queue", headers=keys["service"]).status_code == 403
+    assert client.get("/v1/review/queue", headers=keys["auditor"]).status_code == 200
+    decision = {"outcome": "approve", "rationale": "Known customer travelling, confirmed."}
+    url = f"/v1/review/{queued['decision_id']}"
+    assert client.post(url, json=decision, headers=keys["auditor"]).status_code == 403
+    assert client.post(url, json=decision, headers=keys["service"]).status_code == 403
+    assert client.post(url, json=decision, headers=keys["reviewer"]).status_code == 200
+    assert client.post(url, json=decision, headers=keys["admin"]).status_code == 409
+
+
+def test_review_queue_and_review_flow(api: Any) -> None:
+    client, keys = api
+    queued = client.post("/v1/decisions", json=review_payment(), headers=keys["service"]).json()
+    items = client.get("/v1/review/queue", headers=keys["reviewer"]).json()["items"]
+    item = next(i for i in items if i["decision_id"] == queued["decision_id"])
+    assert item["reasons"] and item["sla_due_at"] > item["received_at"]
+    missing = client.post(f"/v1/review/{queued['decision_id']}", json={"outcome": "approve"},
+                          headers=keys["reviewer"])
+    assert missing.status_code == 422
+    assert missing.json()["error"]["field"] == "rationale"
+    ok = client.post(f"/v1/review/{queued['decision_id']}",
+                     json={"outcome": "decline", "rationale": "Card reported stolen today."},
+                     headers=keys["reviewer"])
+    assert ok.status_code == 200
+    record = client.get(f"/v1/decisions/{queued['decision_id']}", headers=keys["auditor"]).json()
+    assert [e["kind"] for e in record["entries"]] == ["decision", "review"]
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "code"),
+    [
+        (payment(jurisdiction=None), "jurisdiction", "residency.unlabeled"),
+        (payment(jurisdiction="XX"), "jurisdiction", "residency.unknown_jurisdiction"),
+        (payment(amount="lots"), "inputs.amount", "request.invalid_inputs"),
+        ({**payment(), "colour": "red"}, "colour", "request.invalid"),
+        ({"jurisdiction": "EU", "inputs": {}}, "decision_type", "request.invalid"),
+    ],
+)
+def test_bad_requests_get_422_naming_the_field(api: Any, body: Any, field: str, code: str) -> None:
+    client, keys = api
+    response = client.post("/v1/decisions", json=body, headers=keys["service"])
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["field"] == field and error["code"] == code
+
+
+def test_invalid_json_is_a_422(api: Any) -> None:
+    client, keys = api
+    response = client.post("/v1/decisions", content=b"{not json",
+                           headers={**keys["service"], "Content-Type": "application/json"})
+    assert response.status_code == 422
+    assert "not valid JSON" in response.json()["error"]["message"]
+
+
+def test_idempotency_header(api: Any) -> None:
+    client, keys = api
+    headers = {**keys["service"], "Idempotency-Key": "order-77"}
+    first = client.post("/v1/decisions", json=payment(), headers=headers).json()
+    again = client.post("/v1/decisions", json=payment(), headers=headers).json()
+    assert again["decision_id"] == first["decision_id"] and again["replayed"]
+    other = client.post("/v1/decisions", json=payment(amount=1.0), headers=headers)
+    assert other.status_code == 409 and other.json()["error"]["code"] == "idempotency.conflict"
+
+
+def test_unknown_decision_is_404(api: Any) -> None:
+    client, keys = api
+    response = client.get("/v1/decisions/0190-nope", headers=keys["auditor"])
+    assert response.status_code == 404
+
+
+def test_health_metrics_and_openapi(api: Any) -> None:
+    client, keys = api
+    client.post("/v1/decisions", json=payment(), headers=keys["service"])
+    client.post("/v1/decisions", json=payment(jurisdiction=None), headers=keys["service"])
+    assert client.get("/healthz").json()["status"] == "ok"
+    text = client.get("/metrics").text
+    for name in ("warden_decisions_total{", "warden_decision_latency_seconds_bucket",
+                 "warden_audit_commit_seconds_bucket", "warden_unlabeled_requests_total"):
+        assert name in text, name
+    assert 'band="auto_approve",decision_type="payment_fraud"' in text
+    spec = client.get("/openapi.json").json()
+    for path in ("/v1/decisions", "/v1/decisions/{decision_id}", "/v1/decisions/{decision_id}/proof",
+                 "/v1/audit/checkpoint", "/v1/review/queue", "/v1/review/{decision_id}"):
+        assert path in spec["paths"], path
