@@ -1,7 +1,17 @@
 """Canonical JSON (RFC 8785, JCS) and content hashes.
 
 Every audit entry is stored as its JCS bytes, so the same record always hashes the same
-way on any machine, in any language."""
+way on any machine, in any language.
+
+Speed: the `rfc8785` package is a pure-Python serializer (measured ~700 µs for a 1.5 KB
+decision record, more than the rest of the pipeline together). For the values Warden
+writes, the C-accelerated `json.dumps` produces the same bytes once floats are normalised:
+JCS differs from `json.dumps(sort_keys=True, separators=(",", ":"), ensure_ascii=False)`
+only in number formatting (ECMAScript `Number.toString`) and in sorting keys by UTF-16
+code units. `_normalise` rewrites integral floats below 2^53 as ints (the same digits);
+non-integral floats with 1e-4 <= |x| < 2^53 print identically in both; anything else
+(tiny or huge floats, keys beyond the BMP, lone surrogates) falls back to `rfc8785`,
+which is authoritative. A property test checks the fast path against `rfc8785`."""
 
 from __future__ import annotations
 
@@ -11,9 +21,48 @@ from typing import Any
 
 import rfc8785
 
+_SAFE_INT = 2**53
+
+
+class _NeedsReference(Exception):
+    """The fast path cannot guarantee identical bytes for this value."""
+
+
+def _normalise(value: Any) -> Any:
+    kind = type(value)
+    if kind is dict:
+        out = {}
+        for key, item in value.items():
+            if type(key) is not str or (not key.isascii() and max(key) > "\uffff"):
+                raise _NeedsReference
+            out[key] = _normalise(item)
+        return out
+    if kind is list or kind is tuple:
+        return [_normalise(item) for item in value]
+    if kind is float:
+        magnitude = abs(value)
+        if magnitude < _SAFE_INT and value == int(value):
+            return int(value)
+        if 1e-4 <= magnitude < _SAFE_INT:
+            return value
+        raise _NeedsReference
+    if kind is int:
+        if -_SAFE_INT < value < _SAFE_INT:
+            return value
+        raise _NeedsReference
+    if value is None or kind is bool or kind is str:
+        return value
+    raise _NeedsReference
+
 
 def canonical_json(value: Any) -> bytes:
-    return rfc8785.dumps(value)
+    try:
+        normal = _normalise(value)
+        return json.dumps(
+            normal, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+        ).encode("utf-8")
+    except (_NeedsReference, UnicodeEncodeError, ValueError):
+        return rfc8785.dumps(value)
 
 
 def sha256_hex(data: bytes) -> str:
@@ -28,7 +77,3 @@ def content_id(data: bytes) -> str:
 def request_hash(value: Any) -> str:
     """Hash of a request body's meaning (canonical form), for idempotency comparison."""
     return content_id(canonical_json(value))
-
-
-def loads(data: bytes | str) -> Any:
-    return json.loads(data)

@@ -295,7 +295,7 @@ class Gateway:
                         body.outcome, body.rationale),
             unique_key=f"review:{decision_id}", outcome=body.outcome,
         )
-        result = await asyncio.wrap_future(self.store.submit(entry))
+        result = await self.store.submit_async(entry)
         if result.conflict is not None:
             who = result.conflict.body().get("reviewer", {}).get("name", "?")
             raise ConflictError(f"decision {decision_id} was already reviewed by {who}",

@@ -10,7 +10,9 @@ Nothing updates or deletes: triggers refuse UPDATE and DELETE on every audit tab
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
+import json
 import os
 import queue
 import secrets
@@ -71,11 +73,52 @@ _ENTRY_COLS = "seq, kind, decision_id, ts, leaf_hash, data"
 
 
 class _Pending:
-    __slots__ = ("entry", "future")
+    """An entry waiting for the writer, and who to tell: a thread future, or an asyncio
+    future on a loop (resolved in one loop wake-up per batch, not one per entry)."""
 
-    def __init__(self, entry: NewEntry) -> None:
+    __slots__ = ("entry", "future", "loop", "afuture")
+
+    def __init__(self, entry: NewEntry, loop: asyncio.AbstractEventLoop | None = None) -> None:
         self.entry = entry
-        self.future: Future[AppendResult] = Future()
+        self.loop = loop
+        self.future: Future[AppendResult] | None = None
+        self.afuture: asyncio.Future[AppendResult] | None = None
+        if loop is None:
+            self.future = Future()
+        else:
+            self.afuture = loop.create_future()
+
+
+def _settle(items: list[tuple[_Pending, AppendResult | BaseException]]) -> None:
+    for pending, outcome in items:
+        if pending.afuture is not None and not pending.afuture.done():
+            if isinstance(outcome, BaseException):
+                pending.afuture.set_exception(outcome)
+            else:
+                pending.afuture.set_result(outcome)
+        elif pending.future is not None:
+            if isinstance(outcome, BaseException):
+                pending.future.set_exception(outcome)
+            else:
+                pending.future.set_result(outcome)
+
+
+def _deliver(items: list[tuple[_Pending, AppendResult | BaseException]]) -> None:
+    """Resolve futures: thread futures directly, asyncio ones with one call per loop."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Pending, AppendResult | BaseException]]] = {}
+    direct = []
+    for item in items:
+        loop = item[0].loop
+        if loop is None:
+            direct.append(item)
+        else:
+            by_loop.setdefault(loop, []).append(item)
+    _settle(direct)
+    for loop, group in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_settle, group)
+        except RuntimeError:  # the loop has closed; nobody is waiting any more
+            pass
 
 
 class SQLiteAuditStore:
@@ -89,6 +132,7 @@ class SQLiteAuditStore:
         writable: bool = True,
         on_commit: Callable[[int, float], None] | None = None,
         signer: CheckpointSigner | None = None,
+        commit_delay: float = 0.0002,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.path = self.data_dir / "audit.db"
@@ -96,6 +140,7 @@ class SQLiteAuditStore:
         self._on_commit = on_commit
         self._local = threading.local()
         self._lock_fd: int | None = None
+        self.commit_delay = commit_delay
         self._busy_timeout_ms = 10_000
         self._busy_applied = 10_000
         if writable:
@@ -202,14 +247,29 @@ class SQLiteAuditStore:
 
     # -- writing -------------------------------------------------------------------------
     def submit(self, entry: NewEntry) -> Future[AppendResult]:
+        """Queue an entry; the returned future resolves when it is durable."""
         pending = _Pending(entry)
+        self._enqueue(pending)
+        assert pending.future is not None
+        return pending.future
+
+    def submit_async(self, entry: NewEntry) -> asyncio.Future[AppendResult]:
+        """Like `submit`, for a caller on an asyncio loop."""
+        pending = _Pending(entry, asyncio.get_running_loop())
+        self._enqueue(pending)
+        assert pending.afuture is not None
+        return pending.afuture
+
+    def _enqueue(self, pending: _Pending) -> None:
+        error: Exception | None = None
         if not self.writable:
-            pending.future.set_exception(WardenError("audit store opened read-only"))
+            error = WardenError("audit store opened read-only")
         elif self._writer is None or not self._writer.is_alive():
-            pending.future.set_exception(AuditCommitError("audit writer is not running"))
+            error = AuditCommitError("audit writer is not running")
+        if error is not None:
+            _settle([(pending, error)])
         else:
             self._queue.put(pending)
-        return pending.future
 
     def _write_loop(self) -> None:
         conn = self._connect()
@@ -219,6 +279,10 @@ class SQLiteAuditStore:
                 conn.close()
                 return
             batch = [first]
+            if self._queue.empty() and self.commit_delay:
+                # let concurrent callers join this commit (like PostgreSQL's commit_delay):
+                # a short sleep hands the GIL to the request threads for a moment
+                time.sleep(self.commit_delay)
             while len(batch) < MAX_BATCH:
                 try:
                     item = self._queue.get_nowait()
@@ -246,6 +310,7 @@ class SQLiteAuditStore:
             taken = self._taken_keys(conn, batch)
             rows = []
             ts = utc_now()
+            ts_json = json.dumps(ts).encode()
             seq = base
             for pending in batch:
                 entry = pending.entry
@@ -253,13 +318,13 @@ class SQLiteAuditStore:
                     holder = taken[entry.unique_key]
                     results.append(AppendResult(-1, ts, conflict=holder))
                     continue
-                data = envelope_bytes(entry, seq, ts)
+                data = envelope_bytes(entry, seq, ts_json)
                 lh = leaf_hash(data)
                 rows.append((seq, entry.kind, entry.decision_id, entry.outcome,
                              entry.unique_key, ts, lh, data))
-                stored = StoredEntry(seq, entry.kind, entry.decision_id, ts, lh, data)
                 if entry.unique_key is not None:
-                    taken[entry.unique_key] = stored
+                    taken[entry.unique_key] = StoredEntry(seq, entry.kind, entry.decision_id,
+                                                          ts, lh, data)
                 results.append(AppendResult(seq, ts, batch_size=len(batch)))
                 seq += 1
             if rows:
@@ -275,13 +340,11 @@ class SQLiteAuditStore:
                 pass
             self._load_tree()
             error = AuditCommitError(f"audit commit failed: {exc}")
-            for pending in batch:
-                pending.future.set_exception(error)
+            _deliver([(pending, error) for pending in batch])
             return
         if self._on_commit is not None:
             self._on_commit(len(rows), time.perf_counter() - started)
-        for pending, result in zip(batch, results, strict=True):
-            pending.future.set_result(result)
+        _deliver(list(zip(batch, results, strict=True)))
 
     def _taken_keys(self, conn: sqlite3.Connection, batch: list[_Pending]) -> dict[str, StoredEntry]:
         keys = [p.entry.unique_key for p in batch if p.entry.unique_key is not None]

@@ -3,6 +3,7 @@ SQLite store and a scaled-out store are interchangeable."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from concurrent.futures import Future
 from typing import Protocol
@@ -16,6 +17,10 @@ class AuditStore(Protocol):
 
     def submit(self, entry: NewEntry) -> Future[AppendResult]:
         """Queue an entry; the future resolves once it is durable (group commit)."""
+        ...
+
+    def submit_async(self, entry: NewEntry) -> asyncio.Future[AppendResult]:
+        """`submit` for callers on an asyncio loop."""
         ...
 
     def size(self) -> int: ...

@@ -11,7 +11,7 @@ import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-import rfc8785
+from warden.canonical import canonical_json
 
 from warden.audit.checkpoint import CheckpointError, CheckpointVerifier
 from warden.audit.entry import StoredCheckpoint, StoredEntry
@@ -58,7 +58,7 @@ def _check_entry(entry: StoredEntry, position: int, report: VerifyReport) -> Non
     if not isinstance(envelope, dict) or set(envelope) != {"body", "decision_id", "kind", "seq", "ts"}:
         report.problem(f"{where}: not a Warden entry envelope (record edited or forged)")
         return
-    if rfc8785.dumps(envelope) != entry.data:
+    if canonical_json(envelope) != entry.data:
         report.problem(f"{where}: bytes are not canonical JSON (record edited)")
     if envelope["seq"] != entry.seq:
         report.problem(f"{where}: the record inside says it is entry {envelope['seq']} "

@@ -5,7 +5,6 @@ propagates and the caller gets an error, never a decision (fail closed)."""
 
 from __future__ import annotations
 
-import asyncio
 
 from warden.audit.entry import NewEntry
 from warden.audit.record import decision_body
@@ -36,7 +35,7 @@ class CommitGate:
             unique_key=idempotency_unique_key(ctx.caller.name, key) if key and not refused else None,
             outcome=body["outcome"],
         )
-        result = await asyncio.wrap_future(self.store.submit(entry))
+        result = await self.store.submit_async(entry)
         if result.conflict is not None:
             ctx.results["commit"] = {"conflict_seq": result.conflict.seq}
         else:

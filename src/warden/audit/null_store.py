@@ -1,0 +1,67 @@
+"""An audit store that keeps nothing: for measuring what durability costs (benchmarks
+only — a gateway must never run on it)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from concurrent.futures import Future
+
+from warden.audit.entry import AppendResult, NewEntry, StoredCheckpoint, StoredEntry
+
+
+class NullAuditStore:
+    origin = "null"
+    vkey = ""
+
+    def __init__(self) -> None:
+        self._size = 0
+
+    def submit(self, entry: NewEntry) -> Future[AppendResult]:
+        future: Future[AppendResult] = Future()
+        future.set_result(AppendResult(self._size, ""))
+        self._size += 1
+        return future
+
+    def submit_async(self, entry: NewEntry) -> asyncio.Future[AppendResult]:
+        future: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
+        future.set_result(self.submit(entry).result())
+        return future
+
+    def size(self) -> int:
+        return self._size
+
+    def entry(self, seq: int) -> StoredEntry | None:
+        return None
+
+    def entries_for(self, decision_id: str) -> list[StoredEntry]:
+        return []
+
+    def by_unique_key(self, key: str) -> StoredEntry | None:
+        return None
+
+    def iter_entries(self, start: int = 0) -> Iterator[StoredEntry]:
+        return iter(())
+
+    def checkpoints(self) -> Iterator[StoredCheckpoint]:
+        return iter(())
+
+    def latest_checkpoint(self) -> StoredCheckpoint | None:
+        return None
+
+    def inclusion_proof(self, index: int, size: int) -> list[bytes]:
+        return []
+
+    def review_queue(self, limit: int = 100) -> list[StoredEntry]:
+        return []
+
+    def put_blob(self, kind: str, data: bytes) -> str:
+        from warden.canonical import content_id
+
+        return content_id(data)
+
+    def get_blob(self, blob_id: str) -> tuple[str, bytes] | None:
+        return None
+
+    def close(self) -> None:
+        pass
