@@ -19,14 +19,14 @@ import yaml
 from warden.errors import AuthError, ForbiddenError, WardenError
 
 
-class Role(str, enum.Enum):
+class Role(enum.StrEnum):
     SERVICE = "service"
     REVIEWER = "reviewer"
     AUDITOR = "auditor"
     ADMIN = "admin"
 
 
-class Permission(str, enum.Enum):
+class Permission(enum.StrEnum):
     DECIDE = "decide"
     READ_DECISION = "read_decision"
     READ_ANY_DECISION = "read_any_decision"
@@ -39,12 +39,21 @@ class Permission(str, enum.Enum):
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.SERVICE: frozenset({Permission.DECIDE, Permission.READ_DECISION, Permission.READ_AUDIT}),
     Role.REVIEWER: frozenset(
-        {Permission.READ_DECISION, Permission.READ_ANY_DECISION, Permission.READ_QUEUE,
-         Permission.REVIEW, Permission.READ_AUDIT}
+        {
+            Permission.READ_DECISION,
+            Permission.READ_ANY_DECISION,
+            Permission.READ_QUEUE,
+            Permission.REVIEW,
+            Permission.READ_AUDIT,
+        }
     ),
     Role.AUDITOR: frozenset(
-        {Permission.READ_DECISION, Permission.READ_ANY_DECISION, Permission.READ_QUEUE,
-         Permission.READ_AUDIT}
+        {
+            Permission.READ_DECISION,
+            Permission.READ_ANY_DECISION,
+            Permission.READ_QUEUE,
+            Permission.READ_AUDIT,
+        }
     ),
     Role.ADMIN: frozenset(Permission),
 }
@@ -61,7 +70,8 @@ class Principal:
     def require(self, permission: Permission) -> None:
         if not self.can(permission):
             raise ForbiddenError(
-                f"role {self.role.value!r} ({self.name}) may not {permission.value.replace('_', ' ')}"
+                f"role {self.role.value!r} ({self.name}) may not "
+                f"{permission.value.replace('_', ' ')}"
             )
 
     def as_record(self) -> dict[str, str]:

@@ -35,8 +35,14 @@ def read_requests(path: Path) -> list[Any]:
     return out
 
 
-def decide_requests(requests: list[Any], *, data_dir: Path, policy: Path | None,
-                    url: str | None, api_key: str | None) -> list[dict[str, Any]]:
+def decide_requests(
+    requests: list[Any],
+    *,
+    data_dir: Path,
+    policy: Path | None,
+    url: str | None,
+    api_key: str | None,
+) -> list[dict[str, Any]]:
     if url is not None:
         return _over_http(requests, url, api_key)
     from warden.gateway import Gateway, RefusedError
@@ -65,7 +71,13 @@ def _over_http(requests: list[Any], url: str, api_key: str | None) -> list[dict[
             except httpx.HTTPError as exc:
                 raise WardenError(f"{url}: {exc}") from None
             body = response.json()
-            results.append(body if response.status_code == 200 else
-                           {"error": body.get("error", {"code": str(response.status_code),
-                                                        "message": response.text})})
+            results.append(
+                body
+                if response.status_code == 200
+                else {
+                    "error": body.get(
+                        "error", {"code": str(response.status_code), "message": response.text}
+                    )
+                }
+            )
     return results

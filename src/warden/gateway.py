@@ -1,7 +1,7 @@
 """The Python API: one Gateway object that every door (HTTP, CLI, demo) calls.
 
-    gw = Gateway.open(data_dir, policy_path)
-    result = await gw.decide({...}, caller)      # or gw.decide_sync(...)
+gw = Gateway.open(data_dir, policy_path)
+result = await gw.decide({...}, caller)      # or gw.decide_sync(...)
 """
 
 from __future__ import annotations
@@ -44,8 +44,15 @@ DEFAULT_POLICY = Path(__file__).parent / "demo" / "policy.yaml"
 class RefusedError(RequestError):
     """The pipeline refused the request; the refusal itself is in the audit log."""
 
-    def __init__(self, message: str, *, code: str, field: str | None, decision_id: str,
-                 http_status: int = 422) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str,
+        field: str | None,
+        decision_id: str,
+        http_status: int = 422,
+    ) -> None:
         super().__init__(message, code=code, field=field)
         self.decision_id = decision_id
         self.http_status = http_status
@@ -61,7 +68,10 @@ def parse_decision_request(payload: Any, idempotency_key: str | None = None) -> 
         first = exc.errors()[0]
         path = dotted(tuple(first["loc"])) if first["loc"] else "body"
         if first["type"] == "extra_forbidden":
-            msg = f"{path}: unknown field (allowed: decision_type, jurisdiction, inputs, idempotency_key)"
+            msg = (
+                f"{path}: unknown field "
+                "(allowed: decision_type, jurisdiction, inputs, idempotency_key)"
+            )
         elif first["type"] == "missing":
             msg = f"{path}: required field is missing"
         elif first["type"] == "model_type":
@@ -70,13 +80,18 @@ def parse_decision_request(payload: Any, idempotency_key: str | None = None) -> 
             msg = f"{path}: {first['msg']}"
         raise RequestError(msg, code="request.invalid", field=path) from None
     if idempotency_key and body.idempotency_key and idempotency_key != body.idempotency_key:
-        raise RequestError("idempotency_key: body and Idempotency-Key header disagree",
-                           field="idempotency_key")
+        raise RequestError(
+            "idempotency_key: body and Idempotency-Key header disagree", field="idempotency_key"
+        )
     key = idempotency_key or body.idempotency_key
-    meaning = {"decision_type": body.decision_type, "jurisdiction": body.jurisdiction,
-               "inputs": body.inputs}
-    return DecisionRequest(body.decision_type, body.jurisdiction, body.inputs, key,
-                           request_hash(meaning))
+    meaning = {
+        "decision_type": body.decision_type,
+        "jurisdiction": body.jurisdiction,
+        "inputs": body.inputs,
+    }
+    return DecisionRequest(
+        body.decision_type, body.jurisdiction, body.inputs, key, request_hash(meaning)
+    )
 
 
 def response_from_record(record: dict[str, Any], seq: int, *, replayed: bool) -> dict[str, Any]:
@@ -101,15 +116,23 @@ def response_from_record(record: dict[str, Any], seq: int, *, replayed: bool) ->
 
 
 class Gateway:
-    def __init__(self, policy: LoadedPolicy, store: AuditStore,
-                 keyring: KeyRing | None = None) -> None:
+    def __init__(
+        self, policy: LoadedPolicy, store: AuditStore, keyring: KeyRing | None = None
+    ) -> None:
         self.policy = policy
         self.store = store
         self.keyring = keyring
-        self.pipeline = Pipeline([
-            AdmissionGate(), ResidencyGate(), InputsGate(), DecideGate(), BandsGate(),
-            OutputsGate(), CommitGate(store),
-        ])
+        self.pipeline = Pipeline(
+            [
+                AdmissionGate(),
+                ResidencyGate(),
+                InputsGate(),
+                DecideGate(),
+                BandsGate(),
+                OutputsGate(),
+                CommitGate(store),
+            ]
+        )
 
     @classmethod
     def open(cls, data_dir: str | Path, policy_path: str | Path | None = None) -> Gateway:
@@ -128,9 +151,13 @@ class Gateway:
         """Store the policy content-addressed and log its activation."""
         blob_id = self.store.put_blob("policy", self.policy.raw)
         assert blob_id == self.policy.version
-        body = {"policy_version": self.policy.version, "name": self.policy.policy.name,
-                "source": self.policy.source, "activated_at": utc_now(),
-                "decision_types": sorted(self.policy.decision_types)}
+        body = {
+            "policy_version": self.policy.version,
+            "name": self.policy.policy.name,
+            "source": self.policy.source,
+            "activated_at": utc_now(),
+            "decision_types": sorted(self.policy.decision_types),
+        }
         self.store.submit(NewEntry.of("policy", None, body)).result()
 
     def close(self) -> None:
@@ -143,13 +170,15 @@ class Gateway:
         self.close()
 
     # -- decisions ---------------------------------------------------------------------
-    async def decide(self, payload: Any, caller: Principal, *,
-                     idempotency_key: str | None = None) -> dict[str, Any]:
+    async def decide(
+        self, payload: Any, caller: Principal, *, idempotency_key: str | None = None
+    ) -> dict[str, Any]:
         caller.require(Permission.DECIDE)
         request = parse_decision_request(payload, idempotency_key)
         if request.idempotency_key:
             held = self.store.by_unique_key(
-                idempotency_unique_key(caller.name, request.idempotency_key))
+                idempotency_unique_key(caller.name, request.idempotency_key)
+            )
             if held is not None:
                 return self._replay(held, request)
         ctx = DecisionContext(new_decision_id(), request, caller, self.policy, utc_now())
@@ -161,11 +190,18 @@ class Gateway:
             return self._replay(held, request)
         self._count(ctx)
         if ctx.stop is not None and ctx.stop.disposition == "refuse":
-            raise RefusedError(ctx.stop.message, code=ctx.stop.code, field=ctx.stop.field,
-                               decision_id=ctx.decision_id, http_status=ctx.stop.http_status)
+            raise RefusedError(
+                ctx.stop.message,
+                code=ctx.stop.code,
+                field=ctx.stop.field,
+                decision_id=ctx.decision_id,
+                http_status=ctx.stop.http_status,
+            )
         record_view = {
-            "decision_id": ctx.decision_id, "decision_type": request.decision_type,
-            "jurisdiction": request.jurisdiction, "outcome": ctx.outcome(),
+            "decision_id": ctx.decision_id,
+            "decision_type": request.decision_type,
+            "jurisdiction": request.jurisdiction,
+            "outcome": ctx.outcome(),
             "score": ctx.results.get("bands", {}).get("score"),
             "gates": [{"result": r} for r in ctx.results.values()],
             "stop": None if ctx.stop is None else {"message": ctx.stop.message},
@@ -174,8 +210,9 @@ class Gateway:
         }
         return response_from_record(record_view, int(commit["seq"]), replayed=False)
 
-    def decide_sync(self, payload: Any, caller: Principal, *,
-                    idempotency_key: str | None = None) -> dict[str, Any]:
+    def decide_sync(
+        self, payload: Any, caller: Principal, *, idempotency_key: str | None = None
+    ) -> dict[str, Any]:
         return asyncio.run(self.decide(payload, caller, idempotency_key=idempotency_key))
 
     def _replay(self, held: StoredEntry, request: DecisionRequest) -> dict[str, Any]:
@@ -184,7 +221,9 @@ class Gateway:
             raise ConflictError(
                 f"idempotency_key: key {request.idempotency_key!r} was already used with a "
                 f"different request (decision {held.decision_id})",
-                code="idempotency.conflict", field="idempotency_key")
+                code="idempotency.conflict",
+                field="idempotency_key",
+            )
         return response_from_record(record, held.seq, replayed=True)
 
     def _count(self, ctx: DecisionContext) -> None:
@@ -196,7 +235,8 @@ class Gateway:
             return
         metrics.DECISIONS.labels(ctx.request.decision_type, outcome).inc()
         metrics.DECISION_LATENCY.labels(ctx.request.decision_type).observe(
-            (time.perf_counter_ns() - ctx.started_ns) / 1e9)
+            (time.perf_counter_ns() - ctx.started_ns) / 1e9
+        )
 
     # -- reading -----------------------------------------------------------------------
     def entries(self, decision_id: str, caller: Principal) -> list[StoredEntry]:
@@ -205,8 +245,10 @@ class Gateway:
         if not entries:
             raise NotFoundError(f"no decision with id {decision_id!r}")
         first = entries[0].body()
-        if not caller.can(Permission.READ_ANY_DECISION) and \
-                first.get("caller", {}).get("name") != caller.name:
+        if (
+            not caller.can(Permission.READ_ANY_DECISION)
+            and first.get("caller", {}).get("name") != caller.name
+        ):
             raise NotFoundError(f"no decision with id {decision_id!r}")
         return entries
 
@@ -215,8 +257,14 @@ class Gateway:
         return {
             "decision_id": decision_id,
             "entries": [
-                {"seq": e.seq, "kind": e.kind, "ts": e.ts, "leaf_hash": e.leaf_hash.hex(),
-                 "body": e.body()} for e in entries
+                {
+                    "seq": e.seq,
+                    "kind": e.kind,
+                    "ts": e.ts,
+                    "leaf_hash": e.leaf_hash.hex(),
+                    "body": e.body(),
+                }
+                for e in entries
             ],
         }
 
@@ -252,9 +300,14 @@ class Gateway:
         cp = self.store.latest_checkpoint()
         if cp is None:
             raise NotFoundError("the audit log has no checkpoint yet")
-        return {"size": cp.size, "root": base64.b64encode(cp.root).decode(),
-                "created_at": cp.created_at, "note": cp.note, "vkey": self.store.vkey,
-                "origin": self.store.origin}
+        return {
+            "size": cp.size,
+            "root": base64.b64encode(cp.root).decode(),
+            "created_at": cp.created_at,
+            "note": cp.note,
+            "vkey": self.store.vkey,
+            "origin": self.store.origin,
+        }
 
     # -- review ------------------------------------------------------------------------
     def review_queue(self, caller: Principal, limit: int = 100) -> list[dict[str, Any]]:
@@ -265,14 +318,19 @@ class Gateway:
             body = entry.body()
             received = datetime.fromisoformat(body["received_at"].replace("Z", "+00:00"))
             due = received + sla
-            items.append({
-                "decision_id": entry.decision_id, "seq": entry.seq,
-                "decision_type": body["decision_type"], "jurisdiction": body["jurisdiction"],
-                "score": body["score"], "received_at": body["received_at"],
-                "sla_due_at": due.isoformat().replace("+00:00", "Z"),
-                "overdue": due < datetime.now(UTC),
-                "reasons": response_from_record(body, entry.seq, replayed=False)["reasons"],
-            })
+            items.append(
+                {
+                    "decision_id": entry.decision_id,
+                    "seq": entry.seq,
+                    "decision_type": body["decision_type"],
+                    "jurisdiction": body["jurisdiction"],
+                    "score": body["score"],
+                    "received_at": body["received_at"],
+                    "sla_due_at": due.isoformat().replace("+00:00", "Z"),
+                    "overdue": due < datetime.now(UTC),
+                    "reasons": response_from_record(body, entry.seq, replayed=False)["reasons"],
+                }
+            )
         return items
 
     async def review(self, decision_id: str, caller: Principal, payload: Any) -> dict[str, Any]:
@@ -286,23 +344,39 @@ class Gateway:
         entries = self.entries(decision_id, caller)
         decision = entries[0]
         if decision.kind != "decision" or decision.body()["outcome"] != "review":
-            raise ConflictError(f"decision {decision_id} is not waiting for review "
-                                f"(outcome {decision.body().get('outcome')!r})",
-                                code="review.not_in_queue")
+            raise ConflictError(
+                f"decision {decision_id} is not waiting for review "
+                f"(outcome {decision.body().get('outcome')!r})",
+                code="review.not_in_queue",
+            )
         entry = NewEntry.of(
-            "review", decision_id,
-            review_body(decision_id, decision.seq, decision.leaf_hash, caller.as_record(),
-                        body.outcome, body.rationale),
-            unique_key=f"review:{decision_id}", outcome=body.outcome,
+            "review",
+            decision_id,
+            review_body(
+                decision_id,
+                decision.seq,
+                decision.leaf_hash,
+                caller.as_record(),
+                body.outcome,
+                body.rationale,
+            ),
+            unique_key=f"review:{decision_id}",
+            outcome=body.outcome,
         )
         result = await self.store.submit_async(entry)
         if result.conflict is not None:
             who = result.conflict.body().get("reviewer", {}).get("name", "?")
-            raise ConflictError(f"decision {decision_id} was already reviewed by {who}",
-                                code="review.already_reviewed")
+            raise ConflictError(
+                f"decision {decision_id} was already reviewed by {who}",
+                code="review.already_reviewed",
+            )
         metrics.REVIEWS.labels(body.outcome).inc()
-        return {"decision_id": decision_id, "outcome": body.outcome, "audit_seq": result.seq,
-                "reviewer": caller.name}
+        return {
+            "decision_id": decision_id,
+            "outcome": body.outcome,
+            "audit_seq": result.seq,
+            "reviewer": caller.name,
+        }
 
 
 def verify_proof_document(doc: dict[str, Any], vkey: str) -> str:
@@ -315,5 +389,7 @@ def verify_proof_document(doc: dict[str, Any], vkey: str) -> str:
         raise ValueError("entry does not hash to the stated leaf hash")
     proof = [base64.b64decode(p) for p in doc["proof"]]
     verify_inclusion(lh, doc["leaf_index"], checkpoint.size, proof, checkpoint.root)
-    return (f"entry {doc['leaf_index']} is included in the log of size {checkpoint.size} "
-            f"signed by {vkey.split('+')[0]}")
+    return (
+        f"entry {doc['leaf_index']} is included in the log of size {checkpoint.size} "
+        f"signed by {vkey.split('+')[0]}"
+    )

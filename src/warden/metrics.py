@@ -7,19 +7,24 @@ from prometheus_client import Counter, Histogram
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 DECISIONS = Counter(
-    "warden_decisions_total", "Decisions by decision type and outcome band",
+    "warden_decisions_total",
+    "Decisions by decision type and outcome band",
     ["decision_type", "band"],
 )
 DECISION_LATENCY = Histogram(
-    "warden_decision_latency_seconds", "Time from admission to durable audit commit",
-    ["decision_type"], buckets=_LATENCY_BUCKETS,
+    "warden_decision_latency_seconds",
+    "Time from admission to durable audit commit",
+    ["decision_type"],
+    buckets=_LATENCY_BUCKETS,
 )
 AUDIT_COMMIT = Histogram(
-    "warden_audit_commit_seconds", "Duration of one group commit (transaction + fsync)",
+    "warden_audit_commit_seconds",
+    "Duration of one group commit (transaction + fsync)",
     buckets=_LATENCY_BUCKETS,
 )
 AUDIT_BATCH = Histogram(
-    "warden_audit_batch_entries", "Entries per group commit",
+    "warden_audit_batch_entries",
+    "Entries per group commit",
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
 )
 UNLABELED = Counter(

@@ -17,9 +17,11 @@ class DecisionRequestBody(BaseModel):
     jurisdiction: str | None = Field(default=None, max_length=8, examples=["EU"])
     inputs: dict[str, Any]
     idempotency_key: str | None = Field(
-        default=None, min_length=1, max_length=200,
+        default=None,
+        min_length=1,
+        max_length=200,
         description="Same key and body returns the first decision; a different body is a 409. "
-                    "The Idempotency-Key header is an alternative.",
+        "The Idempotency-Key header is an alternative.",
     )
 
 
@@ -40,8 +42,9 @@ class ReviewRequestBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     outcome: Literal["approve", "decline"]
-    rationale: str = Field(min_length=10, max_length=5000,
-                           description="Why; at least 10 characters. Mandatory.")
+    rationale: str = Field(
+        min_length=10, max_length=5000, description="Why; at least 10 characters. Mandatory."
+    )
 
 
 class ErrorBody(BaseModel):

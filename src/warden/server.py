@@ -19,13 +19,24 @@ def serve(data_dir: Path, policy: Path | None, host: str, port: int) -> None:
         console.print(
             f"Warden on http://{host}:{port} (OpenAPI: /docs) — data {data_dir}, policy "
             f"{gateway.policy.version[:19]}…, {gateway.store.size()} audit entries, "
-            f"{len(keys)} API key(s)", highlight=False)
+            f"{len(keys)} API key(s)",
+            highlight=False,
+        )
         if not keys:
-            console.print("[yellow]no API keys yet:[/] create one with "
-                          "`warden keys create NAME --role service` and restart")
-        config = uvicorn.Config(create_app(gateway), host=host, port=port, loop="uvloop",
-                                http="httptools", access_log=False, log_level="warning",
-                                backlog=2048)
+            console.print(
+                "[yellow]no API keys yet:[/] create one with "
+                "`warden keys create NAME --role service` and restart"
+            )
+        config = uvicorn.Config(
+            create_app(gateway),
+            host=host,
+            port=port,
+            loop="uvloop",
+            http="httptools",
+            access_log=False,
+            log_level="warning",
+            backlog=2048,
+        )
         uvicorn.Server(config).run()
     finally:
         gateway.close()

@@ -20,8 +20,7 @@ def api(data_dir: Path) -> Iterator[tuple[TestClient, dict[str, dict[str, str]]]
     gateway = Gateway.open(data_dir, EXAMPLE_POLICY)
     assert gateway.keyring is not None
     keys = {
-        role.value: {"X-API-Key": gateway.keyring.create(f"{role.value}-1", role)}
-        for role in Role
+        role.value: {"X-API-Key": gateway.keyring.create(f"{role.value}-1", role)} for role in Role
     }
     with TestClient(create_app(gateway)) as client:
         yield client, keys
@@ -43,7 +42,8 @@ def test_decide_then_read_record_proof_and_checkpoint(api: Any) -> None:
     assert proof.status_code == 200
     checkpoint = client.get("/v1/audit/checkpoint", headers=keys["auditor"]).json()
     assert verify_proof_document(proof.json(), checkpoint["vkey"]).startswith(
-        f"entry {body['audit_seq']} is included")
+        f"entry {body['audit_seq']} is included"
+    )
     assert checkpoint["note"].startswith(checkpoint["origin"] + "\n")
 
 
@@ -72,13 +72,16 @@ def test_review_queue_and_review_flow(api: Any) -> None:
     items = client.get("/v1/review/queue", headers=keys["reviewer"]).json()["items"]
     item = next(i for i in items if i["decision_id"] == queued["decision_id"])
     assert item["reasons"] and item["sla_due_at"] > item["received_at"]
-    missing = client.post(f"/v1/review/{queued['decision_id']}", json={"outcome": "approve"},
-                          headers=keys["reviewer"])
+    missing = client.post(
+        f"/v1/review/{queued['decision_id']}", json={"outcome": "approve"}, headers=keys["reviewer"]
+    )
     assert missing.status_code == 422
     assert missing.json()["error"]["field"] == "rationale"
-    ok = client.post(f"/v1/review/{queued['decision_id']}",
-                     json={"outcome": "decline", "rationale": "Card reported stolen today."},
-                     headers=keys["reviewer"])
+    ok = client.post(
+        f"/v1/review/{queued['decision_id']}",
+        json={"outcome": "decline", "rationale": "Card reported stolen today."},
+        headers=keys["reviewer"],
+    )
     assert ok.status_code == 200
     record = client.get(f"/v1/decisions/{queued['decision_id']}", headers=keys["auditor"]).json()
     assert [e["kind"] for e in record["entries"]] == ["decision", "review"]
@@ -104,8 +107,11 @@ def test_bad_requests_get_422_naming_the_field(api: Any, body: Any, field: str, 
 
 def test_invalid_json_is_a_422(api: Any) -> None:
     client, keys = api
-    response = client.post("/v1/decisions", content=b"{not json",
-                           headers={**keys["service"], "Content-Type": "application/json"})
+    response = client.post(
+        "/v1/decisions",
+        content=b"{not json",
+        headers={**keys["service"], "Content-Type": "application/json"},
+    )
     assert response.status_code == 422
     assert "not valid JSON" in response.json()["error"]["message"]
 
@@ -132,11 +138,21 @@ def test_health_metrics_and_openapi(api: Any) -> None:
     client.post("/v1/decisions", json=payment(jurisdiction=None), headers=keys["service"])
     assert client.get("/healthz").json()["status"] == "ok"
     text = client.get("/metrics").text
-    for name in ("warden_decisions_total{", "warden_decision_latency_seconds_bucket",
-                 "warden_audit_commit_seconds_bucket", "warden_unlabeled_requests_total"):
+    for name in (
+        "warden_decisions_total{",
+        "warden_decision_latency_seconds_bucket",
+        "warden_audit_commit_seconds_bucket",
+        "warden_unlabeled_requests_total",
+    ):
         assert name in text, name
     assert 'band="auto_approve",decision_type="payment_fraud"' in text
     spec = client.get("/openapi.json").json()
-    for path in ("/v1/decisions", "/v1/decisions/{decision_id}", "/v1/decisions/{decision_id}/proof",
-                 "/v1/audit/checkpoint", "/v1/review/queue", "/v1/review/{decision_id}"):
+    for path in (
+        "/v1/decisions",
+        "/v1/decisions/{decision_id}",
+        "/v1/decisions/{decision_id}/proof",
+        "/v1/audit/checkpoint",
+        "/v1/review/queue",
+        "/v1/review/{decision_id}",
+    ):
         assert path in spec["paths"], path

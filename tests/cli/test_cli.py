@@ -15,21 +15,29 @@ from tests.conftest import EXAMPLE_POLICY, payment, review_payment
 WARDEN = [sys.executable, "-m", "warden"]
 
 
-def run(*args: str, cwd: Path | None = None, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+def run(
+    *args: str, cwd: Path | None = None, stdin: str | None = None
+) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}
-    return subprocess.run([*WARDEN, *args], capture_output=True, text=True, cwd=cwd, env=env,
-                          input=stdin, timeout=120)
+    return subprocess.run(
+        [*WARDEN, *args], capture_output=True, text=True, cwd=cwd, env=env, input=stdin, timeout=120
+    )
 
 
 @pytest.fixture
 def decided(tmp_path: Path) -> tuple[Path, list[str]]:
     data = tmp_path / "data"
     requests = tmp_path / "requests.jsonl"
-    requests.write_text("\n".join(json.dumps(r) for r in
-                                  (payment(), review_payment(), payment(jurisdiction=None))))
+    requests.write_text(
+        "\n".join(json.dumps(r) for r in (payment(), review_payment(), payment(jurisdiction=None)))
+    )
     result = run("decide", str(requests), "--data-dir", str(data))
     assert result.returncode == 1, result.stderr  # one refused request → non-zero
-    ids = [line.split()[1] for line in result.stdout.splitlines() if line.count("-") >= 4 and "│" in line]
+    ids = [
+        line.split()[1]
+        for line in result.stdout.splitlines()
+        if line.count("-") >= 4 and "│" in line
+    ]
     assert "auto_approve" in result.stdout and "review" in result.stdout
     assert "residency.unlabeled" in result.stdout
     return data, ids
@@ -104,6 +112,12 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
     result = run("demo", "--requests", "400", "--data-dir", str(tmp_path / "demo"))
     assert result.returncode == 0, result.stderr[-2000:]
     out = result.stdout
-    for expected in ("Decisions per band and jurisdiction", "residency.unlabeled", "p99",
-                     "verify: OK", "Full audit record", "verified: entry"):
+    for expected in (
+        "Decisions per band and jurisdiction",
+        "residency.unlabeled",
+        "p99",
+        "verify: OK",
+        "Full audit record",
+        "verified: entry",
+    ):
         assert expected in out, expected

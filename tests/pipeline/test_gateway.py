@@ -12,11 +12,22 @@ import pytest
 from prometheus_client import REGISTRY
 
 from tests.conftest import (
-    ADMIN, AUDITOR, EXAMPLE_POLICY, OTHER_SERVICE, REVIEWER, SERVICE, decline_payment, payment,
+    ADMIN,
+    AUDITOR,
+    EXAMPLE_POLICY,
+    OTHER_SERVICE,
+    REVIEWER,
+    SERVICE,
+    decline_payment,
+    payment,
     review_payment,
 )
 from warden.errors import (
-    AuditCommitError, ConflictError, ForbiddenError, NotFoundError, RequestError,
+    AuditCommitError,
+    ConflictError,
+    ForbiddenError,
+    NotFoundError,
+    RequestError,
 )
 from warden.gateway import Gateway, RefusedError
 
@@ -56,15 +67,20 @@ def test_rules_push_a_payment_into_review_with_reasons(gateway: Gateway) -> None
     record = decision_entry(gateway, result["decision_id"])
     decide = next(g["result"] for g in record["gates"] if g["gate"] == "decide")
     assert {r["id"] for r in decide["rules_fired"]} == {
-        "new_device_high_value", "high_risk_mcc_new_device"}
+        "new_device_high_value",
+        "high_risk_mcc_new_device",
+    }
     assert decide["rules_version"].startswith("sha256:")
 
 
 def test_a_decline_rule_forces_auto_decline_whatever_the_score(gateway: Gateway) -> None:
     result = gateway.decide_sync(decline_payment(), SERVICE)
     assert result["outcome"] == "auto_decline"
-    bands = next(g["result"] for g in decision_entry(gateway, result["decision_id"])["gates"]
-                 if g["gate"] == "bands")
+    bands = next(
+        g["result"]
+        for g in decision_entry(gateway, result["decision_id"])["gates"]
+        if g["gate"] == "bands"
+    )
     assert bands["band_by_score"] == "auto_approve" and bands["forced_by_rule"] == "auto_decline"
 
 
@@ -148,8 +164,9 @@ def test_idempotency_keys_are_scoped_per_caller(gateway: Gateway) -> None:
 
 def test_concurrent_duplicates_yield_one_decision(gateway: Gateway) -> None:
     async def burst() -> list[dict[str, Any]]:
-        return await asyncio.gather(*(
-            gateway.decide(payment(), SERVICE, idempotency_key="race") for _ in range(16)))
+        return await asyncio.gather(
+            *(gateway.decide(payment(), SERVICE, idempotency_key="race") for _ in range(16))
+        )
 
     results = asyncio.run(burst())
     assert len({r["decision_id"] for r in results}) == 1
@@ -179,8 +196,13 @@ def test_roles_are_enforced(gateway: Gateway) -> None:
             gateway.decide_sync(payment(), who)
     result = gateway.decide_sync(review_payment(), SERVICE)
     with pytest.raises(ForbiddenError):
-        asyncio.run(gateway.review(result["decision_id"], AUDITOR,
-                                   {"outcome": "approve", "rationale": "looks fine to me"}))
+        asyncio.run(
+            gateway.review(
+                result["decision_id"],
+                AUDITOR,
+                {"outcome": "approve", "rationale": "looks fine to me"},
+            )
+        )
     with pytest.raises(ForbiddenError):
         gateway.review_queue(SERVICE)
     # a service reads its own decisions only
@@ -194,8 +216,13 @@ def test_review_is_a_new_linked_entry_never_an_update(gateway: Gateway) -> None:
     decision_id = result["decision_id"]
     assert decision_id in [i["decision_id"] for i in gateway.review_queue(REVIEWER)]
     before = gateway.record(decision_id, AUDITOR)["entries"][0]
-    done = asyncio.run(gateway.review(decision_id, REVIEWER, {
-        "outcome": "decline", "rationale": "Customer confirmed the card was stolen."}))
+    done = asyncio.run(
+        gateway.review(
+            decision_id,
+            REVIEWER,
+            {"outcome": "decline", "rationale": "Customer confirmed the card was stolen."},
+        )
+    )
     entries = gateway.record(decision_id, AUDITOR)["entries"]
     assert entries[0] == before  # the decision entry is untouched
     assert [e["kind"] for e in entries] == ["decision", "review"]
@@ -205,8 +232,11 @@ def test_review_is_a_new_linked_entry_never_an_update(gateway: Gateway) -> None:
     assert done["audit_seq"] == entries[1]["seq"]
     assert decision_id not in [i["decision_id"] for i in gateway.review_queue(REVIEWER)]
     with pytest.raises(ConflictError, match="already reviewed by rita-reviewer"):
-        asyncio.run(gateway.review(decision_id, ADMIN, {
-            "outcome": "approve", "rationale": "Second opinion, approve."}))
+        asyncio.run(
+            gateway.review(
+                decision_id, ADMIN, {"outcome": "approve", "rationale": "Second opinion, approve."}
+            )
+        )
 
 
 def test_review_needs_a_rationale_and_a_queued_case(gateway: Gateway) -> None:
@@ -217,8 +247,11 @@ def test_review_needs_a_rationale_and_a_queued_case(gateway: Gateway) -> None:
         asyncio.run(gateway.review(queued, REVIEWER, {"outcome": "approve", "rationale": "ok"}))
     approved = gateway.decide_sync(payment(), SERVICE)["decision_id"]
     with pytest.raises(ConflictError, match="not waiting for review"):
-        asyncio.run(gateway.review(approved, REVIEWER, {
-            "outcome": "approve", "rationale": "nothing to review here"}))
+        asyncio.run(
+            gateway.review(
+                approved, REVIEWER, {"outcome": "approve", "rationale": "nothing to review here"}
+            )
+        )
 
 
 def test_policy_version_is_stored_content_addressed(gateway: Gateway) -> None:

@@ -56,7 +56,9 @@ def test_wrong_type_names_the_path_and_what_was_expected() -> None:
 
 def test_missing_required_key_is_named() -> None:
     message = error_of("      approve_at_or_below: 0.30\n", "")
-    assert "decision_types.payment_fraud.bands.approve_at_or_below: required key is missing" in message
+    assert (
+        "decision_types.payment_fraud.bands.approve_at_or_below: required key is missing" in message
+    )
 
 
 def test_inverted_bands_are_refused() -> None:
@@ -65,8 +67,10 @@ def test_inverted_bands_are_refused() -> None:
 
 
 def test_rule_with_bad_cel_syntax_is_refused_with_its_path() -> None:
-    message = error_of('when: inputs.merchant_country in ["KP", "IR", "SY", "CU"]',
-                       'when: inputs.merchant_country in ["KP", "IR"')
+    message = error_of(
+        'when: inputs.merchant_country in ["KP", "IR", "SY", "CU"]',
+        'when: inputs.merchant_country in ["KP", "IR"',
+    )
     assert "decision_types.payment_fraud.rules[0].when: not a valid CEL expression" in message
 
 

@@ -13,13 +13,17 @@ from hypothesis import strategies as st
 from warden.canonical import canonical_json
 
 scalars = (
-    st.none() | st.booleans() | st.integers(min_value=-(2**53) + 1, max_value=2**53 - 1)
-    | st.floats(allow_nan=False, allow_infinity=False) | st.text()
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**53) + 1, max_value=2**53 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text()
 )
 json_values = st.recursive(
     scalars,
-    lambda children: st.lists(children, max_size=5)
-    | st.dictionaries(st.text(max_size=8), children, max_size=5),
+    lambda children: (
+        st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=8), children, max_size=5)
+    ),
     max_leaves=30,
 )
 
@@ -39,8 +43,23 @@ def test_fast_path_matches_rfc8785(value: Any) -> None:
 
 
 def test_known_number_forms() -> None:
-    cases = [0.0, -0.0, 1.0, 42.17, 1e-7, 5e-05, 1e-4, 1e16, 1e21, 1e300, 2.0**60,
-             123456789.125, -1.5, 0.1 + 0.2, math.pi]
+    cases = [
+        0.0,
+        -0.0,
+        1.0,
+        42.17,
+        1e-7,
+        5e-05,
+        1e-4,
+        1e16,
+        1e21,
+        1e300,
+        2.0**60,
+        123456789.125,
+        -1.5,
+        0.1 + 0.2,
+        math.pi,
+    ]
     for number in cases:
         assert canonical_json({"n": number}) == rfc8785.dumps({"n": number}), number
 

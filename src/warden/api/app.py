@@ -1,6 +1,5 @@
 """The HTTP API: routes only. Each route authenticates, calls the Gateway, and formats."""
 
-
 import json
 from typing import Annotated, Any
 
@@ -56,28 +55,43 @@ def create_app(gateway: Gateway) -> FastAPI:
         body = {"code": "request.invalid", "message": message, "field": path}
         return JSONResponse({"error": body}, status_code=422)
 
-    @app.post("/v1/decisions", response_model=DecisionResponse, responses=ERRORS,
-              summary="Decide: run a request through every gate and commit its audit record")
+    @app.post(
+        "/v1/decisions",
+        response_model=DecisionResponse,
+        responses=ERRORS,
+        summary="Decide: run a request through every gate and commit its audit record",
+    )
     async def decide(
-        body: DecisionRequestBody, request: Request, caller: Caller,
+        body: DecisionRequestBody,
+        request: Request,
+        caller: Caller,
         idempotency_key: Annotated[str | None, Header()] = None,
     ) -> JSONResponse:
         payload = json.loads(await request.body())
         result = await gateway.decide(payload, caller, idempotency_key=idempotency_key)
         return JSONResponse(result, headers={"X-Warden-Decision-Id": result["decision_id"]})
 
-    @app.get("/v1/decisions/{decision_id}", responses=ERRORS,
-             summary="The full audit record of a decision (and its reviews)")
+    @app.get(
+        "/v1/decisions/{decision_id}",
+        responses=ERRORS,
+        summary="The full audit record of a decision (and its reviews)",
+    )
     def get_decision(decision_id: str, caller: Caller) -> dict[str, Any]:
         return gateway.record(decision_id, caller)
 
-    @app.get("/v1/decisions/{decision_id}/proof", responses=ERRORS,
-             summary="Inclusion proof of a decision against the latest signed checkpoint")
+    @app.get(
+        "/v1/decisions/{decision_id}/proof",
+        responses=ERRORS,
+        summary="Inclusion proof of a decision against the latest signed checkpoint",
+    )
     def get_proof(decision_id: str, caller: Caller) -> dict[str, Any]:
         return gateway.proof(decision_id, caller)
 
-    @app.get("/v1/audit/checkpoint", responses=ERRORS,
-             summary="The latest signed checkpoint (C2SP signed note)")
+    @app.get(
+        "/v1/audit/checkpoint",
+        responses=ERRORS,
+        summary="The latest signed checkpoint (C2SP signed note)",
+    )
     def get_checkpoint(caller: Caller) -> dict[str, Any]:
         return gateway.checkpoint(caller)
 
@@ -85,15 +99,21 @@ def create_app(gateway: Gateway) -> FastAPI:
     def review_queue(caller: Caller, limit: int = 100) -> dict[str, Any]:
         return {"items": gateway.review_queue(caller, min(max(limit, 1), 1000))}
 
-    @app.post("/v1/review/{decision_id}", responses=ERRORS,
-              summary="A reviewer's decision on a queued case (rationale mandatory)")
+    @app.post(
+        "/v1/review/{decision_id}",
+        responses=ERRORS,
+        summary="A reviewer's decision on a queued case (rationale mandatory)",
+    )
     async def review(decision_id: str, body: ReviewRequestBody, caller: Caller) -> dict[str, Any]:
         return await gateway.review(decision_id, caller, body.model_dump())
 
     @app.get("/healthz", summary="Liveness and audit writer health")
     def healthz() -> dict[str, Any]:
-        return {"status": "ok", "audit_entries": gateway.store.size(),
-                "policy_version": gateway.policy.version}
+        return {
+            "status": "ok",
+            "audit_entries": gateway.store.size(),
+            "policy_version": gateway.policy.version,
+        }
 
     @app.get("/metrics", response_class=PlainTextResponse, summary="Prometheus metrics")
     def prometheus() -> Response:

@@ -34,9 +34,14 @@ def decision_body(ctx: DecisionContext) -> dict[str, Any]:
             "request_hash": request.request_hash,
         },
         "gates": [{"gate": name, "result": result} for name, result in ctx.results.items()],
-        "stop": None if stop is None else {
-            "gate": stop.gate, "code": stop.code, "disposition": stop.disposition,
-            "message": stop.message, "field": stop.field,
+        "stop": None
+        if stop is None
+        else {
+            "gate": stop.gate,
+            "code": stop.code,
+            "disposition": stop.disposition,
+            "message": stop.message,
+            "field": stop.field,
         },
         "outcome": ctx.outcome(),
         "score": bands.get("score"),
@@ -46,8 +51,12 @@ def decision_body(ctx: DecisionContext) -> dict[str, Any]:
 
 
 def review_body(
-    decision_id: str, decision_seq: int, decision_leaf: bytes, reviewer: dict[str, str],
-    outcome: str, rationale: str,
+    decision_id: str,
+    decision_seq: int,
+    decision_leaf: bytes,
+    reviewer: dict[str, str],
+    outcome: str,
+    rationale: str,
 ) -> dict[str, Any]:
     return {
         "record_format": RECORD_FORMAT,

@@ -11,6 +11,7 @@ Nothing updates or deletes: triggers refuse UPDATE and DELETE on every audit tab
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import json
 import os
@@ -76,7 +77,7 @@ class _Pending:
     """An entry waiting for the writer, and who to tell: a thread future, or an asyncio
     future on a loop (resolved in one loop wake-up per batch, not one per entry)."""
 
-    __slots__ = ("entry", "future", "loop", "afuture")
+    __slots__ = ("afuture", "entry", "future", "loop")
 
     def __init__(self, entry: NewEntry, loop: asyncio.AbstractEventLoop | None = None) -> None:
         self.entry = entry
@@ -105,7 +106,9 @@ def _settle(items: list[tuple[_Pending, AppendResult | BaseException]]) -> None:
 
 def _deliver(items: list[tuple[_Pending, AppendResult | BaseException]]) -> None:
     """Resolve futures: thread futures directly, asyncio ones with one call per loop."""
-    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Pending, AppendResult | BaseException]]] = {}
+    by_loop: dict[
+        asyncio.AbstractEventLoop, list[tuple[_Pending, AppendResult | BaseException]]
+    ] = {}
     direct = []
     for item in items:
         loop = item[0].loop
@@ -115,10 +118,8 @@ def _deliver(items: list[tuple[_Pending, AppendResult | BaseException]]) -> None
             by_loop.setdefault(loop, []).append(item)
     _settle(direct)
     for loop, group in by_loop.items():
-        try:
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting any more
             loop.call_soon_threadsafe(_settle, group)
-        except RuntimeError:  # the loop has closed; nobody is waiting any more
-            pass
 
 
 class SQLiteAuditStore:
@@ -184,8 +185,9 @@ class SQLiteAuditStore:
         self._writer: threading.Thread | None = None
         if writable:
             self._check_head()
-            self._writer = threading.Thread(target=self._write_loop, name="audit-writer",
-                                            daemon=True)
+            self._writer = threading.Thread(
+                target=self._write_loop, name="audit-writer", daemon=True
+            )
             self._writer.start()
 
     # -- connections ---------------------------------------------------------------------
@@ -229,7 +231,9 @@ class SQLiteAuditStore:
         latest = self.latest_checkpoint()
         if latest is None:
             if self._tree.size:
-                raise WardenError(f"{self.path}: entries without any checkpoint; run `warden audit verify`")
+                raise WardenError(
+                    f"{self.path}: entries without any checkpoint; run `warden audit verify`"
+                )
             return
         if self._tree.size != self._count() or latest.size != self._tree.size:
             raise WardenError(
@@ -320,11 +324,22 @@ class SQLiteAuditStore:
                     continue
                 data = envelope_bytes(entry, seq, ts_json)
                 lh = leaf_hash(data)
-                rows.append((seq, entry.kind, entry.decision_id, entry.outcome,
-                             entry.unique_key, ts, lh, data))
+                rows.append(
+                    (
+                        seq,
+                        entry.kind,
+                        entry.decision_id,
+                        entry.outcome,
+                        entry.unique_key,
+                        ts,
+                        lh,
+                        data,
+                    )
+                )
                 if entry.unique_key is not None:
-                    taken[entry.unique_key] = StoredEntry(seq, entry.kind, entry.decision_id,
-                                                          ts, lh, data)
+                    taken[entry.unique_key] = StoredEntry(
+                        seq, entry.kind, entry.decision_id, ts, lh, data
+                    )
                 results.append(AppendResult(seq, ts, batch_size=len(batch)))
                 seq += 1
             if rows:
@@ -334,10 +349,8 @@ class SQLiteAuditStore:
                 self._write_checkpoint(conn, ts)
             conn.execute("COMMIT")
         except BaseException as exc:  # fail closed: nobody gets a decision that is not durable
-            try:
+            with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass
             self._load_tree()
             error = AuditCommitError(f"audit commit failed: {exc}")
             _deliver([(pending, error) for pending in batch])
@@ -346,7 +359,9 @@ class SQLiteAuditStore:
             self._on_commit(len(rows), time.perf_counter() - started)
         _deliver(list(zip(batch, results, strict=True)))
 
-    def _taken_keys(self, conn: sqlite3.Connection, batch: list[_Pending]) -> dict[str, StoredEntry]:
+    def _taken_keys(
+        self, conn: sqlite3.Connection, batch: list[_Pending]
+    ) -> dict[str, StoredEntry]:
         keys = [p.entry.unique_key for p in batch if p.entry.unique_key is not None]
         if not keys:
             return {}
@@ -376,9 +391,11 @@ class SQLiteAuditStore:
         return self._tree.size
 
     def entry(self, seq: int) -> StoredEntry | None:
-        row = self._connect().execute(
-            f"SELECT {_ENTRY_COLS} FROM entries WHERE seq = ?", (seq,)
-        ).fetchone()
+        row = (
+            self._connect()
+            .execute(f"SELECT {_ENTRY_COLS} FROM entries WHERE seq = ?", (seq,))
+            .fetchone()
+        )
         return _row_entry(row) if row else None
 
     def entries_for(self, decision_id: str) -> list[StoredEntry]:
@@ -388,9 +405,11 @@ class SQLiteAuditStore:
         return [_row_entry(r) for r in cur]
 
     def by_unique_key(self, key: str) -> StoredEntry | None:
-        row = self._connect().execute(
-            f"SELECT {_ENTRY_COLS} FROM entries WHERE unique_key = ?", (key,)
-        ).fetchone()
+        row = (
+            self._connect()
+            .execute(f"SELECT {_ENTRY_COLS} FROM entries WHERE unique_key = ?", (key,))
+            .fetchone()
+        )
         return _row_entry(row) if row else None
 
     def iter_entries(self, start: int = 0) -> Iterator[StoredEntry]:
@@ -408,9 +427,13 @@ class SQLiteAuditStore:
             yield StoredCheckpoint(size, bytes(root), note, created)
 
     def latest_checkpoint(self) -> StoredCheckpoint | None:
-        row = self._connect().execute(
-            "SELECT size, root, note, created_at FROM checkpoints ORDER BY size DESC LIMIT 1"
-        ).fetchone()
+        row = (
+            self._connect()
+            .execute(
+                "SELECT size, root, note, created_at FROM checkpoints ORDER BY size DESC LIMIT 1"
+            )
+            .fetchone()
+        )
         return StoredCheckpoint(row[0], bytes(row[1]), row[2], row[3]) if row else None
 
     def inclusion_proof(self, index: int, size: int) -> list[bytes]:
@@ -421,17 +444,20 @@ class SQLiteAuditStore:
 
     def review_queue(self, limit: int = 100) -> list[StoredEntry]:
         cur = self._connect().execute(
-            f"SELECT {_ENTRY_COLS} FROM entries d WHERE d.outcome = 'review' AND d.kind = 'decision'"
-            " AND NOT EXISTS (SELECT 1 FROM entries r WHERE r.unique_key = 'review:' || d.decision_id)"
+            f"SELECT {_ENTRY_COLS} FROM entries d"
+            " WHERE d.outcome = 'review' AND d.kind = 'decision' AND NOT EXISTS"
+            " (SELECT 1 FROM entries r WHERE r.unique_key = 'review:' || d.decision_id)"
             " ORDER BY d.seq LIMIT ?",
             (limit,),
         )
         return [_row_entry(r) for r in cur]
 
     def get_blob(self, blob_id: str) -> tuple[str, bytes] | None:
-        row = self._connect().execute(
-            "SELECT kind, data FROM blobs WHERE id = ?", (blob_id,)
-        ).fetchone()
+        row = (
+            self._connect()
+            .execute("SELECT kind, data FROM blobs WHERE id = ?", (blob_id,))
+            .fetchone()
+        )
         return (row[0], bytes(row[1])) if row else None
 
     def refresh(self) -> None:

@@ -38,8 +38,16 @@ def show(data_dir: Path, decision_id: str) -> dict[str, Any]:
             raise NotFoundError(f"no decision with id {decision_id!r} in {data_dir}")
         return {
             "decision_id": decision_id,
-            "entries": [{"seq": e.seq, "kind": e.kind, "ts": e.ts,
-                         "leaf_hash": e.leaf_hash.hex(), "body": e.body()} for e in entries],
+            "entries": [
+                {
+                    "seq": e.seq,
+                    "kind": e.kind,
+                    "ts": e.ts,
+                    "leaf_hash": e.leaf_hash.hex(),
+                    "body": e.body(),
+                }
+                for e in entries
+            ],
         }
 
 
@@ -77,8 +85,17 @@ def export(data_dir: Path, out: Path) -> int:
                 n += 1
         with (out / "checkpoints.jsonl").open("w") as fh:
             for cp in store.checkpoints():
-                fh.write(json.dumps({"size": cp.size, "root": base64.b64encode(cp.root).decode(),
-                                     "created_at": cp.created_at, "note": cp.note}) + "\n")
+                fh.write(
+                    json.dumps(
+                        {
+                            "size": cp.size,
+                            "root": base64.b64encode(cp.root).decode(),
+                            "created_at": cp.created_at,
+                            "note": cp.note,
+                        }
+                    )
+                    + "\n"
+                )
         (out / "vkey.txt").write_text(store.vkey + "\n")
         (out / "origin.txt").write_text(store.origin + "\n")
     (out / "README.txt").write_text(
@@ -87,7 +104,8 @@ def export(data_dir: Path, out: Path) -> int:
         "  RFC 6962 Merkle leaves (leaf hash = SHA-256(0x00 || line bytes)).\n"
         "checkpoints.jsonl: C2SP signed-note checkpoints (origin, size, base64 root),\n"
         "  Ed25519-signed by the key in vkey.txt.\n"
-        "Check with: warden audit verify --export <this directory>\n")
+        "Check with: warden audit verify --export <this directory>\n"
+    )
     return n
 
 
@@ -97,8 +115,14 @@ def _export_entries(out: Path) -> Iterator[StoredEntry]:
             data = line.rstrip(b"\n")
             try:
                 env = json.loads(data)
-                yield StoredEntry(int(env["seq"]), str(env["kind"]), env["decision_id"],
-                                  str(env["ts"]), leaf_hash(data), data)
+                yield StoredEntry(
+                    int(env["seq"]),
+                    str(env["kind"]),
+                    env["decision_id"],
+                    str(env["ts"]),
+                    leaf_hash(data),
+                    data,
+                )
             except (ValueError, KeyError, TypeError):
                 yield StoredEntry(position, "?", None, "?", leaf_hash(data), data)
 
@@ -107,16 +131,23 @@ def _export_checkpoints(out: Path) -> list[StoredCheckpoint]:
     cps = []
     for line in (out / "checkpoints.jsonl").read_text().splitlines():
         item = json.loads(line)
-        cps.append(StoredCheckpoint(int(item["size"]), base64.b64decode(item["root"]),
-                                    item["note"], item["created_at"]))
+        cps.append(
+            StoredCheckpoint(
+                int(item["size"]), base64.b64decode(item["root"]), item["note"], item["created_at"]
+            )
+        )
     return cps
 
 
-def verify(data_dir: Path, *, vkey: str | None = None, export_dir: Path | None = None,
-           console: Console | None = None) -> VerifyReport:
+def verify(
+    data_dir: Path,
+    *,
+    vkey: str | None = None,
+    export_dir: Path | None = None,
+    console: Console | None = None,
+) -> VerifyReport:
     columns = (TextColumn("verifying"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=True,
-                  disable=console is None) as progress:
+    with Progress(*columns, console=console, transient=True, disable=console is None) as progress:
         if export_dir is not None:
             if not (export_dir / "entries.jsonl").exists():
                 raise WardenError(f"{export_dir}: not a Warden export (no entries.jsonl)")
@@ -124,14 +155,22 @@ def verify(data_dir: Path, *, vkey: str | None = None, export_dir: Path | None =
             origin = (export_dir / "origin.txt").read_text().strip()
             total = sum(1 for _ in (export_dir / "entries.jsonl").open("rb"))
             task = progress.add_task("verify", total=total)
-            return verify_log(_export_entries(export_dir), _export_checkpoints(export_dir),
-                              CheckpointVerifier(key), origin=origin,
-                              progress=lambda n: progress.update(task, completed=n))
+            return verify_log(
+                _export_entries(export_dir),
+                _export_checkpoints(export_dir),
+                CheckpointVerifier(key),
+                origin=origin,
+                progress=lambda n: progress.update(task, completed=n),
+            )
         with read_only(data_dir) as store:
             key = vkey or store.vkey
             if not key:
                 raise WardenError(f"{data_dir}: no verifier key found; pass --vkey")
             task = progress.add_task("verify", total=store.size())
-            return verify_log(store.iter_entries(), store.checkpoints(), CheckpointVerifier(key),
-                              origin=store.origin,
-                              progress=lambda n: progress.update(task, completed=n))
+            return verify_log(
+                store.iter_entries(),
+                store.checkpoints(),
+                CheckpointVerifier(key),
+                origin=store.origin,
+                progress=lambda n: progress.update(task, completed=n),
+            )

@@ -11,11 +11,10 @@ import json
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from warden.canonical import canonical_json
-
 from warden.audit.checkpoint import CheckpointError, CheckpointVerifier
 from warden.audit.entry import StoredCheckpoint, StoredEntry
 from warden.audit.merkle import RootAccumulator, leaf_hash
+from warden.canonical import canonical_json
 
 MAX_PROBLEMS = 50
 
@@ -44,10 +43,11 @@ def _check_entry(entry: StoredEntry, position: int, report: VerifyReport) -> Non
     where = f"entry {entry.seq}"
     if entry.seq != position:
         if entry.seq > position:
-            missing = (f"{position}" if entry.seq == position + 1
-                       else f"{position}..{entry.seq - 1}")
-            report.problem(f"entry {missing} missing: the log jumps from "
-                           f"{position - 1} to {entry.seq} (rows deleted)")
+            missing = f"{position}" if entry.seq == position + 1 else f"{position}..{entry.seq - 1}"
+            report.problem(
+                f"entry {missing} missing: the log jumps from "
+                f"{position - 1} to {entry.seq} (rows deleted)"
+            )
         else:
             report.problem(f"{where}: out of order at position {position}")
     try:
@@ -55,14 +55,21 @@ def _check_entry(entry: StoredEntry, position: int, report: VerifyReport) -> Non
     except ValueError:
         report.problem(f"{where}: not valid JSON (record bytes edited)")
         return
-    if not isinstance(envelope, dict) or set(envelope) != {"body", "decision_id", "kind", "seq", "ts"}:
+    if not isinstance(envelope, dict) or set(envelope) != {
+        "body",
+        "decision_id",
+        "kind",
+        "seq",
+        "ts",
+    }:
         report.problem(f"{where}: not a Warden entry envelope (record edited or forged)")
         return
     if canonical_json(envelope) != entry.data:
         report.problem(f"{where}: bytes are not canonical JSON (record edited)")
     if envelope["seq"] != entry.seq:
-        report.problem(f"{where}: the record inside says it is entry {envelope['seq']} "
-                       "(rows swapped or moved)")
+        report.problem(
+            f"{where}: the record inside says it is entry {envelope['seq']} (rows swapped or moved)"
+        )
     if envelope["kind"] != entry.kind or envelope["decision_id"] != entry.decision_id:
         report.problem(f"{where}: index columns disagree with the record (row edited)")
     if leaf_hash(entry.data) != entry.leaf_hash:
@@ -91,16 +98,21 @@ def verify_log(
             report.problem(f"checkpoint at size {cp.size}: signature check failed: {exc}")
             return
         if origin is not None and signed.origin != origin:
-            report.problem(f"checkpoint at size {cp.size}: origin {signed.origin!r} is not "
-                           f"this log's ({origin!r})")
+            report.problem(
+                f"checkpoint at size {cp.size}: origin {signed.origin!r} is not "
+                f"this log's ({origin!r})"
+            )
         if signed.size != cp.size or signed.root != cp.root:
-            report.problem(f"checkpoint at size {cp.size}: signed note says size "
-                           f"{signed.size}, stored columns were edited")
+            report.problem(
+                f"checkpoint at size {cp.size}: signed note says size "
+                f"{signed.size}, stored columns were edited"
+            )
         if acc.root() != signed.root:
             report.problem(
                 f"checkpoint at size {signed.size} (signed {cp.created_at}): the log's "
                 f"first {signed.size} entries do not hash to the signed root — the log "
-                "was altered at or before this point")
+                "was altered at or before this point"
+            )
             return
         report.checkpoints_ok += 1
 
@@ -117,14 +129,17 @@ def verify_log(
         check_checkpoint(next_cp)
         next_cp = next(by_size, None)
     if next_cp is not None:
-        report.problem(f"checkpoint at size {next_cp.size} but the log has only "
-                       f"{report.entries} entries (entries removed from the end)")
+        report.problem(
+            f"checkpoint at size {next_cp.size} but the log has only "
+            f"{report.entries} entries (entries removed from the end)"
+        )
     if pending:
         report.latest_size = pending[-1].size
         if pending[-1].size < report.entries:
             report.problem(
                 f"entries {pending[-1].size}..{report.entries - 1} are not covered by any "
-                "signed checkpoint (appended outside Warden, or forged)")
+                "signed checkpoint (appended outside Warden, or forged)"
+            )
     elif report.entries:
         report.problem("the log has entries but no signed checkpoint at all")
     return report

@@ -16,9 +16,12 @@ from rich.table import Table
 
 from warden.errors import WardenError
 
-app = typer.Typer(help="Warden — an audited decision gateway for AI in financial services.",
-                  no_args_is_help=True, pretty_exceptions_enable=False,
-                  add_completion=False)
+app = typer.Typer(
+    help="Warden — an audited decision gateway for AI in financial services.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
 audit_app = typer.Typer(help="Inspect, prove and verify the audit log.", no_args_is_help=True)
 policy_app = typer.Typer(help="Check and fetch policy files.", no_args_is_help=True)
 keys_app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
@@ -31,10 +34,18 @@ err = Console(stderr=True)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-DataDir = Annotated[Path, typer.Option("--data-dir", "-d", envvar="WARDEN_DATA_DIR",
-                                       help="Where the audit log and keys live.")]
-PolicyOpt = Annotated[Path | None, typer.Option("--policy", "-p", envvar="WARDEN_POLICY",
-                                                help="Policy file (default: the bundled example).")]
+DataDir = Annotated[
+    Path,
+    typer.Option(
+        "--data-dir", "-d", envvar="WARDEN_DATA_DIR", help="Where the audit log and keys live."
+    ),
+]
+PolicyOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--policy", "-p", envvar="WARDEN_POLICY", help="Policy file (default: the bundled example)."
+    ),
+]
 DEFAULT_DATA_DIR = Path("warden-data")
 
 
@@ -72,7 +83,9 @@ def serve(
 @app.command()
 @one_line_errors
 def decide(
-    file: Annotated[Path, typer.Argument(help="A JSON request, a JSON array, or JSON lines; - for stdin.")],
+    file: Annotated[
+        Path, typer.Argument(help="A JSON request, a JSON array, or JSON lines; - for stdin.")
+    ],
     data_dir: DataDir = DEFAULT_DATA_DIR,
     policy: PolicyOpt = None,
     url: Annotated[str | None, typer.Option(help="Send to a running gateway instead.")] = None,
@@ -89,11 +102,16 @@ def decide(
         if "error" in result:
             failed += 1
             error = result["error"]
-            table.add_row(error.get("decision_id", "-"), f"[red]{error['code']}[/]", "",
-                          error["message"])
+            table.add_row(
+                error.get("decision_id", "-"), f"[red]{error['code']}[/]", "", error["message"]
+            )
         else:
-            table.add_row(result["decision_id"], result["outcome"], f"{result['score']}",
-                          "; ".join(result["reasons"]) or "-")
+            table.add_row(
+                result["decision_id"],
+                result["outcome"],
+                f"{result['score']}",
+                "; ".join(result["reasons"]) or "-",
+            )
     console.print(table)
     if failed:
         raise typer.Exit(1)
@@ -112,8 +130,10 @@ def audit_show(decision_id: str, data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
 @one_line_errors
 def audit_verify(
     data_dir: DataDir = DEFAULT_DATA_DIR,
-    vkey: Annotated[str | None, typer.Option(help="Pin the checkpoint verifier key "
-                                                   "(default: the data directory's).")] = None,
+    vkey: Annotated[
+        str | None,
+        typer.Option(help="Pin the checkpoint verifier key (default: the data directory's)."),
+    ] = None,
     export: Annotated[Path | None, typer.Option(help="Verify an export directory instead.")] = None,
 ) -> None:
     """Recompute the Merkle tree and check it against every signed checkpoint."""
@@ -121,8 +141,10 @@ def audit_verify(
 
     report = verify(data_dir, vkey=vkey, export_dir=export, console=err)
     if report.ok:
-        console.print(f"[green]OK[/] {report.entries} entries, {report.checkpoints} signed "
-                      f"checkpoints verified (latest covers {report.latest_size})")
+        console.print(
+            f"[green]OK[/] {report.entries} entries, {report.checkpoints} signed "
+            f"checkpoints verified (latest covers {report.latest_size})"
+        )
         return
     for problem in report.problems:
         console.print(f"[red]FAIL[/] {problem}", highlight=False)
@@ -133,8 +155,11 @@ def audit_verify(
 
 @audit_app.command("prove")
 @one_line_errors
-def audit_prove(decision_id: str, data_dir: DataDir = DEFAULT_DATA_DIR,
-                json_out: Annotated[bool, typer.Option("--json")] = False) -> None:
+def audit_prove(
+    decision_id: str,
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+    json_out: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
     """Print and check the inclusion proof of a decision against the latest checkpoint."""
     from warden.audit.tools import prove
 
@@ -163,13 +188,17 @@ def audit_checkpoint(data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
 
 @audit_app.command("export")
 @one_line_errors
-def audit_export(out: Annotated[Path, typer.Argument(help="Directory to write (created).")],
-                 data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
+def audit_export(
+    out: Annotated[Path, typer.Argument(help="Directory to write (created).")],
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+) -> None:
     """Export entries, checkpoints and the verifier key for a third party."""
     from warden.audit.tools import export
 
     n = export(data_dir, out)
-    console.print(f"exported {n} entries to {out} (check with `warden audit verify --export {out}`)")
+    console.print(
+        f"exported {n} entries to {out} (check with `warden audit verify --export {out}`)"
+    )
 
 
 @policy_app.command("check")
@@ -179,8 +208,10 @@ def policy_check(file: Path) -> None:
     from warden.policy.loader import load_policy_file
 
     loaded = load_policy_file(file)
-    console.print(f"[green]OK[/] {file}: {len(loaded.decision_types)} decision type(s), "
-                  f"version {loaded.version}")
+    console.print(
+        f"[green]OK[/] {file}: {len(loaded.decision_types)} decision type(s), "
+        f"version {loaded.version}"
+    )
 
 
 @policy_app.command("show")
@@ -194,16 +225,20 @@ def policy_show(version: str, data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
 
 @keys_app.command("create")
 @one_line_errors
-def keys_create(name: str,
-                role: Annotated[str, typer.Option(help="service | reviewer | auditor | admin")],
-                data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
+def keys_create(
+    name: str,
+    role: Annotated[str, typer.Option(help="service | reviewer | auditor | admin")],
+    data_dir: DataDir = DEFAULT_DATA_DIR,
+) -> None:
     """Create an API key; the key is printed once and stored hashed."""
     from warden.auth import KeyRing, Role
 
     try:
         parsed = Role(role)
     except ValueError:
-        raise WardenError(f"--role: unknown role {role!r} (service, reviewer, auditor, admin)") from None
+        raise WardenError(
+            f"--role: unknown role {role!r} (service, reviewer, auditor, admin)"
+        ) from None
     key = KeyRing(data_dir / "keys.yaml").create(name, parsed)
     console.print(key, highlight=False)
 
@@ -220,8 +255,14 @@ def demo(
     """Run a seeded card-payment stream through the pipeline and show the audit trail."""
     from warden.demo.run import run_demo
 
-    run_demo(data_dir, requests=requests, concurrency=concurrency, seed=seed, fresh=fresh,
-             console=console)
+    run_demo(
+        data_dir,
+        requests=requests,
+        concurrency=concurrency,
+        seed=seed,
+        fresh=fresh,
+        console=console,
+    )
 
 
 def main() -> None:  # pragma: no cover

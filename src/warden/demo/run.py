@@ -43,8 +43,9 @@ class DemoResult:
 def _prepare_dir(data_dir: Path, fresh: bool) -> None:
     if fresh and data_dir.exists():
         if any(data_dir.iterdir()) and not (data_dir / "audit.db").exists():
-            raise WardenError(f"{data_dir} exists and is not a Warden data directory; "
-                              "choose another --data-dir")
+            raise WardenError(
+                f"{data_dir} exists and is not a Warden data directory; choose another --data-dir"
+            )
         shutil.rmtree(data_dir)
 
 
@@ -56,8 +57,13 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[index]
 
 
-async def _drive(gateway: Gateway, stream: list[dict[str, Any]], concurrency: int,
-                 caller: Principal, progress: Progress) -> DemoResult:
+async def _drive(
+    gateway: Gateway,
+    stream: list[dict[str, Any]],
+    concurrency: int,
+    caller: Principal,
+    progress: Progress,
+) -> DemoResult:
     result = DemoResult()
     task = progress.add_task("deciding", total=len(stream))
     queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
@@ -88,8 +94,9 @@ async def _drive(gateway: Gateway, stream: list[dict[str, Any]], concurrency: in
     return result
 
 
-def run_demo(data_dir: Path, *, requests: int, concurrency: int, seed: int, fresh: bool,
-             console: Console) -> DemoResult:
+def run_demo(
+    data_dir: Path, *, requests: int, concurrency: int, seed: int, fresh: bool, console: Console
+) -> DemoResult:
     _prepare_dir(data_dir, fresh)
     console.rule("[bold]Warden demo — card-payment fraud screening, embedded SQLite audit")
     stream = list(payment_requests(requests, StreamConfig(seed=seed)))
@@ -98,16 +105,24 @@ def run_demo(data_dir: Path, *, requests: int, concurrency: int, seed: int, fres
     with Gateway.open(data_dir) as gateway:
         console.print(f"data directory  {data_dir.resolve()}")
         console.print(f"policy          {gateway.policy.source}  version {gateway.policy.version}")
-        console.print(f"audit log       origin {gateway.store.origin}, verifier key "
-                      f"{gateway.store.vkey}", highlight=False)
-        columns = (TextColumn("[progress.description]{task.description}"), BarColumn(),
-                   MofNCompleteColumn(), TimeRemainingColumn())
+        console.print(
+            f"audit log       origin {gateway.store.origin}, verifier key {gateway.store.vkey}",
+            highlight=False,
+        )
+        columns = (
+            TextColumn("[progress.description]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+        )
         with Progress(*columns, console=console) as progress:
             result = asyncio.run(_drive(gateway, stream, concurrency, caller, progress))
         _print_summary(console, result, requests)
         _print_audit(console, gateway, result, reviewer)
-    console.print(f"\nNext: [bold]warden serve --data-dir {data_dir}[/] for the HTTP API; "
-                  f"[bold]warden audit verify --data-dir {data_dir}[/] to check the log again.")
+    console.print(
+        f"\nNext: [bold]warden serve --data-dir {data_dir}[/] for the HTTP API; "
+        f"[bold]warden audit verify --data-dir {data_dir}[/] to check the log again."
+    )
     return result
 
 
@@ -124,16 +139,19 @@ def _print_summary(console: Console, result: DemoResult, requests: int) -> None:
     table.add_row("[bold]all", *map(str, totals), str(sum(totals)))
     console.print(table)
     for code, count in sorted(result.refused.items()):
-        console.print(f"refused (HTTP 422)  {code}: {count}  — recorded in the audit log, "
-                      "counted on /metrics")
+        console.print(
+            f"refused (HTTP 422)  {code}: {count}  — recorded in the audit log, counted on /metrics"
+        )
 
     quality = Table(title="Against the generator's ground truth", title_justify="left")
     quality.add_column("truth")
     for band in BANDS:
         quality.add_column(band, justify="right")
     for fraud in (True, False):
-        quality.add_row("fraud" if fraud else "legitimate",
-                        *(str(result.truth[(fraud, band)]) for band in BANDS))
+        quality.add_row(
+            "fraud" if fraud else "legitimate",
+            *(str(result.truth[(fraud, band)]) for band in BANDS),
+        )
     console.print(quality)
 
     lat = result.latencies_ms
@@ -142,27 +160,41 @@ def _print_summary(console: Console, result: DemoResult, requests: int) -> None:
         f"{decided} decisions in {result.seconds:.2f}s = {decided / result.seconds:,.0f}/s   "
         f"latency p50 {percentile(lat, 50):.2f} ms  p95 {percentile(lat, 95):.2f} ms  "
         f"p99 {percentile(lat, 99):.2f} ms  (mean {statistics.fmean(lat) if lat else 0:.2f} ms; "
-        "each includes the durable audit commit)")
+        "each includes the durable audit commit)"
+    )
 
 
-def _print_audit(console: Console, gateway: Gateway, result: DemoResult,
-                 reviewer: Principal) -> None:
+def _print_audit(
+    console: Console, gateway: Gateway, result: DemoResult, reviewer: Principal
+) -> None:
     store = gateway.store
     decision_id = result.review_example
     if decision_id is not None:  # a reviewer decides one queued case: a new entry, never an update
-        asyncio.run(gateway.review(decision_id, reviewer, {
-            "outcome": "decline",
-            "rationale": "Demo: new device and high-risk merchant category; customer unreachable.",
-        }))
+        asyncio.run(
+            gateway.review(
+                decision_id,
+                reviewer,
+                {
+                    "outcome": "decline",
+                    "rationale": "Demo: new device and high-risk merchant category; "
+                    "customer unreachable.",
+                },
+            )
+        )
     checkpoints = list(store.checkpoints())
-    report = verify_log(store.iter_entries(), checkpoints, CheckpointVerifier(store.vkey),
-                        origin=store.origin)
+    report = verify_log(
+        store.iter_entries(), checkpoints, CheckpointVerifier(store.vkey), origin=store.origin
+    )
     console.print(
         f"audit log: {report.entries} entries, {len(checkpoints)} signed checkpoints "
         f"(one per group commit, {report.entries / max(len(checkpoints), 1):.1f} entries each "
         f"on average); verify: "
-        + ("[green]OK — every checkpoint matches the recomputed Merkle tree[/]" if report.ok
-           else f"[red]FAILED: {report.problems[0]}[/]"))
+        + (
+            "[green]OK — every checkpoint matches the recomputed Merkle tree[/]"
+            if report.ok
+            else f"[red]FAILED: {report.problems[0]}[/]"
+        )
+    )
     if decision_id is None:
         return
     record = gateway.record(decision_id, reviewer)
@@ -171,8 +203,14 @@ def _print_audit(console: Console, gateway: Gateway, result: DemoResult,
     proof = gateway.proof(decision_id, reviewer)
     summary = verify_proof_document(proof, store.vkey)
     console.rule("[bold]Inclusion proof against the latest signed checkpoint")
-    console.print(f"leaf index {proof['leaf_index']}, tree size {proof['tree_size']}, "
-                  f"{len(proof['proof'])} proof hashes")
-    console.print(Panel(proof["checkpoint"].rstrip("\n"), title="signed checkpoint (C2SP note)",
-                        expand=False), highlight=False)
+    console.print(
+        f"leaf index {proof['leaf_index']}, tree size {proof['tree_size']}, "
+        f"{len(proof['proof'])} proof hashes"
+    )
+    console.print(
+        Panel(
+            proof["checkpoint"].rstrip("\n"), title="signed checkpoint (C2SP note)", expand=False
+        ),
+        highlight=False,
+    )
     console.print(f"[green]verified:[/] {summary}")

@@ -18,9 +18,14 @@ class AdmissionGate:
         if compiled is None:
             known = ", ".join(sorted(ctx.policy.decision_types))
             ctx.add_result(self.name, {"admitted": False})
-            ctx.halt(self.name, "admission.unknown_decision_type", "refuse",
-                     f"decision_type: unknown decision type {request.decision_type!r} "
-                     f"(this policy knows: {known})", field="decision_type")
+            ctx.halt(
+                self.name,
+                "admission.unknown_decision_type",
+                "refuse",
+                f"decision_type: unknown decision type {request.decision_type!r} "
+                f"(this policy knows: {known})",
+                field="decision_type",
+            )
             return
         try:
             inputs = compiled.validate_inputs(request.inputs)

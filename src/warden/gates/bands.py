@@ -26,15 +26,19 @@ class BandsGate:
         assert compiled is not None
         decided = ctx.results["decide"]
         score = float(decided["score"])
-        by_score = band_for(score, compiled.bands["approve_at_or_below"],
-                            compiled.bands["decline_at_or_above"])
+        by_score = band_for(
+            score, compiled.bands["approve_at_or_below"], compiled.bands["decline_at_or_above"]
+        )
         floor = _FORCED[str(decided.get("forced_action", "none"))]
         band = max(by_score, floor, key=_ORDER.index)
-        ctx.add_result(self.name, {
-            "band": band,
-            "score": score,
-            "band_by_score": by_score,
-            "forced_by_rule": band if band != by_score else None,
-            "thresholds": dict(compiled.bands),
-            "thresholds_version": compiled.thresholds_version,
-        })
+        ctx.add_result(
+            self.name,
+            {
+                "band": band,
+                "score": score,
+                "band_by_score": by_score,
+                "forced_by_rule": band if band != by_score else None,
+                "thresholds": dict(compiled.bands),
+                "thresholds_version": compiled.thresholds_version,
+            },
+        )

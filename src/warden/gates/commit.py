@@ -5,7 +5,6 @@ propagates and the caller gets an error, never a decision (fail closed)."""
 
 from __future__ import annotations
 
-
 from warden.audit.entry import NewEntry
 from warden.audit.record import decision_body
 from warden.audit.store import AuditStore
@@ -32,12 +31,17 @@ class CommitGate:
             ctx.decision_id,
             body,
             # a refusal does not consume the key: the caller may fix the request and retry
-            unique_key=idempotency_unique_key(ctx.caller.name, key) if key and not refused else None,
+            unique_key=idempotency_unique_key(ctx.caller.name, key)
+            if key and not refused
+            else None,
             outcome=body["outcome"],
         )
         result = await self.store.submit_async(entry)
         if result.conflict is not None:
             ctx.results["commit"] = {"conflict_seq": result.conflict.seq}
         else:
-            ctx.results["commit"] = {"seq": result.seq, "ts": result.ts,
-                                     "batch_size": result.batch_size}
+            ctx.results["commit"] = {
+                "seq": result.seq,
+                "ts": result.ts,
+                "batch_size": result.batch_size,
+            }

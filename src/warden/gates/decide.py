@@ -36,21 +36,29 @@ class DecideGate:
                 continue
             if not outcome.fired:
                 continue
-            fired.append({"id": rule.id, "score": rule.score, "action": rule.action,
-                          "reason": rule.reason})
+            fired.append(
+                {"id": rule.id, "score": rule.score, "action": rule.action, "reason": rule.reason}
+            )
             keep *= 1.0 - rule.score
             if _SEVERITY[rule.action] > _SEVERITY[forced]:
                 forced = rule.action
         score = round(1.0 - keep, 6)
-        ctx.add_result(self.name, {
-            "method": "rules",
-            "rules_version": compiled.rules_version,
-            "rules_evaluated": len(compiled.spec.rules),
-            "rules_fired": fired,
-            "rule_errors": errors,
-            "score": score,
-            "forced_action": forced,
-        })
+        ctx.add_result(
+            self.name,
+            {
+                "method": "rules",
+                "rules_version": compiled.rules_version,
+                "rules_evaluated": len(compiled.spec.rules),
+                "rules_fired": fired,
+                "rule_errors": errors,
+                "score": score,
+                "forced_action": forced,
+            },
+        )
         if errors:
-            ctx.halt(self.name, "decide.rule_error", "review",
-                     f"{len(errors)} rule(s) could not be evaluated; a person must decide")
+            ctx.halt(
+                self.name,
+                "decide.rule_error",
+                "review",
+                f"{len(errors)} rule(s) could not be evaluated; a person must decide",
+            )

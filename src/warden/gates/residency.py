@@ -16,20 +16,33 @@ class ResidencyGate:
         residency = ctx.policy.policy.residency
         if label is None or label == "":
             ctx.add_result(self.name, {"jurisdiction": None, "allowed": False})
-            ctx.halt(self.name, "residency.unlabeled", "refuse",
-                     "jurisdiction: every request must carry a jurisdiction label "
-                     f"(one of: {', '.join(sorted(residency))})", field="jurisdiction")
+            ctx.halt(
+                self.name,
+                "residency.unlabeled",
+                "refuse",
+                "jurisdiction: every request must carry a jurisdiction label "
+                f"(one of: {', '.join(sorted(residency))})",
+                field="jurisdiction",
+            )
             return
         rule = residency.get(label)
         if rule is None:
             ctx.add_result(self.name, {"jurisdiction": label, "allowed": False})
-            ctx.halt(self.name, "residency.unknown_jurisdiction", "refuse",
-                     f"jurisdiction: unknown jurisdiction {label!r} "
-                     f"(this policy knows: {', '.join(sorted(residency))})", field="jurisdiction")
+            ctx.halt(
+                self.name,
+                "residency.unknown_jurisdiction",
+                "refuse",
+                f"jurisdiction: unknown jurisdiction {label!r} "
+                f"(this policy knows: {', '.join(sorted(residency))})",
+                field="jurisdiction",
+            )
             return
-        ctx.add_result(self.name, {
-            "jurisdiction": label,
-            "allowed": True,
-            "allowed_zones": list(rule.allowed_zones),
-            "on_unavailable": rule.on_unavailable,
-        })
+        ctx.add_result(
+            self.name,
+            {
+                "jurisdiction": label,
+                "allowed": True,
+                "allowed_zones": list(rule.allowed_zones),
+                "on_unavailable": rule.on_unavailable,
+            },
+        )

@@ -74,8 +74,10 @@ class CompiledDecisionType:
                 for rule, fired in zip(self.spec.rules, results, strict=True)
             ]
         except Exception:  # one rule failed: evaluate each alone to say which
-            return [self._evaluate_one(rule, prog, activation) for rule, prog in
-                    zip(self.spec.rules, self.programs, strict=True)]
+            return [
+                self._evaluate_one(rule, prog, activation)
+                for rule, prog in zip(self.spec.rules, self.programs, strict=True)
+            ]
 
     @staticmethod
     def _evaluate_one(rule: Rule, program: Any, activation: dict[str, Any]) -> RuleOutcome:

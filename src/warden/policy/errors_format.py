@@ -96,8 +96,10 @@ def describe(error: dict[str, Any], schema: type[BaseModel]) -> str:
     if kind == "missing":
         return "required key is missing"
     message = str(error["msg"])
-    if "input" in error and kind not in ("model_type", "dict_type") and not isinstance(
-        error["input"], dict | list
+    if (
+        "input" in error
+        and kind not in ("model_type", "dict_type")
+        and not isinstance(error["input"], dict | list)
     ):
         message += f" (got {error['input']!r})"
     return message

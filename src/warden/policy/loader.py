@@ -76,5 +76,3 @@ def load_policy_bytes(raw: bytes, source: str = "<policy>") -> LoadedPolicy:
         source=source,
         decision_types=compiled,
     )
-
-

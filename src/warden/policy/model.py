@@ -85,7 +85,7 @@ class Costs(Strict):
 
 class DecisionType(Strict):
     description: str = ""
-    surfaces: list[Surface] = Field(default_factory=lambda: ["fields"], min_length=1)
+    surfaces: list[Surface] = Field(default_factory=lambda: list[Surface](["fields"]), min_length=1)
     inputs: dict[Identifier, InputField] = Field(min_length=1)
     rules: list[Rule] = Field(default_factory=list)
     bands: Bands
