@@ -28,7 +28,7 @@ def serve(data_dir: Path, policy: Path | None, host: str, port: int) -> None:
                 "`warden keys create NAME --role service` and restart"
             )
         config = uvicorn.Config(
-            create_app(gateway),
+            create_app(gateway, close_on_shutdown=True),
             host=host,
             port=port,
             loop="uvloop",

@@ -284,14 +284,6 @@ def test_deleted_middle_row_is_named(log: Log) -> None:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=(
-        "verify.py _check_entry compares each seq with its position, not with the previous seq: "
-        "after one deleted row every later entry is reported 'missing' too"
-    ),
-)
 def test_deleted_middle_row_is_reported_as_one_gap(log: Log) -> None:
     gone = log.target_seq
     with attacker(log, "entries_no_delete") as conn:
@@ -487,14 +479,6 @@ def test_rewritten_log_resigned_with_attacker_key_needs_a_pinned_vkey(log: Log) 
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=(
-        "cli/main.py audit_verify prints problem text as rich markup: a '[/…]' in a forged "
-        "note crashes the verifier with a MarkupError traceback instead of printing FAIL"
-    ),
-)
 def test_forged_note_with_markup_is_reported_not_rendered(log: Log) -> None:
     size = log.checkpoints[1]
     with attacker(log, "checkpoints_no_update") as conn:

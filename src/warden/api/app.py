@@ -1,6 +1,8 @@
 """The HTTP API: routes only. Each route authenticates, calls the Gateway, and formats."""
 
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Header, Request
@@ -20,11 +22,23 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def create_app(gateway: Gateway) -> FastAPI:
+def create_app(gateway: Gateway, *, close_on_shutdown: bool = False) -> FastAPI:
+    """The app. With `close_on_shutdown`, the app owns the gateway and closes it (flushing
+    the audit writer, releasing the data directory) when the server shuts down."""
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        try:
+            yield
+        finally:
+            if close_on_shutdown:
+                gateway.close()
+
     app = FastAPI(
         title="Warden",
         version=__version__,
         description="Decision gateway: auditable, residency-safe, risk-banded decisions.",
+        lifespan=lifespan,
     )
     app.state.gateway = gateway
 

@@ -66,9 +66,18 @@ class AppendResult:
     batch_size: int = field(default=1)
 
 
+_ENCODE_STRING = json.JSONEncoder(ensure_ascii=False).encode
+_PLAIN = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_:.+ ")
+
+
 def _string(value: str | None) -> bytes:
-    # JCS string escaping is exactly json.dumps(ensure_ascii=False)'s (see warden.canonical)
-    return b"null" if value is None else json.dumps(value, ensure_ascii=False).encode()
+    """JCS form of a short string: ids and kinds are plain ASCII and need no escaping;
+    anything else goes through json's escaping, which is JCS's (see warden.canonical)."""
+    if value is None:
+        return b"null"
+    if _PLAIN.issuperset(value):
+        return b'"' + value.encode() + b'"'
+    return _ENCODE_STRING(value).encode()
 
 
 def envelope_bytes(entry: NewEntry, seq: int, ts_json: bytes) -> bytes:

@@ -25,7 +25,7 @@ from concurrent.futures import Future
 from datetime import UTC, datetime
 from pathlib import Path
 
-from warden.audit.checkpoint import Checkpoint, CheckpointSigner
+from warden.audit.checkpoint import Checkpoint, CheckpointError, CheckpointSigner
 from warden.audit.entry import AppendResult, NewEntry, StoredCheckpoint, StoredEntry, envelope_bytes
 from warden.audit.merkle import MerkleTree, leaf_hash
 from warden.canonical import content_id
@@ -38,12 +38,14 @@ CREATE TABLE IF NOT EXISTS entries (
     kind TEXT NOT NULL,
     decision_id TEXT,
     outcome TEXT,
-    unique_key TEXT UNIQUE,
+    unique_key TEXT,
     ts TEXT NOT NULL,
     leaf_hash BLOB NOT NULL,
     data BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS entries_by_decision ON entries (decision_id);
+CREATE UNIQUE INDEX IF NOT EXISTS entries_by_unique_key ON entries (unique_key)
+    WHERE unique_key IS NOT NULL;
 CREATE INDEX IF NOT EXISTS entries_by_outcome ON entries (outcome) WHERE outcome = 'review';
 CREATE TABLE IF NOT EXISTS checkpoints (
     size INTEGER PRIMARY KEY,
@@ -144,11 +146,22 @@ class SQLiteAuditStore:
         self.commit_delay = commit_delay
         self._busy_timeout_ms = 10_000
         self._busy_applied = 10_000
+        self._connections: list[sqlite3.Connection] = []
+        self._connections_lock = threading.Lock()
+        self._writer: threading.Thread | None = None
         if writable:
             self.data_dir.mkdir(parents=True, exist_ok=True)
             self._take_lock()
         elif not self.path.exists():
             raise WardenError(f"no audit log at {self.path} (is the data directory right?)")
+        try:
+            self._open(signer)
+        except BaseException:
+            self.close()  # release the lock and connections: a refused open leaves nothing
+            raise
+
+    def _open(self, signer: CheckpointSigner | None) -> None:
+        writable = self.writable
         conn = self._connect()
         if writable:
             conn.executescript(SCHEMA)
@@ -181,8 +194,6 @@ class SQLiteAuditStore:
         self._tree = MerkleTree()
         self._load_tree()
         self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
-        self._failed: BaseException | None = None
-        self._writer: threading.Thread | None = None
         if writable:
             self._check_head()
             self._writer = threading.Thread(
@@ -210,6 +221,8 @@ class SQLiteAuditStore:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            with self._connections_lock:
+                self._connections.append(conn)
             conn.execute("PRAGMA busy_timeout = 10000")
             if self.writable:
                 conn.execute("PRAGMA journal_mode = WAL")
@@ -227,24 +240,50 @@ class SQLiteAuditStore:
         self._tree = tree
 
     def _check_head(self) -> None:
-        """Fail closed at start if the stored log does not match its latest checkpoint."""
+        """Fail closed at start unless the log matches its latest signed checkpoint: the
+        signature verifies, the tree over the stored leaf hashes has the signed root, and
+        the entries of the last batch hash to their leaves. (`warden audit verify` checks
+        every entry and every checkpoint.)"""
         latest = self.latest_checkpoint()
+        count = self._count()
         if latest is None:
-            if self._tree.size:
+            if count:
                 raise WardenError(
                     f"{self.path}: entries without any checkpoint; run `warden audit verify`"
                 )
             return
-        if self._tree.size != self._count() or latest.size != self._tree.size:
+        assert self.signer is not None
+        try:
+            signed = self.signer.verifier().verify(latest.note)
+        except CheckpointError as exc:
             raise WardenError(
-                f"{self.path}: log has {self._count()} entries but its latest signed checkpoint "
-                f"covers {latest.size}; run `warden audit verify`"
+                f"{self.path}: latest checkpoint's signature does not verify ({exc}); "
+                "run `warden audit verify`"
+            ) from None
+        if self._tree.size != count or signed.size != self._tree.size:
+            raise WardenError(
+                f"{self.path}: log has {count} entries but its latest signed checkpoint "
+                f"covers {signed.size}; run `warden audit verify`"
             )
-        if self._tree.root(latest.size) != latest.root:
+        if self._tree.root(signed.size) != signed.root:
             raise WardenError(
                 f"{self.path}: log does not match its latest signed checkpoint; "
                 "run `warden audit verify`"
             )
+        previous = (
+            self._connect()
+            .execute(
+                "SELECT size FROM checkpoints WHERE size < ? ORDER BY size DESC LIMIT 1",
+                (signed.size,),
+            )
+            .fetchone()
+        )
+        for entry in self.iter_entries(previous[0] if previous else 0):
+            if leaf_hash(entry.data) != entry.leaf_hash:
+                raise WardenError(
+                    f"{self.path}: entry {entry.seq} does not hash to its leaf; "
+                    "run `warden audit verify`"
+                )
 
     def _count(self) -> int:
         return int(self._connect().execute("SELECT count(*) FROM entries").fetchone()[0])
@@ -280,7 +319,6 @@ class SQLiteAuditStore:
         while True:
             first = self._queue.get()
             if first is None:
-                conn.close()
                 return
             batch = [first]
             if self._queue.empty() and self.commit_delay:
@@ -343,7 +381,13 @@ class SQLiteAuditStore:
                 results.append(AppendResult(seq, ts, batch_size=len(batch)))
                 seq += 1
             if rows:
-                conn.executemany("INSERT INTO entries VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
+                # one multi-row INSERT: one sqlite3_step, so the writer gives up and retakes
+                # the GIL once per batch rather than once per row (each retake can wait for
+                # the request thread's switch interval)
+                values = ",".join(["(?, ?, ?, ?, ?, ?, ?, ?)"] * len(rows))
+                conn.execute(
+                    f"INSERT INTO entries VALUES {values}", [v for row in rows for v in row]
+                )
                 for row in rows:
                     self._tree.append(row[6])
                 self._write_checkpoint(conn, ts)
@@ -367,7 +411,9 @@ class SQLiteAuditStore:
             return {}
         marks = ",".join("?" * len(keys))
         cur = conn.execute(
-            f"SELECT unique_key, {_ENTRY_COLS} FROM entries WHERE unique_key IN ({marks})", keys
+            f"SELECT unique_key, {_ENTRY_COLS} FROM entries "
+            f"WHERE unique_key IS NOT NULL AND unique_key IN ({marks})",
+            keys,
         )
         return {row[0]: _row_entry(row[1:]) for row in cur}
 
@@ -465,13 +511,17 @@ class SQLiteAuditStore:
         self._load_tree()
 
     def close(self) -> None:
+        """Stop the writer (after it commits what is queued), close every connection this
+        store opened in any thread, and release the data-directory lock. Idempotent."""
         if self._writer is not None and self._writer.is_alive():
             self._queue.put(None)
             self._writer.join()
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
-            self._local.conn = None
+        with self._connections_lock:
+            connections, self._connections = self._connections, []
+        for conn in connections:
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
+        self._local = threading.local()
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None

@@ -27,6 +27,7 @@ class VerifyReport:
     latest_size: int = 0
     problems: list[str] = field(default_factory=list)
     more_problems: int = 0
+    gaps: int = 0
 
     @property
     def ok(self) -> bool:
@@ -39,17 +40,20 @@ class VerifyReport:
             self.more_problems += 1
 
 
-def _check_entry(entry: StoredEntry, position: int, report: VerifyReport) -> None:
+def _check_entry(entry: StoredEntry, previous: int, report: VerifyReport) -> None:
+    """Check one stored entry; `previous` is the seq of the entry before it (-1 at start)."""
     where = f"entry {entry.seq}"
-    if entry.seq != position:
-        if entry.seq > position:
-            missing = f"{position}" if entry.seq == position + 1 else f"{position}..{entry.seq - 1}"
+    if entry.seq != previous + 1:
+        if entry.seq > previous + 1:
+            first = previous + 1
+            missing = f"{first}" if entry.seq == first + 1 else f"{first}..{entry.seq - 1}"
+            report.gaps += 1
             report.problem(
-                f"entry {missing} missing: the log jumps from "
-                f"{position - 1} to {entry.seq} (rows deleted)"
+                f"entry {missing} missing: the log jumps from {previous} to {entry.seq} "
+                "(rows deleted)"
             )
         else:
-            report.problem(f"{where}: out of order at position {position}")
+            report.problem(f"{where}: out of order after entry {previous}")
     try:
         envelope = json.loads(entry.data)
     except ValueError:
@@ -116,11 +120,13 @@ def verify_log(
             return
         report.checkpoints_ok += 1
 
+    previous = -1
     for position, entry in enumerate(entries):
         while next_cp is not None and next_cp.size == position:
             check_checkpoint(next_cp)
             next_cp = next(by_size, None)
-        _check_entry(entry, position, report)
+        _check_entry(entry, previous, report)
+        previous = entry.seq
         acc.append(leaf_hash(entry.data))
         report.entries = position + 1
         if progress is not None and position % 4096 == 0:
@@ -129,9 +135,10 @@ def verify_log(
         check_checkpoint(next_cp)
         next_cp = next(by_size, None)
     if next_cp is not None:
+        why = "entries were deleted" if report.gaps else "entries removed from the end"
         report.problem(
             f"checkpoint at size {next_cp.size} but the log has only "
-            f"{report.entries} entries (entries removed from the end)"
+            f"{report.entries} entries ({why})"
         )
     if pending:
         report.latest_size = pending[-1].size

@@ -12,6 +12,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from warden.errors import WardenError
@@ -57,10 +58,10 @@ def one_line_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except WardenError as exc:
-            err.print(f"[bold red]error:[/] {exc.message}", highlight=False, markup=True)
+            err.print(f"[bold red]error:[/] {escape(exc.message)}", highlight=False)
             raise typer.Exit(2) from None
         except (OSError, ValueError) as exc:
-            err.print(f"[bold red]error:[/] {exc}", highlight=False)
+            err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
             raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]
@@ -146,8 +147,8 @@ def audit_verify(
             f"checkpoints verified (latest covers {report.latest_size})"
         )
         return
-    for problem in report.problems:
-        console.print(f"[red]FAIL[/] {problem}", highlight=False)
+    for problem in report.problems:  # problem text may come from an attacker: never markup
+        console.print(f"[red]FAIL[/] {escape(problem)}", highlight=False)
     if report.more_problems:
         console.print(f"[red]FAIL[/] … and {report.more_problems} more problems")
     raise typer.Exit(1)

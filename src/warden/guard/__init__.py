@@ -1,0 +1,1 @@
+"""Detectors for adversarial input and unsafe output: injection, documents, PII, anomalies."""
