@@ -9,6 +9,7 @@ from rich.console import Console
 
 from warden.api.app import create_app
 from warden.gateway import Gateway
+from warden.runtime import tune_for_serving
 
 
 def serve(data_dir: Path, policy: Path | None, host: str, port: int) -> None:
@@ -36,7 +37,10 @@ def serve(data_dir: Path, policy: Path | None, host: str, port: int) -> None:
             access_log=False,
             log_level="warning",
             backlog=2048,
+            proxy_headers=False,
+            server_header=False,
         )
+        tune_for_serving()
         uvicorn.Server(config).run()
     finally:
         gateway.close()

@@ -12,7 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from warden import __version__
 from warden.auth import Principal
-from warden.errors import AuthError, WardenError
+from warden.errors import AuthError, RequestError, WardenError
 from warden.gateway import Gateway
 from warden.policy.errors_format import dotted
 from warden.schemas import DecisionRequestBody, DecisionResponse, ErrorBody, ReviewRequestBody
@@ -20,6 +20,15 @@ from warden.schemas import DecisionRequestBody, DecisionResponse, ErrorBody, Rev
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorBody} for code in (401, 403, 404, 409, 422, 503)
 }
+
+
+def parse_json_body(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except ValueError as exc:
+        where = f" at line {exc.lineno} column {exc.colno}" if hasattr(exc, "lineno") else ""
+        msg = getattr(exc, "msg", str(exc))
+        raise RequestError(f"body: not valid JSON ({msg}{where})", field="body") from None
 
 
 def create_app(gateway: Gateway, *, close_on_shutdown: bool = False) -> FastAPI:
@@ -42,7 +51,7 @@ def create_app(gateway: Gateway, *, close_on_shutdown: bool = False) -> FastAPI:
     )
     app.state.gateway = gateway
 
-    def principal(x_api_key: Annotated[str | None, Header()] = None) -> Principal:
+    async def principal(x_api_key: Annotated[str | None, Header()] = None) -> Principal:
         if gateway.keyring is None:
             raise AuthError("this gateway has no API keys configured")
         return gateway.keyring.authenticate(x_api_key)
@@ -74,14 +83,23 @@ def create_app(gateway: Gateway, *, close_on_shutdown: bool = False) -> FastAPI:
         response_model=DecisionResponse,
         responses=ERRORS,
         summary="Decide: run a request through every gate and commit its audit record",
+        # the body is parsed and validated once, by the gateway (the same code path as the
+        # Python API and the CLI); this only documents it in the OpenAPI spec
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {"schema": DecisionRequestBody.model_json_schema()}
+                },
+            }
+        },
     )
     async def decide(
-        body: DecisionRequestBody,
         request: Request,
         caller: Caller,
         idempotency_key: Annotated[str | None, Header()] = None,
     ) -> JSONResponse:
-        payload = json.loads(await request.body())
+        payload = parse_json_body(await request.body())
         result = await gateway.decide(payload, caller, idempotency_key=idempotency_key)
         return JSONResponse(result, headers={"X-Warden-Decision-Id": result["decision_id"]})
 

@@ -149,6 +149,9 @@ class SQLiteAuditStore:
         self._connections: list[sqlite3.Connection] = []
         self._connections_lock = threading.Lock()
         self._writer: threading.Thread | None = None
+        self._checkpointer: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self.wal_checkpoint_interval = 0.5
         if writable:
             self.data_dir.mkdir(parents=True, exist_ok=True)
             self._take_lock()
@@ -200,6 +203,10 @@ class SQLiteAuditStore:
                 target=self._write_loop, name="audit-writer", daemon=True
             )
             self._writer.start()
+            self._checkpointer = threading.Thread(
+                target=self._wal_checkpoint_loop, name="audit-wal-checkpoint", daemon=True
+            )
+            self._checkpointer.start()
 
     # -- connections ---------------------------------------------------------------------
     def _take_lock(self) -> None:
@@ -226,6 +233,9 @@ class SQLiteAuditStore:
             conn.execute("PRAGMA busy_timeout = 10000")
             if self.writable:
                 conn.execute("PRAGMA journal_mode = WAL")
+                # WAL checkpoints run in their own thread (see _wal_checkpoint_loop), never
+                # inside a commit, so a commit never stalls for copying pages to the db file
+                conn.execute("PRAGMA wal_autocheckpoint = 0")
             conn.execute("PRAGMA synchronous = FULL")
             self._local.conn = conn
         return conn
@@ -313,6 +323,15 @@ class SQLiteAuditStore:
             _settle([(pending, error)])
         else:
             self._queue.put(pending)
+
+    def _wal_checkpoint_loop(self) -> None:
+        """Copy committed WAL frames into the database file in the background (PASSIVE: it
+        never blocks the writer). Once a pass completes, the writer reuses the WAL from its
+        start, so the WAL stays small without a commit ever doing the copying."""
+        conn = self._connect()
+        while not self._stopping.wait(self.wal_checkpoint_interval):
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     def _write_loop(self) -> None:
         conn = self._connect()
@@ -513,9 +532,12 @@ class SQLiteAuditStore:
     def close(self) -> None:
         """Stop the writer (after it commits what is queued), close every connection this
         store opened in any thread, and release the data-directory lock. Idempotent."""
+        self._stopping.set()
         if self._writer is not None and self._writer.is_alive():
             self._queue.put(None)
             self._writer.join()
+        if self._checkpointer is not None and self._checkpointer.is_alive():
+            self._checkpointer.join()
         with self._connections_lock:
             connections, self._connections = self._connections, []
         for conn in connections:
