@@ -1,5 +1,10 @@
 """An audit store that keeps nothing: for measuring what durability costs (benchmarks
-only — a gateway must never run on it)."""
+only — a gateway must never run on it).
+
+It behaves like a store to its callers — an asyncio caller is resumed on a later loop
+iteration, all entries submitted in one iteration together, as the real store resumes a
+whole group commit with one wake-up — so a benchmark compares writing and fsync, not
+"never suspending" against "suspending"."""
 
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ class NullAuditStore:
 
     def __init__(self) -> None:
         self._size = 0
+        self._waiting: list[tuple[asyncio.Future[AppendResult], AppendResult]] = []
 
     def submit(self, entry: NewEntry) -> Future[AppendResult]:
         future: Future[AppendResult] = Future()
@@ -24,9 +30,18 @@ class NullAuditStore:
         return future
 
     def submit_async(self, entry: NewEntry) -> asyncio.Future[AppendResult]:
-        future: asyncio.Future[AppendResult] = asyncio.get_running_loop().create_future()
-        future.set_result(self.submit(entry).result())
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[AppendResult] = loop.create_future()
+        if not self._waiting:
+            loop.call_soon(self._settle)
+        self._waiting.append((future, self.submit(entry).result()))
         return future
+
+    def _settle(self) -> None:
+        waiting, self._waiting = self._waiting, []
+        for future, result in waiting:
+            if not future.done():
+                future.set_result(result)
 
     def size(self) -> int:
         return self._size
