@@ -70,7 +70,7 @@ def parse_decision_request(payload: Any, idempotency_key: str | None = None) -> 
         if first["type"] == "extra_forbidden":
             msg = (
                 f"{path}: unknown field "
-                "(allowed: decision_type, jurisdiction, inputs, idempotency_key)"
+                "(allowed: decision_type, jurisdiction, inputs, tool_calls, idempotency_key)"
             )
         elif first["type"] == "missing":
             msg = f"{path}: required field is missing"
@@ -84,13 +84,20 @@ def parse_decision_request(payload: Any, idempotency_key: str | None = None) -> 
             "idempotency_key: body and Idempotency-Key header disagree", field="idempotency_key"
         )
     key = idempotency_key or body.idempotency_key
+    tool_calls = [c.model_dump() for c in body.tool_calls] if body.tool_calls else None
     meaning = {
         "decision_type": body.decision_type,
         "jurisdiction": body.jurisdiction,
         "inputs": body.inputs,
+        "tool_calls": tool_calls,
     }
     return DecisionRequest(
-        body.decision_type, body.jurisdiction, body.inputs, key, request_hash(meaning)
+        body.decision_type,
+        body.jurisdiction,
+        body.inputs,
+        key,
+        request_hash(meaning),
+        tool_calls,
     )
 
 

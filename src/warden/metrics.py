@@ -37,3 +37,13 @@ REVIEWS = Counter("warden_reviews_total", "Reviewer decisions", ["outcome"])
 def observe_commit(entries: int, seconds: float) -> None:
     AUDIT_COMMIT.observe(seconds)
     AUDIT_BATCH.observe(entries)
+
+
+GUARD_CHECKS = Counter(
+    "warden_guard_checks_total", "Inputs and outputs checked, by surface", ["surface"]
+)
+GUARD_HITS = Counter(
+    "warden_guard_hits_total",
+    "Checks that found something, by surface and reason code",
+    ["surface", "code"],
+)

@@ -7,6 +7,15 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 
+class ToolCallBody(BaseModel):
+    """A tool call an LLM or agent proposes; verified against the policy, never run here."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=64)
+    arguments: dict[str, Any]
+
+
 class DecisionRequestBody(BaseModel):
     """POST /v1/decisions. `jurisdiction` is optional in the schema only so that an
     unlabeled request reaches the residency gate, which refuses and counts it."""
@@ -16,6 +25,11 @@ class DecisionRequestBody(BaseModel):
     decision_type: str = Field(min_length=1, max_length=64, examples=["payment_fraud"])
     jurisdiction: str | None = Field(default=None, max_length=8, examples=["EU"])
     inputs: dict[str, Any]
+    tool_calls: list[ToolCallBody] | None = Field(
+        default=None,
+        max_length=16,
+        description="Tool calls proposed upstream, checked on the tool_args surface.",
+    )
     idempotency_key: str | None = Field(
         default=None,
         min_length=1,

@@ -76,7 +76,7 @@ def test_rule_with_bad_cel_syntax_is_refused_with_its_path() -> None:
 
 def test_rule_referring_to_an_undeclared_input_is_refused() -> None:
     message = error_of("inputs.amount >= 50000.0", "inputs.amout >= 50000.0")
-    assert "rules[12].when: refers to 'amout', which is not a declared input" in message
+    assert "rules[12].when: refers to 'amout', which is not declared in inputs" in message
 
 
 def test_rule_that_is_not_boolean_is_refused() -> None:

@@ -29,7 +29,8 @@ def decision_body(ctx: DecisionContext) -> dict[str, Any]:
         "jurisdiction": request.jurisdiction,
         "policy": {"name": ctx.policy.policy.name, "version": ctx.policy.version},
         "request": {
-            "inputs": request.inputs,
+            "inputs": request.inputs if ctx.recorded_inputs is None else ctx.recorded_inputs,
+            "tool_calls": request.tool_calls,
             "idempotency_key": request.idempotency_key,
             "request_hash": request.request_hash,
         },
@@ -44,6 +45,7 @@ def decision_body(ctx: DecisionContext) -> dict[str, Any]:
             "field": stop.field,
         },
         "outcome": ctx.outcome(),
+        "output": ctx.results.get("outputs", {}).get("text"),
         "score": bands.get("score"),
         "thresholds_version": bands.get("thresholds_version"),
         "processing_us": (time.perf_counter_ns() - ctx.started_ns) // 1000,

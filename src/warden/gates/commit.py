@@ -23,6 +23,8 @@ class CommitGate:
         self.store = store
 
     async def run(self, ctx: DecisionContext) -> None:
+        for kind, data in ctx.blobs:  # content-addressed: the record names them by hash
+            self.store.put_blob(kind, data)
         body = decision_body(ctx)
         refused = body["outcome"] == "refused"
         key = ctx.request.idempotency_key

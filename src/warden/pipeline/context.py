@@ -25,6 +25,7 @@ class DecisionRequest:
     inputs: Any
     idempotency_key: str | None = None
     request_hash: str | None = None
+    tool_calls: list[dict[str, Any]] | None = None
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,14 @@ class DecisionContext:
     stop: Stop | None = None
     decision_type: CompiledDecisionType | None = None
     inputs: dict[str, Any] | None = None  # validated inputs (set by admission)
+    #: content the commit gate stores content-addressed with the record (kind, bytes)
+    blobs: list[tuple[str, bytes]] = field(default_factory=list)
+    #: inputs as the record shows them: documents replaced by their content address
+    recorded_inputs: Any = None
+    #: text the decision sends outward (a model's answer); the outputs gate filters it
+    output_text: str | None = None
+    #: per-request canary token for the system prompt of any model call
+    canary: str | None = None
 
     def add_result(self, gate: str, result: dict[str, Any]) -> None:
         if gate in self.results:

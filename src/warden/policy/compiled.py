@@ -8,19 +8,88 @@ against 25 µs for each rule alone)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import cel
+import jsonschema
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from warden.canonical import canonical_json, content_id
 from warden.errors import PolicyError, RequestError
 from warden.policy.errors_format import dotted, line_of
-from warden.policy.model import DecisionType, InputField, Rule
+from warden.policy.model import DecisionType, InputField, Rule, Tool, ToolLimit
 
-_PY_TYPES: dict[str, type] = {"string": str, "number": float, "integer": int, "boolean": bool}
-_SAMPLES: dict[str, Any] = {"string": "XX", "number": 1.5, "integer": 1, "boolean": False}
+
+class DocumentInput(BaseModel):
+    """An uploaded document inside `inputs`."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    name: str = Field(min_length=1, max_length=255)
+    content_type: Literal["application/pdf", "text/plain", "message/rfc822"]
+    data_base64: str = Field(min_length=1)
+
+
+_PY_TYPES: dict[str, type] = {
+    "string": str,
+    "number": float,
+    "integer": int,
+    "boolean": bool,
+    "document": DocumentInput,
+}
+_SAMPLES: dict[str, Any] = {
+    "string": "XX",
+    "number": 1.5,
+    "integer": 1,
+    "boolean": False,
+    "document": {"name": "x.pdf", "content_type": "application/pdf", "data_base64": ""},
+}
+_JSON_SAMPLES: dict[str, Any] = {
+    "string": "XX",
+    "number": 1.5,
+    "integer": 1,
+    "boolean": False,
+    "array": [],
+    "object": {},
+    "null": None,
+}
+
+
+@dataclass(frozen=True)
+class LimitOutcome:
+    limit: ToolLimit
+    passed: bool
+    error: str | None = None
+
+
+@dataclass
+class CompiledTool:
+    name: str
+    spec: Tool
+    validator: Any  # a jsonschema validator
+    limits: list[Any]
+
+    def schema_errors(self, arguments: Any) -> list[str]:
+        errors = sorted(self.validator.iter_errors(arguments), key=lambda e: list(e.path))
+        out = []
+        for error in errors[:5]:
+            where = "arguments" + "".join(
+                f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.path
+            )
+            out.append(f"{where}: {error.message}")
+        return out
+
+    def check_limits(self, activation: dict[str, Any]) -> list[LimitOutcome]:
+        outcomes = []
+        for limit, program in zip(self.spec.limits, self.limits, strict=True):
+            try:
+                value = program.execute(activation)
+            except Exception as exc:
+                outcomes.append(LimitOutcome(limit, False, f"{type(exc).__name__}: {exc}"))
+                continue
+            outcomes.append(LimitOutcome(limit, value is True))
+        return outcomes
 
 
 @dataclass(frozen=True)
@@ -40,6 +109,9 @@ class CompiledDecisionType:
     rules_version: str
     thresholds_version: str
     bands: dict[str, float] = field(default_factory=dict)
+    tools: dict[str, CompiledTool] = field(default_factory=dict)
+    #: input name → surface ("fields", "text", "document")
+    surfaces: dict[str, str] = field(default_factory=dict)
 
     def validate_inputs(self, inputs: Any) -> dict[str, Any]:
         """Validate `inputs` against the declared schema; errors name `inputs.<field>`."""
@@ -63,6 +135,9 @@ class CompiledDecisionType:
                 msg += f" (and {more} more problem{'s' if more > 1 else ''})"
             raise RequestError(msg, code="request.invalid_inputs", field=path) from None
         return model.model_dump(exclude_unset=True)
+
+    def sample_activation(self) -> dict[str, Any]:
+        return _sample_activation(self.name, self.spec)
 
     def evaluate_rules(self, activation: dict[str, Any]) -> list[RuleOutcome]:
         if not self.programs:
@@ -100,8 +175,6 @@ def _input_model(name: str, inputs: dict[str, InputField]) -> type[BaseModel]:
             if value is not None:
                 constraints[bound] = value
         if spec.enum is not None:
-            from typing import Literal
-
             py_type = Literal[tuple(spec.enum)]
         default: Any = ... if spec.required else None
         if not spec.required:
@@ -119,37 +192,107 @@ def _sample_activation(name: str, spec: DecisionType) -> dict[str, Any]:
     return {"inputs": inputs, "jurisdiction": "EU", "decision_type": name}
 
 
+def _compile_boolean(
+    expression: str,
+    loc: tuple[int | str, ...],
+    sample: dict[str, Any],
+    *,
+    source: str,
+    root: yaml.Node | None,
+    declared: dict[str, str],
+) -> Any:
+    """Compile a CEL expression and prove, on a sample of the declared shapes, that it only
+    refers to declared names and yields a boolean. `declared` maps a variable's members'
+    owner (e.g. "inputs") to the text listing what it declares, for the error message."""
+    where = f"{source}:{line_of(root, loc)}: {dotted(loc)}"
+    try:
+        program = cel.compile(expression)
+    except ValueError as exc:
+        raise PolicyError(f"{where}: not a valid CEL expression: {exc}") from None
+    unknown = set(program.variables()) - set(sample)
+    if unknown:
+        raise PolicyError(
+            f"{where}: unknown variable(s) {', '.join(sorted(unknown))}; "
+            f"this expression may use {', '.join(sorted(sample))}"
+        )
+    try:
+        value = program.execute(sample)
+    except KeyError as exc:
+        owners = " or ".join(f"{k} (declared: {v})" for k, v in declared.items())
+        raise PolicyError(
+            f"{where}: refers to {exc.args[0]!r}, which is not declared in {owners}"
+        ) from None
+    except Exception as exc:
+        raise PolicyError(f"{where}: cannot be evaluated: {exc}") from None
+    if not isinstance(value, bool):
+        raise PolicyError(f"{where}: must be a boolean expression, got {type(value).__name__}")
+    return program
+
+
+def _sample_arguments(schema: dict[str, Any]) -> dict[str, Any]:
+    properties = schema.get("properties", {})
+    out = {}
+    for key, prop in properties.items():
+        kind = prop.get("type", "string") if isinstance(prop, dict) else "string"
+        if isinstance(kind, list):
+            kind = kind[0]
+        out[key] = (
+            prop.get("enum", [None])[0]
+            if isinstance(prop, dict) and "enum" in prop
+            else _JSON_SAMPLES.get(kind, "XX")
+        )
+    return out
+
+
+def _compile_tool(
+    type_name: str,
+    name: str,
+    tool: Tool,
+    sample: dict[str, Any],
+    *,
+    source: str,
+    root: yaml.Node | None,
+) -> CompiledTool:
+    loc = ("decision_types", type_name, "tools", name, "schema")
+    try:
+        validator_class = jsonschema.validators.validator_for(tool.schema_)
+        validator_class.check_schema(tool.schema_)
+    except jsonschema.SchemaError as exc:
+        where = f"{source}:{line_of(root, loc)}: {dotted(loc)}"
+        raise PolicyError(f"{where}: not a valid JSON Schema: {exc.message}") from None
+    args = _sample_arguments(tool.schema_)
+    activation = {**sample, "args": args}
+    declared_inputs = ", ".join(sorted(sample["inputs"]))
+    limits = [
+        _compile_boolean(
+            limit.when,
+            ("decision_types", type_name, "tools", name, "limits", i, "when"),
+            activation,
+            source=source,
+            root=root,
+            declared={"args": ", ".join(sorted(args)) or "nothing", "inputs": declared_inputs},
+        )
+        for i, limit in enumerate(tool.limits)
+    ]
+    return CompiledTool(name, tool, validator_class(tool.schema_), limits)
+
+
 def compile_decision_type(
     name: str, spec: DecisionType, *, source: str, root: yaml.Node | None
 ) -> CompiledDecisionType:
     sample = _sample_activation(name, spec)
-    programs = []
-    for index, rule in enumerate(spec.rules):
-        loc = ("decision_types", name, "rules", index, "when")
-        where = f"{source}:{line_of(root, loc)}: {dotted(loc)}"
-        try:
-            program = cel.compile(rule.when)
-        except ValueError as exc:
-            raise PolicyError(f"{where}: not a valid CEL expression: {exc}") from None
-        unknown = set(program.variables()) - set(sample)
-        if unknown:
-            raise PolicyError(
-                f"{where}: unknown variable(s) {', '.join(sorted(unknown))}; "
-                "rules may use inputs, jurisdiction and decision_type"
-            )
-        try:
-            value = program.execute(sample)
-        except KeyError as exc:
-            declared = ", ".join(sorted(spec.inputs))
-            raise PolicyError(
-                f"{where}: refers to {exc.args[0]!r}, which is not a declared input of "
-                f"{name} (declared: {declared})"
-            ) from None
-        except Exception as exc:
-            raise PolicyError(f"{where}: cannot be evaluated: {exc}") from None
-        if not isinstance(value, bool):
-            raise PolicyError(f"{where}: must be a boolean expression, got {type(value).__name__}")
-        programs.append(program)
+    declared = {"inputs": ", ".join(sorted(spec.inputs))}
+    programs = [
+        _compile_boolean(
+            rule.when,
+            ("decision_types", name, "rules", index, "when"),
+            sample,
+            source=source,
+            root=root,
+            declared=declared,
+        )
+        for index, rule in enumerate(spec.rules)
+    ]
     combined = cel.compile("[" + ", ".join(f"({r.when})" for r in spec.rules) + "]")
     bands = spec.bands.model_dump()
     return CompiledDecisionType(
@@ -161,4 +304,9 @@ def compile_decision_type(
         rules_version=content_id(canonical_json([r.model_dump() for r in spec.rules])),
         thresholds_version=content_id(canonical_json({"decision_type": name, "bands": bands})),
         bands=bands,
+        tools={
+            tool_name: _compile_tool(name, tool_name, tool, sample, source=source, root=root)
+            for tool_name, tool in spec.tools.items()
+        },
+        surfaces={key: f.input_surface for key, f in spec.inputs.items()},
     )

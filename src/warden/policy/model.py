@@ -4,7 +4,7 @@ with the exact key path instead of being silently ignored."""
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -14,13 +14,16 @@ Band = Literal["auto_approve", "review", "auto_decline"]
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
 class InputField(Strict):
-    """One structured input a decision type accepts."""
+    """One input a decision type accepts. Strings are `fields` unless marked as `text`
+    (free text a person or a model wrote, checked for injection); a `document` input is an
+    uploaded file (`{name, content_type, data_base64}`) on the `document` surface."""
 
-    type: Literal["string", "number", "integer", "boolean"]
+    type: Literal["string", "number", "integer", "boolean", "document"]
+    surface: Literal["fields", "text", "document"] | None = None
     required: bool = True
     description: str = ""
     gt: float | None = None
@@ -43,7 +46,17 @@ class InputField(Strict):
             raise ValueError("gt/ge/le/lt only apply to number and integer inputs")
         if self.type != "string" and (self.pattern or self.enum or self.max_length):
             raise ValueError("pattern/enum/max_length only apply to string inputs")
+        if self.surface == "text" and self.type != "string":
+            raise ValueError("only string inputs can be on the text surface")
+        if (self.surface == "document") != (self.type == "document") and self.surface:
+            raise ValueError("document inputs are on the document surface, and only they")
         return self
+
+    @property
+    def input_surface(self) -> str:
+        if self.type == "document":
+            return "document"
+        return self.surface or "fields"
 
 
 class Rule(Strict):
@@ -83,6 +96,73 @@ class Costs(Strict):
     review: float = Field(ge=0)
 
 
+class ToolLimit(Strict):
+    """A deterministic check on a proposed tool call: a CEL expression over `args` and
+    `inputs` that must be true."""
+
+    when: str = Field(min_length=1)
+    message: str = Field(min_length=1)
+
+
+class Tool(Strict):
+    """An allow-listed tool: its arguments must match `schema` (JSON Schema) and every
+    limit. Tool calls are verified here; nothing runs before the deterministic gate."""
+
+    description: str = ""
+    schema_: dict[str, Any] = Field(alias="schema")
+    limits: list[ToolLimit] = Field(default_factory=list)
+
+
+Action = Literal["review", "refuse"]
+
+
+class TextGuard(Strict):
+    injection_threshold: float = Field(default=0.5, gt=0.0, le=1.0)
+    on_hit: Action = "review"
+
+
+class DocumentGuard(Strict):
+    injection_threshold: float = Field(default=0.5, gt=0.0, le=1.0)
+    on_hit: Action = "review"
+    #: what hidden text or active content (JavaScript, embedded files) does on its own
+    on_hidden_content: Action = "review"
+    max_bytes: int = Field(default=10_000_000, ge=1_000)
+    max_pages: int = Field(default=100, ge=1)
+
+
+class ToolArgsGuard(Strict):
+    injection_threshold: float = Field(default=0.5, gt=0.0, le=1.0)
+    #: a call that fails its schema, a limit, or the injection check
+    on_hit: Action = "refuse"
+
+
+class OutputGuard(Strict):
+    pii: Literal["redact", "review", "off"] = "redact"
+    pii_entities: list[str] = Field(
+        default_factory=lambda: [
+            "CREDIT_CARD",
+            "IBAN_CODE",
+            "US_SSN",
+            "EMAIL_ADDRESS",
+            "PHONE_NUMBER",
+            "SWIFT_BIC",
+            "BANK_ACCOUNT",
+        ]
+    )
+    anomaly: Literal["review", "off"] = "review"
+    canary: Literal["review", "refuse"] = "review"
+
+
+class Guard(Strict):
+    """Which validators run on which surface, their thresholds, and the action on a hit.
+    Whatever the action, flagged input never reaches auto-approve."""
+
+    text: TextGuard = Field(default_factory=TextGuard)
+    document: DocumentGuard = Field(default_factory=DocumentGuard)
+    tool_args: ToolArgsGuard = Field(default_factory=ToolArgsGuard)
+    output: OutputGuard = Field(default_factory=OutputGuard)
+
+
 class DecisionType(Strict):
     description: str = ""
     surfaces: list[Surface] = Field(default_factory=lambda: list[Surface](["fields"]), min_length=1)
@@ -90,6 +170,8 @@ class DecisionType(Strict):
     rules: list[Rule] = Field(default_factory=list)
     bands: Bands
     costs: Costs | None = None
+    guard: Guard = Field(default_factory=Guard)
+    tools: dict[Identifier, Tool] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _unique_rule_ids(self) -> DecisionType:
@@ -107,6 +189,17 @@ class Jurisdiction(Strict):
     on_unavailable: Literal["review", "refuse"] = "review"
 
 
+class RedteamThresholds(Strict):
+    """Release gate: `warden redteam` fails when any surface misses these."""
+
+    min_detection_rate: dict[Literal["text", "document", "tool_args"], float] = Field(
+        default_factory=lambda: {"text": 0.95, "document": 0.95, "tool_args": 0.95}
+    )
+    max_false_positive_rate: dict[Literal["text", "document", "tool_args"], float] = Field(
+        default_factory=lambda: {"text": 0.05, "document": 0.01, "tool_args": 0.01}
+    )
+
+
 class ReviewSettings(Strict):
     sla_minutes: int = Field(default=240, ge=1)
 
@@ -121,3 +214,4 @@ class Policy(Strict):
         min_length=1
     )
     review: ReviewSettings = Field(default_factory=ReviewSettings)
+    redteam: RedteamThresholds = Field(default_factory=RedteamThresholds)
