@@ -30,7 +30,7 @@ def line_number(fragment: str) -> int:
 def test_example_policy_loads_and_its_version_is_the_file_hash() -> None:
     loaded = load_policy_file(EXAMPLE_POLICY)
     assert loaded.version == "sha256:" + hashlib.sha256(EXAMPLE_POLICY.read_bytes()).hexdigest()
-    assert set(loaded.decision_types) == {"payment_fraud"}
+    assert set(loaded.decision_types) == {"payment_fraud", "claims_intake"}
     assert set(loaded.policy.residency) == {"EU", "UK", "US"}
 
 
@@ -124,3 +124,16 @@ def test_inputs_schema_names_the_field() -> None:
     del missing["currency"]
     with pytest.raises(RequestError, match="inputs.currency: required input is missing"):
         compiled.validate_inputs(missing)
+
+
+def test_tool_schema_and_limits_are_checked_at_load() -> None:
+    message = error_of("exclusiveMinimum: 0}", "exclusiveMinimum: zero}")
+    assert "tools.issue_refund.schema: not a valid JSON Schema" in message
+    message = error_of("args.amount <= 5000.0", "args.amont <= 5000.0")
+    assert "tools.issue_refund.limits[1].when: refers to 'amont'" in message
+
+
+def test_text_surface_only_for_strings() -> None:
+    message = error_of("claim_amount:   {type: number, gt: 0, le: 250000}",
+                       "claim_amount:   {type: number, gt: 0, surface: text}")
+    assert "only string inputs can be on the text surface" in message

@@ -26,9 +26,13 @@ app = typer.Typer(
 audit_app = typer.Typer(help="Inspect, prove and verify the audit log.", no_args_is_help=True)
 policy_app = typer.Typer(help="Check and fetch policy files.", no_args_is_help=True)
 keys_app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
+guard_app = typer.Typer(
+    help="Adversarial-input guard: statistics and red-team runs.", no_args_is_help=True
+)
 app.add_typer(audit_app, name="audit")
 app.add_typer(policy_app, name="policy")
 app.add_typer(keys_app, name="keys")
+app.add_typer(guard_app, name="guard")
 
 console = Console()
 err = Console(stderr=True)
@@ -244,6 +248,18 @@ def keys_create(
     console.print(key, highlight=False)
 
 
+@guard_app.command("stats")
+@one_line_errors
+def guard_stats_cmd(data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
+    """Per-surface checks, hits, hit rates and where flagged decisions went (from the log)."""
+    from warden.audit.tools import read_only
+    from warden.guard.stats import guard_stats, stats_table
+
+    with read_only(data_dir) as store:
+        stats = guard_stats(store.iter_entries())
+    console.print(stats_table(stats))
+
+
 @app.command()
 @one_line_errors
 def demo(
@@ -252,12 +268,14 @@ def demo(
     concurrency: Annotated[int, typer.Option(help="Requests in flight.")] = 32,
     seed: Annotated[int, typer.Option(help="Seed of the payment stream.")] = 7,
     fresh: Annotated[bool, typer.Option(help="Start from an empty data directory.")] = True,
+    claims: Annotated[int, typer.Option(help="How many insurance claims (0: none).")] = 300,
 ) -> None:
     """Run a seeded card-payment stream through the pipeline and show the audit trail."""
     from warden.demo.run import run_demo
 
     run_demo(
         data_dir,
+        claims=claims,
         requests=requests,
         concurrency=concurrency,
         seed=seed,

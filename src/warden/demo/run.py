@@ -23,9 +23,11 @@ from rich.table import Table
 from warden.audit.checkpoint import CheckpointVerifier
 from warden.audit.verify import verify_log
 from warden.auth import Principal, Role
+from warden.demo.claims import ClaimsConfig, claim_requests
 from warden.demo.stream import StreamConfig, payment_requests, strip_truth
 from warden.errors import WardenError
 from warden.gateway import Gateway, RefusedError, verify_proof_document
+from warden.runtime import tune_for_serving
 
 BANDS = ("auto_approve", "review", "auto_decline")
 
@@ -94,10 +96,62 @@ async def _drive(
     return result
 
 
+async def _drive_claims(
+    gateway: Gateway,
+    claims: list[dict[str, Any]],
+    concurrency: int,
+    caller: Principal,
+    progress: Progress,
+) -> Counter[tuple[str, str]]:
+    """Run the claims stream; count (attack or 'clean', outcome)."""
+    task = progress.add_task("claims", total=len(claims))
+    outcomes: Counter[tuple[str, str]] = Counter()
+    queue = list(reversed(claims))
+
+    async def worker() -> None:
+        while queue:
+            item = queue.pop()
+            attack = item["_truth"]["attack"] or "clean"
+            request = {k: v for k, v in item.items() if k != "_truth"}
+            try:
+                outcome = (await gateway.decide(request, caller))["outcome"]
+            except RefusedError as exc:
+                outcome = f"refused ({exc.code})"
+            outcomes[(attack, outcome)] += 1
+            progress.advance(task)
+
+    await asyncio.gather(*(worker() for _ in range(min(concurrency, 8))))
+    return outcomes
+
+
+def _print_claims(
+    console: Console, gateway: Gateway, outcomes: Counter[tuple[str, str]], start_seq: int
+) -> None:
+    from warden.guard.stats import guard_stats, stats_table
+
+    console.print(stats_table(guard_stats(gateway.store.iter_entries(start_seq))))
+    table = Table(title="Claims: where each kind of input went", title_justify="left")
+    table.add_column("input")
+    columns = sorted({o for _, o in outcomes}, key=lambda o: (o.startswith("refused"), o))
+    for column in columns:
+        table.add_column(column, justify="right")
+    for attack in sorted({a for a, _ in outcomes}, key=lambda a: (a != "clean", a)):
+        table.add_row(attack, *(str(outcomes[(attack, c)]) for c in columns))
+    console.print(table)
+
+
 def run_demo(
-    data_dir: Path, *, requests: int, concurrency: int, seed: int, fresh: bool, console: Console
+    data_dir: Path,
+    *,
+    requests: int,
+    concurrency: int,
+    seed: int,
+    fresh: bool,
+    console: Console,
+    claims: int = 300,
 ) -> DemoResult:
     _prepare_dir(data_dir, fresh)
+    tune_for_serving()
     console.rule("[bold]Warden demo — card-payment fraud screening, embedded SQLite audit")
     stream = list(payment_requests(requests, StreamConfig(seed=seed)))
     caller = Principal("demo-payments-service", Role.SERVICE)
@@ -118,6 +172,15 @@ def run_demo(
         with Progress(*columns, console=console) as progress:
             result = asyncio.run(_drive(gateway, stream, concurrency, caller, progress))
         _print_summary(console, result, requests)
+        if claims:
+            console.rule("[bold]Claims intake — text, documents and tool calls through the guard")
+            claim_stream = list(claim_requests(claims, ClaimsConfig(seed=seed)))
+            start = gateway.store.size()
+            with Progress(*columns, console=console) as progress:
+                outcomes = asyncio.run(
+                    _drive_claims(gateway, claim_stream, concurrency, caller, progress)
+                )
+            _print_claims(console, gateway, outcomes, start)
         _print_audit(console, gateway, result, reviewer)
     console.print(
         f"\nNext: [bold]warden serve --data-dir {data_dir}[/] for the HTTP API; "
