@@ -1,0 +1,114 @@
+"""PDF validation latency: `analyze_pdf` on generated claim letters.
+
+Target from the issue: a clean 10-page PDF validated in at most 200 ms at p99.
+
+    .venv/bin/python bench/bench_guard_pdf.py [--runs 100] [--pages 10] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(ROOT))
+from common import machine, percentile  # noqa: E402
+from tests.guard import pdf_fixtures as fx  # noqa: E402
+
+from warden.guard.documents import analyze_pdf  # noqa: E402
+
+TARGET_P99_MS = 200.0
+
+
+def _with_hidden_text(pages: int) -> bytes:
+    """A `pages`-page letter with invisible text on its last page (the slower path:
+    visible text is rebuilt character by character on pages that hide something)."""
+    from fpdf import FPDF
+
+    pdf = fx._pdf()
+    for number in range(1, pages + 1):
+        fx._letter_page(pdf, number, pages)
+    assert isinstance(pdf, FPDF)
+    with pdf.local_context(text_mode="INVISIBLE"):
+        pdf.text(20, 200, fx.INSTRUCTION)
+    return bytes(pdf.output())
+
+
+def measure(data: bytes, runs: int, warmup: int = 5) -> dict[str, float]:
+    for _ in range(warmup):
+        analyze_pdf(data)
+    latencies = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        analyze_pdf(data)
+        latencies.append((time.perf_counter() - started) * 1000)
+    return {
+        "runs": runs,
+        "bytes": len(data),
+        "p50_ms": percentile(latencies, 50),
+        "p99_ms": percentile(latencies, 99),
+        "max_ms": max(latencies),
+        "mean_ms": sum(latencies) / len(latencies),
+    }
+
+
+def run(runs: int, pages: int) -> dict[str, Any]:
+    cases: list[tuple[str, Callable[[], bytes]]] = [
+        (f"clean, {pages} pages", lambda: fx.clean_letter(pages=pages)),
+        (f"invisible text on page {pages} of {pages}", lambda: _with_hidden_text(pages)),
+        ("clean, 1 page", lambda: fx.clean_letter(pages=1)),
+    ]
+    rows = []
+    for label, make in cases:
+        data = make()
+        report = analyze_pdf(data)
+        row = {"case": label, "pages": report.pages, "hidden": len(report.hidden)}
+        row.update(measure(data, runs))
+        rows.append(row)
+    return {
+        "benchmark": "guard_pdf",
+        "target_p99_ms": TARGET_P99_MS,
+        "machine": machine(),
+        "rows": rows,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--runs", type=int, default=100)
+    parser.add_argument("--pages", type=int, default=10)
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args()
+    result = run(args.runs, args.pages)
+    table = Table(
+        title=f"analyze_pdf, {args.runs} runs per case (target: p99 <= {TARGET_P99_MS:.0f} ms "
+        f"for a clean {args.pages}-page PDF)"
+    )
+    for column in ("case", "bytes", "pages", "hidden", "p50 ms", "p99 ms", "max ms"):
+        table.add_column(column, justify="left" if column == "case" else "right")
+    for row in result["rows"]:
+        table.add_row(
+            row["case"],
+            f"{row['bytes']:,}",
+            str(row["pages"]),
+            str(row["hidden"]),
+            f"{row['p50_ms']:.1f}",
+            f"{row['p99_ms']:.1f}",
+            f"{row['max_ms']:.1f}",
+        )
+    Console().print(table)
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
