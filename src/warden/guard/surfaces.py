@@ -106,7 +106,9 @@ def inspect_document(
             field=f"{field_path}.data_base64",
         ) from None
     limits = DocumentLimits(max_bytes=guard.max_bytes, max_pages=guard.max_pages)
-    report = analyze_document(data, document["content_type"], name=field_path, limits=limits)
+    report = analyze_document(
+        data, document["content_type"], name=field_path, field=field_path, limits=limits
+    )
     scan = injection_detector().scan(report.all_text_for_scanning, "document")
     signals = [*report.signals, *scan.signals]
     finding = Finding(
@@ -120,8 +122,9 @@ def inspect_document(
             "sha256": hashlib.sha256(data).hexdigest(),
         },
     )
-    if report.hidden:
-        techniques = sorted({h.technique for h in report.hidden})
+    serious = [h for h in report.hidden if h.score >= guard.hidden_min_score]
+    if serious:
+        techniques = sorted({h.technique for h in serious})
         finding.hit, finding.action = True, guard.on_hidden_content
         finding.code = "inputs.document.hidden_content"
         finding.reason = f"{field_path}: hidden or active content ({', '.join(techniques)})"

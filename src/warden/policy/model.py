@@ -114,6 +114,10 @@ class Tool(Strict):
 
 
 Action = Literal["review", "refuse"]
+PiiEntity = Literal[
+    "CREDIT_CARD", "IBAN_CODE", "US_SSN", "EMAIL_ADDRESS", "PHONE_NUMBER", "SWIFT_BIC",
+    "BANK_ACCOUNT",
+]
 
 
 class TextGuard(Strict):
@@ -126,6 +130,9 @@ class DocumentGuard(Strict):
     on_hit: Action = "review"
     #: what hidden text or active content (JavaScript, embedded files) does on its own
     on_hidden_content: Action = "review"
+    #: hidden findings at or above this score are hits (visible form values score 0.6, a
+    #: likely OCR layer 0.7; invisible text, JavaScript, embedded files 1.0)
+    hidden_min_score: float = Field(default=0.9, gt=0.0, le=1.0)
     max_bytes: int = Field(default=10_000_000, ge=1_000)
     max_pages: int = Field(default=100, ge=1)
 
@@ -138,7 +145,7 @@ class ToolArgsGuard(Strict):
 
 class OutputGuard(Strict):
     pii: Literal["redact", "review", "off"] = "redact"
-    pii_entities: list[str] = Field(
+    pii_entities: list[PiiEntity] = Field(
         default_factory=lambda: [
             "CREDIT_CARD",
             "IBAN_CODE",
