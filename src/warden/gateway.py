@@ -119,6 +119,9 @@ def response_from_record(record: dict[str, Any], seq: int, *, replayed: bool) ->
         "thresholds_version": record["thresholds_version"],
         "audit_seq": seq,
         "replayed": replayed,
+        "stopped_by": None
+        if not record.get("stop")
+        else {"gate": record["stop"].get("gate"), "code": record["stop"].get("code")},
     }
 
 
@@ -211,7 +214,9 @@ class Gateway:
             "outcome": ctx.outcome(),
             "score": ctx.results.get("bands", {}).get("score"),
             "gates": [{"result": r} for r in ctx.results.values()],
-            "stop": None if ctx.stop is None else {"message": ctx.stop.message},
+            "stop": None
+            if ctx.stop is None
+            else {"message": ctx.stop.message, "gate": ctx.stop.gate, "code": ctx.stop.code},
             "policy": {"version": self.policy.version},
             "thresholds_version": ctx.results.get("bands", {}).get("thresholds_version"),
         }

@@ -50,6 +50,8 @@ class DecisionResponse(BaseModel):
     thresholds_version: str | None
     audit_seq: int
     replayed: bool = False
+    stopped_by: dict[str, str] | None = Field(
+        default=None, description="The gate and reason code that forced review, if any.")
 
 
 class ReviewRequestBody(BaseModel):

@@ -295,7 +295,7 @@ def compile_decision_type(
     ]
     combined = cel.compile("[" + ", ".join(f"({r.when})" for r in spec.rules) + "]")
     bands = spec.bands.model_dump()
-    return CompiledDecisionType(
+    compiled = CompiledDecisionType(
         name=name,
         spec=spec,
         input_model=_input_model(name, spec.inputs),
@@ -310,3 +310,12 @@ def compile_decision_type(
         },
         surfaces={key: f.input_surface for key, f in spec.inputs.items()},
     )
+    if spec.example_inputs is not None:
+        try:
+            compiled.validate_inputs(spec.example_inputs)
+        except RequestError as exc:
+            loc = ("decision_types", name, "example_inputs")
+            raise PolicyError(
+                f"{source}:{line_of(root, loc)}: {dotted(loc)}: {exc.message}"
+            ) from None
+    return compiled

@@ -179,6 +179,9 @@ class DecisionType(Strict):
     costs: Costs | None = None
     guard: Guard = Field(default_factory=Guard)
     tools: dict[Identifier, Tool] = Field(default_factory=dict)
+    #: a known-good request's inputs: documentation, and the base `warden redteam` puts
+    #: its probes into (checked against the input schema at load)
+    example_inputs: dict[str, Any] | None = None
 
     @model_validator(mode="after")
     def _unique_rule_ids(self) -> DecisionType:
