@@ -28,30 +28,53 @@ class _NeedsReference(Exception):
     """The fast path cannot guarantee identical bytes for this value."""
 
 
+def _float(value: float) -> float | int:
+    magnitude = abs(value)
+    if magnitude < _SAFE_INT and value == int(value):
+        return int(value)
+    if 1e-4 <= magnitude < _SAFE_INT:
+        return value
+    raise _NeedsReference
+
+
+def _check_key(key: Any) -> None:
+    if type(key) is not str or (not key.isascii() and max(key) > "\uffff"):
+        raise _NeedsReference
+
+
 def _normalise(value: Any) -> Any:
+    """Copy of `value` with floats in JCS-compatible form. Scalars inside containers are
+    handled inline (most nodes are leaves; a call per leaf was the main cost)."""
     kind = type(value)
     if kind is dict:
         out = {}
         for key, item in value.items():
-            if type(key) is not str or (not key.isascii() and max(key) > "\uffff"):
+            if not key.isascii():
+                _check_key(key)
+            elif type(key) is not str:
                 raise _NeedsReference
-            out[key] = _normalise(item)
+            t = type(item)
+            if t is str or t is bool or item is None:
+                out[key] = item
+            elif t is float:
+                out[key] = _float(item)
+            elif t is int:
+                if not -_SAFE_INT < item < _SAFE_INT:
+                    raise _NeedsReference
+                out[key] = item
+            else:
+                out[key] = _normalise(item)
         return out
     if kind is list or kind is tuple:
         return [_normalise(item) for item in value]
+    if kind is str or kind is bool or value is None:
+        return value
     if kind is float:
-        magnitude = abs(value)
-        if magnitude < _SAFE_INT and value == int(value):
-            return int(value)
-        if 1e-4 <= magnitude < _SAFE_INT:
-            return value
-        raise _NeedsReference
+        return _float(value)
     if kind is int:
         if -_SAFE_INT < value < _SAFE_INT:
             return value
         raise _NeedsReference
-    if value is None or kind is bool or kind is str:
-        return value
     raise _NeedsReference
 
 
