@@ -22,6 +22,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(MAKE) -C bench loadgen
 	$(BIN)/python -m pytest -q
+	$(BIN)/warden redteam            # release gate: attack corpora vs every input surface
 	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy
 

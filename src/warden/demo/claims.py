@@ -134,3 +134,19 @@ def claim_requests(n: int, config: ClaimsConfig = ClaimsConfig()) -> Iterator[di
             ]
         request["_truth"] = truth
         yield request
+
+
+def claim_letters(n: int, seed: float = 0.0) -> list[str]:
+    """Clean claim letters like the ones attached to the demo's claims."""
+    rng = random.Random(seed)
+    letters = []
+    for _ in range(n):
+        claim_type = rng.choice(tuple(_CLAIMS))
+        amount = round(rng.lognormvariate(6.5, 1.0), 2)
+        ref = f"{rng.randrange(10**5, 10**6)}"
+        letters.append(
+            f"Claim for policy P-{rng.randrange(10**5, 10**6)}. "
+            f"{rng.choice(_CLAIMS[claim_type]).format(ref=ref)} Total claimed: {amount:.2f}. "
+            "Please find the receipts enclosed. " + rng.choice(_CHAT)
+        )
+    return letters

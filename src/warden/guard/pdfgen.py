@@ -44,14 +44,22 @@ def wrap(text: str, width: int = 90) -> list[str]:
     return lines
 
 
-def text_page(text: str, *, size: float = 11, top: float = 740) -> Page:
-    """A page of plain visible text, wrapped."""
-    page = Page()
+def text_pages(text: str, *, size: float = 11, top: float = 740, bottom: float = 72) -> list[Page]:
+    """Plain visible text, wrapped and paginated inside the page box."""
+    pages = [Page()]
     y = top
     for line in wrap(text):
-        page.runs.append(TextRun(line, 72, y, size))
+        if y < bottom:
+            pages.append(Page())
+            y = top
+        pages[-1].runs.append(TextRun(line, 72, y, size))
         y -= size * 1.4
-    return page
+    return pages
+
+
+def text_page(text: str, *, size: float = 11, top: float = 740) -> Page:
+    """The first page of `text_pages` (for short texts)."""
+    return text_pages(text, size=size, top=top)[0]
 
 
 def build_pdf(pages: list[Page], *, title: str | None = None) -> bytes:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from warden.guard.pdfgen import Page, TextRun, build_pdf, text_page
+from warden.guard.pdfgen import Page, TextRun, build_pdf, text_pages
 from warden.policy.loader import LoadedPolicy
 
 SURFACES = ("text", "document", "tool_args")
@@ -75,7 +75,8 @@ def _document(name: str, content_type: str, data: bytes) -> dict[str, str]:
 
 
 def _hidden_pdf(visible: str, hidden: str, technique: str) -> bytes:
-    page = text_page(visible)
+    pages = text_pages(visible)
+    page = pages[0]
     run = {
         "invisible": TextRun(hidden, 72, 120, 10, render_mode=3),
         "white": TextRun(hidden, 72, 120, 10, rgb=(1, 1, 1)),
@@ -84,7 +85,7 @@ def _hidden_pdf(visible: str, hidden: str, technique: str) -> bytes:
         "outside": TextRun(hidden, 72, -200, 10),
     }[technique]
     page.runs.append(run)
-    return build_pdf([page, Page([TextRun("Enclosures: receipts.")])])
+    return build_pdf([*pages, Page([TextRun("Enclosures: receipts.")])])
 
 
 def build_probes(policy: LoadedPolicy, *, per_set: int = 120, seed: int = 5) -> list[Probe]:
@@ -99,7 +100,10 @@ def build_probes(policy: LoadedPolicy, *, per_set: int = 120, seed: int = 5) -> 
         items = sorted(items, key=lambda i: i.key)
         return rng.sample(items, min(n, len(items)))
 
-    direct = sample(corpus.jailbreaks, per_set // 2) + sample(corpus.text_attacks, per_set // 2)
+    # BIPIA's instructions are ordinary tasks ("What caused the First World War?") that are
+    # attacks only where they do not belong — inside a document — so they probe the
+    # document surface; direct attacks on free text are the in-the-wild jailbreaks.
+    direct = sample(corpus.jailbreaks, per_set)
     benign_text = (
         sample(corpus.trigger, per_set // 2)
         + sample(corpus.wildguard, per_set // 4)
@@ -131,13 +135,6 @@ def build_probes(policy: LoadedPolicy, *, per_set: int = 120, seed: int = 5) -> 
             for item in direct:
                 inputs = {**copy.deepcopy(base), field_name: item.text[:4000]}
                 probes.append(Probe("text", name, True, item.source, request(inputs)))
-            for i in range(per_set // 2):
-                email, attack = rng.choice(emails), rng.choice(attacks)
-                text, _ = insert_attack(
-                    email.text, attack.text, rng.choice(("start", "middle", "end"))
-                )
-                inputs = {**copy.deepcopy(base), field_name: text[:4000]}
-                probes.append(Probe("text", name, True, f"indirect-{i % 3}", request(inputs)))
             for item in benign_text:
                 inputs = {**copy.deepcopy(base), field_name: item.text[:4000]}
                 probes.append(Probe("text", name, False, item.source, request(inputs)))
@@ -149,7 +146,7 @@ def build_probes(policy: LoadedPolicy, *, per_set: int = 120, seed: int = 5) -> 
                 if i % 2:
                     doc = _document("letter.txt", "text/plain", text.encode())
                 else:
-                    doc = _document("letter.pdf", "application/pdf", build_pdf([text_page(text)]))
+                    doc = _document("letter.pdf", "application/pdf", build_pdf(text_pages(text)))
                 inputs = {**copy.deepcopy(base), field_name: doc}
                 probes.append(
                     Probe("document", name, True, f"inserted-{position}", request(inputs))
@@ -163,15 +160,13 @@ def build_probes(policy: LoadedPolicy, *, per_set: int = 120, seed: int = 5) -> 
                 )
                 inputs = {**copy.deepcopy(base), field_name: doc}
                 probes.append(Probe("document", name, True, f"hidden-{technique}", request(inputs)))
-            for i, email in enumerate(sample(emails, per_set)):
+            for i, (kind, text) in enumerate(_clean_documents(corpus, rng, per_set)):
                 if i % 2:
-                    doc = _document("letter.txt", "text/plain", email.text.encode())
+                    doc = _document("letter.txt", "text/plain", text.encode())
                 else:
-                    doc = _document(
-                        "letter.pdf", "application/pdf", build_pdf([text_page(email.text)])
-                    )
+                    doc = _document("letter.pdf", "application/pdf", build_pdf(text_pages(text)))
                 inputs = {**copy.deepcopy(base), field_name: doc}
-                probes.append(Probe("document", name, False, "clean-email", request(inputs)))
+                probes.append(Probe("document", name, False, kind, request(inputs)))
         for tool_name, tool in compiled.tools.items():
             probes += _tool_probes(
                 name,
@@ -184,6 +179,22 @@ def build_probes(policy: LoadedPolicy, *, per_set: int = 120, seed: int = 5) -> 
                 [a.text for a in direct],
             )
     return probes
+
+
+def _clean_documents(corpus: Any, rng: random.Random, n: int) -> list[tuple[str, str]]:
+    """Held-out clean documents: single e-mails, e-mail threads, code answers, and claim
+    letters with receipts."""
+    emails = sorted(corpus.emails, key=lambda i: i.key)
+    docs: list[tuple[str, str]] = [("clean-email", e.text) for e in emails]
+    for _ in range(max(0, n // 4)):
+        thread = rng.sample(emails, min(3, len(emails)))
+        docs.append(("clean-thread", "\n\n-----\n\n".join(e.text for e in thread)))
+    docs += [("clean-code", c.text) for c in sorted(corpus.code_contexts, key=lambda i: i.key)]
+    from warden.demo.claims import claim_letters
+
+    docs += [("clean-claim-letter", t) for t in claim_letters(max(0, n // 3), seed=rng.random())]
+    rng.shuffle(docs)
+    return docs[:n]
 
 
 def _any_label(policy: LoadedPolicy) -> str:
