@@ -51,7 +51,8 @@ class DecisionResponse(BaseModel):
     audit_seq: int
     replayed: bool = False
     stopped_by: dict[str, str] | None = Field(
-        default=None, description="The gate and reason code that forced review, if any.")
+        default=None, description="The gate and reason code that forced review, if any."
+    )
 
 
 class ReviewRequestBody(BaseModel):

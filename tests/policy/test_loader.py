@@ -134,6 +134,8 @@ def test_tool_schema_and_limits_are_checked_at_load() -> None:
 
 
 def test_text_surface_only_for_strings() -> None:
-    message = error_of("claim_amount:   {type: number, gt: 0, le: 250000}",
-                       "claim_amount:   {type: number, gt: 0, surface: text}")
+    message = error_of(
+        "claim_amount:   {type: number, gt: 0, le: 250000}",
+        "claim_amount:   {type: number, gt: 0, surface: text}",
+    )
     assert "only string inputs can be on the text surface" in message

@@ -25,10 +25,11 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 def parse_json_body(raw: bytes) -> Any:
     try:
         return json.loads(raw)
-    except ValueError as exc:
-        where = f" at line {exc.lineno} column {exc.colno}" if hasattr(exc, "lineno") else ""
-        msg = getattr(exc, "msg", str(exc))
-        raise RequestError(f"body: not valid JSON ({msg}{where})", field="body") from None
+    except json.JSONDecodeError as exc:
+        where = f"{exc.msg} at line {exc.lineno} column {exc.colno}"
+        raise RequestError(f"body: not valid JSON ({where})", field="body") from None
+    except UnicodeDecodeError:
+        raise RequestError("body: not valid UTF-8", field="body") from None
 
 
 def create_app(gateway: Gateway, *, close_on_shutdown: bool = False) -> FastAPI:

@@ -9,7 +9,8 @@ import base64
 import binascii
 import functools
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from dataclasses import field as dc_field
 from typing import Any
 
 from warden.guard.signals import Signal
@@ -28,8 +29,8 @@ class Finding:
     action: str | None = None
     code: str | None = None
     reason: str = ""
-    signals: list[Signal] = field(default_factory=list)
-    extra: dict[str, Any] = field(default_factory=dict)
+    signals: list[Signal] = dc_field(default_factory=list)
+    extra: dict[str, Any] = dc_field(default_factory=dict)
 
     def as_record(self) -> dict[str, Any]:
         out: dict[str, Any] = {

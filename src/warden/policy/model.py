@@ -4,7 +4,7 @@ with the exact key path instead of being silently ignored."""
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -115,7 +115,12 @@ class Tool(Strict):
 
 Action = Literal["review", "refuse"]
 PiiEntity = Literal[
-    "CREDIT_CARD", "IBAN_CODE", "US_SSN", "EMAIL_ADDRESS", "PHONE_NUMBER", "SWIFT_BIC",
+    "CREDIT_CARD",
+    "IBAN_CODE",
+    "US_SSN",
+    "EMAIL_ADDRESS",
+    "PHONE_NUMBER",
+    "SWIFT_BIC",
     "BANK_ACCOUNT",
 ]
 
@@ -143,19 +148,13 @@ class ToolArgsGuard(Strict):
     on_hit: Action = "refuse"
 
 
+def _all_pii_entities() -> list[PiiEntity]:
+    return list(get_args(PiiEntity))
+
+
 class OutputGuard(Strict):
     pii: Literal["redact", "review", "off"] = "redact"
-    pii_entities: list[PiiEntity] = Field(
-        default_factory=lambda: [
-            "CREDIT_CARD",
-            "IBAN_CODE",
-            "US_SSN",
-            "EMAIL_ADDRESS",
-            "PHONE_NUMBER",
-            "SWIFT_BIC",
-            "BANK_ACCOUNT",
-        ]
-    )
+    pii_entities: list[PiiEntity] = Field(default_factory=_all_pii_entities)
     anomaly: Literal["review", "off"] = "review"
     canary: Literal["review", "refuse"] = "review"
 
@@ -199,15 +198,22 @@ class Jurisdiction(Strict):
     on_unavailable: Literal["review", "refuse"] = "review"
 
 
+ProbedSurface = Literal["text", "document", "tool_args"]
+
+
+def _min_detection() -> dict[ProbedSurface, float]:
+    return {"text": 0.95, "document": 0.95, "tool_args": 0.95}
+
+
+def _max_fpr() -> dict[ProbedSurface, float]:
+    return {"text": 0.05, "document": 0.01, "tool_args": 0.01}
+
+
 class RedteamThresholds(Strict):
     """Release gate: `warden redteam` fails when any surface misses these."""
 
-    min_detection_rate: dict[Literal["text", "document", "tool_args"], float] = Field(
-        default_factory=lambda: {"text": 0.95, "document": 0.95, "tool_args": 0.95}
-    )
-    max_false_positive_rate: dict[Literal["text", "document", "tool_args"], float] = Field(
-        default_factory=lambda: {"text": 0.05, "document": 0.01, "tool_args": 0.01}
-    )
+    min_detection_rate: dict[ProbedSurface, float] = Field(default_factory=_min_detection)
+    max_false_positive_rate: dict[ProbedSurface, float] = Field(default_factory=_max_fpr)
 
 
 class ReviewSettings(Strict):
