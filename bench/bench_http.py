@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import machine, stream  # noqa: E402
+from common import machine, stream
 
 BENCH = Path(__file__).parent
 LOADGEN = BENCH / "loadgen"

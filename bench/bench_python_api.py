@@ -20,13 +20,13 @@ from rich.console import Console
 from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import machine, percentile, stream  # noqa: E402
+from common import machine, percentile, stream
 
-from warden.audit.null_store import NullAuditStore  # noqa: E402
-from warden.auth import Principal, Role  # noqa: E402
-from warden.gateway import DEFAULT_POLICY, Gateway  # noqa: E402
-from warden.policy.loader import load_policy_file  # noqa: E402
-from warden.runtime import tune_for_serving  # noqa: E402
+from warden.audit.null_store import NullAuditStore
+from warden.auth import Principal, Role
+from warden.gateway import DEFAULT_POLICY, Gateway
+from warden.policy.loader import load_policy_file
+from warden.runtime import tune_for_serving
 
 CALLER = Principal("bench", Role.SERVICE)
 
