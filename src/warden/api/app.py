@@ -9,6 +9,7 @@ from fastapi import Depends, FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.routing import Route
 
 from warden import __version__
 from warden.auth import Principal
@@ -103,6 +104,22 @@ def create_app(gateway: Gateway, *, close_on_shutdown: bool = False) -> FastAPI:
         payload = parse_json_body(await request.body())
         result = await gateway.decide(payload, caller, idempotency_key=idempotency_key)
         return JSONResponse(result, headers={"X-Warden-Decision-Id": result["decision_id"]})
+
+    async def decide_fast(request: Request) -> Response:
+        """The same contract as `decide` above, served without FastAPI's per-request
+        dependency solving (measured ~20 % of a decision's CPU over HTTP). `decide` stays
+        registered so the OpenAPI spec documents this route; this one is matched first."""
+        try:
+            caller = await principal(request.headers.get("x-api-key"))
+            payload = parse_json_body(await request.body())
+            result = await gateway.decide(
+                payload, caller, idempotency_key=request.headers.get("idempotency-key")
+            )
+        except WardenError as exc:
+            return JSONResponse({"error": exc.to_dict()}, status_code=exc.http_status)
+        return JSONResponse(result, headers={"X-Warden-Decision-Id": result["decision_id"]})
+
+    app.router.routes.insert(0, Route("/v1/decisions", decide_fast, methods=["POST"]))
 
     @app.get(
         "/v1/decisions/{decision_id}",

@@ -24,6 +24,10 @@ class InputsGate:
         compiled = ctx.decision_type
         assert compiled is not None and ctx.inputs is not None
         guard = compiled.spec.guard
+        if not ctx.request.tool_calls and all(v == "fields" for v in compiled.surfaces.values()):
+            # structured fields only: nothing here is free text a model will read
+            ctx.add_result(self.name, {"surfaces": [], "findings": [], "flagged": False})
+            return
         findings: list[Finding] = []
         recorded = dict(ctx.request.inputs)
         try:
