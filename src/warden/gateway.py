@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from warden import metrics
-from warden.audit.entry import NewEntry, StoredEntry
+from warden.audit.entry import NewEntry, StoredEntry, record_document
 from warden.audit.merkle import leaf_hash, verify_inclusion
 from warden.audit.record import review_body
 from warden.audit.sqlite_store import SQLiteAuditStore, utc_now
@@ -266,19 +266,7 @@ class Gateway:
 
     def record(self, decision_id: str, caller: Principal) -> dict[str, Any]:
         entries = self.entries(decision_id, caller)
-        return {
-            "decision_id": decision_id,
-            "entries": [
-                {
-                    "seq": e.seq,
-                    "kind": e.kind,
-                    "ts": e.ts,
-                    "leaf_hash": e.leaf_hash.hex(),
-                    "body": e.body(),
-                }
-                for e in entries
-            ],
-        }
+        return record_document(decision_id, entries)
 
     def proof(self, decision_id: str, caller: Principal) -> dict[str, Any]:
         self.entries(decision_id, caller)  # the same read check as the record itself

@@ -101,3 +101,20 @@ def envelope_bytes(entry: NewEntry, seq: int, ts_json: bytes) -> bytes:
             b"}",
         )
     )
+
+
+def record_document(decision_id: str, entries: list[StoredEntry]) -> dict[str, Any]:
+    """Everything the log holds about one decision, as the API and CLI show it."""
+    return {
+        "decision_id": decision_id,
+        "entries": [
+            {
+                "seq": e.seq,
+                "kind": e.kind,
+                "ts": e.ts,
+                "leaf_hash": e.leaf_hash.hex(),
+                "body": e.body(),
+            }
+            for e in entries
+        ],
+    }

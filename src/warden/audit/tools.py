@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from warden.audit.checkpoint import CheckpointVerifier
-from warden.audit.entry import StoredCheckpoint, StoredEntry
+from warden.audit.entry import StoredCheckpoint, StoredEntry, record_document
 from warden.audit.merkle import leaf_hash
 from warden.audit.sqlite_store import SQLiteAuditStore
 from warden.audit.verify import VerifyReport, verify_log
@@ -36,19 +36,7 @@ def show(data_dir: Path, decision_id: str) -> dict[str, Any]:
         entries = store.entries_for(decision_id)
         if not entries:
             raise NotFoundError(f"no decision with id {decision_id!r} in {data_dir}")
-        return {
-            "decision_id": decision_id,
-            "entries": [
-                {
-                    "seq": e.seq,
-                    "kind": e.kind,
-                    "ts": e.ts,
-                    "leaf_hash": e.leaf_hash.hex(),
-                    "body": e.body(),
-                }
-                for e in entries
-            ],
-        }
+        return record_document(decision_id, entries)
 
 
 def prove(data_dir: Path, decision_id: str) -> tuple[dict[str, Any], str]:
