@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from warden.cli.dev import dev_app
 from warden.errors import WardenError
 
 app = typer.Typer(
@@ -33,6 +34,7 @@ app.add_typer(audit_app, name="audit")
 app.add_typer(policy_app, name="policy")
 app.add_typer(keys_app, name="keys")
 app.add_typer(guard_app, name="guard")
+app.add_typer(dev_app, name="dev")
 
 console = Console()
 err = Console(stderr=True)
