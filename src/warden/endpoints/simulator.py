@@ -73,6 +73,7 @@ _AMOUNT = re.compile(
     r"(-?\d[\d,]*(?:\.\d+)?)\s*(EUR|USD|GBP|CHF|SGD|HKD)?",
     re.IGNORECASE,
 )
+_HINTS = re.compile(r"\b(" + "|".join(re.escape(h) for h in FRAUD_HINTS) + r")\b")
 _DESCRIPTION = re.compile(r"description\s*[:=]\s*(.+)", re.IGNORECASE)
 _CURRENCY_SIGNS = {"€": "EUR", "$": "USD", "£": "GBP"}
 _LOW_WORDS = ("fast", "auto", "approve", "accept", "simple", "straight", "low", "small", "pay")
@@ -146,7 +147,7 @@ class ClaimFacts:
         found = _DESCRIPTION.search(text)
         description = (found.group(1) if found else text).strip()
         lowered = description.lower()
-        hints = [hint for hint in FRAUD_HINTS if re.search(rf"\b{re.escape(hint)}\b", lowered)]
+        hints = list(dict.fromkeys(_HINTS.findall(lowered)))
         if hints or (amount is not None and amount > INVESTIGATE_ABOVE):
             level = "high"
         elif amount is not None and amount <= FAST_TRACK_LIMIT:
@@ -616,6 +617,18 @@ class Reply:
 
 
 @dataclass
+class Prepared:
+    """A validated request and its answer (the parts that do not change per request)."""
+
+    requested_model: str
+    stream: bool
+    include_usage: bool
+    answer: Answer
+    prompt_tokens: int
+    tails: dict[bool, bytes] = field(default_factory=dict)  # rendered body after "created"
+
+
+@dataclass
 class Simulator:
     """The request handler and its state (counters, the random stream for failures and
     latency, the access log)."""
@@ -625,6 +638,7 @@ class Simulator:
     _ids: itertools.count[int] = field(default_factory=itertools.count)
     _log_fd: int | None = field(default=None, init=False)
     _nonce: str = field(default_factory=lambda: os.urandom(4).hex())
+    _cache: dict[bytes, Prepared] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._rng = random.Random(self.config.seed)
@@ -698,9 +712,30 @@ class Simulator:
             ),
         )
 
+    def prepare(self, raw: bytes) -> Prepared:
+        """Parse, validate and answer a body; cached by its bytes (answers are
+        deterministic given the seed and the request, so a repeat costs a dict lookup)."""
+        prepared = self._cache.get(raw)
+        if prepared is None:
+            body = validate_request(json.loads(raw))
+            options = body.get("stream_options")
+            prepared = Prepared(
+                requested_model=body["model"],
+                stream=bool(body.get("stream")),
+                include_usage=isinstance(options, dict) and bool(options.get("include_usage")),
+                answer=answer(body, self.config.seed, self.config.model),
+                prompt_tokens=sum(
+                    count_tokens(message_text([m], tuple(_ROLES))) + 3 for m in body["messages"]
+                ),
+            )
+            if len(self._cache) >= 16384:
+                self._cache.clear()
+            self._cache[raw] = prepared
+        return prepared
+
     def chat(self, raw: bytes, request_id: str) -> Reply:
         try:
-            body = validate_request(json.loads(raw))
+            prepared = self.prepare(raw)
         except (ValueError, UnicodeDecodeError) as exc:
             return Reply(
                 400,
@@ -715,7 +750,7 @@ class Simulator:
                 400, error_body(exc.message, "invalid_request_error", "invalid_value", exc.param)
             )
         cfg = self.config
-        requested = body["model"]
+        requested = prepared.requested_model
         if cfg.failure_rate > 0 and self._rng.random() < cfg.failure_rate:
             return Reply(
                 503,
@@ -726,21 +761,17 @@ class Simulator:
                 ),
                 requested,
             )
-        result = answer(body, cfg.seed, cfg.model)
-        content = result.content
-        if result.is_json and cfg.bad_json_rate > 0 and self._rng.random() < cfg.bad_json_rate:
-            content = break_json(content)
-        prompt_tokens = sum(
-            count_tokens(message_text([m], tuple(_ROLES))) + 3 for m in body["messages"]
-        )
+        result = prepared.answer
+        broken = result.is_json and cfg.bad_json_rate > 0 and self._rng.random() < cfg.bad_json_rate
+        content = break_json(result.content) if broken else result.content
         usage = {
-            "prompt_tokens": prompt_tokens,
+            "prompt_tokens": prepared.prompt_tokens,
             "completion_tokens": count_tokens(content),
-            "total_tokens": prompt_tokens + count_tokens(content),
+            "total_tokens": prepared.prompt_tokens + count_tokens(content),
         }
         completion_id = f"chatcmpl-sim-{request_id[7:]}"
         created = int(time.time())
-        if body.get("stream"):
+        if prepared.stream:
             return Reply(
                 200,
                 sse_chunks(
@@ -749,31 +780,36 @@ class Simulator:
                     cfg.model,
                     content,
                     result.finish_reason,
-                    usage
-                    if isinstance(body.get("stream_options"), dict)
-                    and body["stream_options"].get("include_usage")
-                    else None,
+                    usage if prepared.include_usage else None,
                 ),
                 requested,
                 b"text/event-stream",
             )
-        doc = {
-            "id": completion_id,
-            "object": "chat.completion",
-            "created": created,
-            "model": cfg.model,
-            "system_fingerprint": f"sim-{cfg.region}",
-            "choices": [
+        tail = prepared.tails.get(broken)
+        if tail is None:
+            choices = [
                 {
                     "index": 0,
                     "message": {"role": "assistant", "content": content, "refusal": None},
                     "logprobs": None,
                     "finish_reason": result.finish_reason,
                 }
-            ],
-            "usage": usage,
-        }
-        return Reply(200, json.dumps(doc, ensure_ascii=False).encode(), requested)
+            ]
+            tail = json.dumps(
+                {
+                    "model": cfg.model,
+                    "system_fingerprint": f"sim-{cfg.region}",
+                    "choices": choices,
+                    "usage": usage,
+                },
+                ensure_ascii=False,
+            ).encode()[1:]
+            prepared.tails[broken] = tail
+        head = b'{"id": "%s", "object": "chat.completion", "created": %d, ' % (
+            completion_id.encode(),
+            created,
+        )
+        return Reply(200, head + tail, requested)
 
     def log(
         self,
