@@ -23,13 +23,16 @@ from warden.audit.sqlite_store import SQLiteAuditStore, utc_now
 from warden.audit.store import AuditStore
 from warden.auth import KeyRing, Permission, Principal
 from warden.canonical import request_hash
+from warden.endpoints.runtime import EndpointRuntime
 from warden.errors import ConflictError, NotFoundError, RequestError
 from warden.gates.admission import AdmissionGate
 from warden.gates.bands import BandsGate
 from warden.gates.commit import CommitGate, idempotency_unique_key
 from warden.gates.decide import DecideGate
 from warden.gates.inputs import InputsGate
+from warden.gates.llm import LlmGate
 from warden.gates.outputs import OutputsGate
+from warden.gates.proposal import ProposalGate
 from warden.gates.residency import ResidencyGate
 from warden.ids import new_decision_id
 from warden.pipeline.context import DecisionContext, DecisionRequest
@@ -85,12 +88,16 @@ def parse_decision_request(payload: Any, idempotency_key: str | None = None) -> 
         )
     key = idempotency_key or body.idempotency_key
     tool_calls = [c.model_dump() for c in body.tool_calls] if body.tool_calls else None
-    meaning = {
+    meaning: dict[str, Any] = {
         "decision_type": body.decision_type,
         "jurisdiction": body.jurisdiction,
         "inputs": body.inputs,
         "tool_calls": tool_calls,
     }
+    if body.data_class is not None:
+        meaning["data_class"] = body.data_class
+    if body.context is not None:
+        meaning["context"] = body.context
     return DecisionRequest(
         body.decision_type,
         body.jurisdiction,
@@ -98,6 +105,8 @@ def parse_decision_request(payload: Any, idempotency_key: str | None = None) -> 
         key,
         request_hash(meaning),
         tool_calls,
+        data_class=body.data_class,
+        context=body.context,
     )
 
 
@@ -108,6 +117,9 @@ def response_from_record(record: dict[str, Any], seq: int, *, replayed: bool) ->
             reasons.append(fired["reason"])
     if record.get("stop"):
         reasons.append(record["stop"]["message"])
+    proposal = next(
+        (g["result"]["proposal"] for g in record["gates"] if g["result"].get("proposal")), None
+    )
     return {
         "decision_id": record["decision_id"],
         "decision_type": record["decision_type"],
@@ -122,6 +134,7 @@ def response_from_record(record: dict[str, Any], seq: int, *, replayed: bool) ->
         "stopped_by": None
         if not record.get("stop")
         else {"gate": record["stop"].get("gate"), "code": record["stop"].get("code")},
+        "proposal": proposal,
     }
 
 
@@ -132,11 +145,14 @@ class Gateway:
         self.policy = policy
         self.store = store
         self.keyring = keyring
+        self.endpoints = EndpointRuntime(policy.routes)
         self.pipeline = Pipeline(
             [
                 AdmissionGate(),
                 ResidencyGate(),
                 InputsGate(),
+                LlmGate(store, self.endpoints),
+                ProposalGate(),
                 DecideGate(),
                 BandsGate(),
                 OutputsGate(),
@@ -161,12 +177,19 @@ class Gateway:
         """Store the policy content-addressed and log its activation."""
         blob_id = self.store.put_blob("policy", self.policy.raw)
         assert blob_id == self.policy.version
+        prompts = {}
+        for compiled in self.policy.decision_types.values():
+            if compiled.prompt is not None:  # content-addressed: any version can be fetched
+                self.store.put_blob("prompt", compiled.prompt.raw)
+                prompts[compiled.prompt.id] = compiled.prompt.version
         body = {
             "policy_version": self.policy.version,
             "name": self.policy.policy.name,
             "source": self.policy.source,
             "activated_at": utc_now(),
             "decision_types": sorted(self.policy.decision_types),
+            "residency_policy_version": self.policy.routes.version,
+            "prompts": prompts,
         }
         self.store.submit(NewEntry.of("policy", None, body)).result()
 

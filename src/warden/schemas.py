@@ -37,6 +37,16 @@ class DecisionRequestBody(BaseModel):
         description="Same key and body returns the first decision; a different body is a 409. "
         "The Idempotency-Key header is an alternative.",
     )
+    data_class: str | None = Field(
+        default=None,
+        max_length=64,
+        description="Data class for residency routing (default: the decision type's).",
+    )
+    context: list[str] | None = Field(
+        default=None,
+        max_length=20,
+        description="Retrieved context passages for the prompt template.",
+    )
 
 
 class DecisionResponse(BaseModel):
@@ -52,6 +62,9 @@ class DecisionResponse(BaseModel):
     replayed: bool = False
     stopped_by: dict[str, str] | None = Field(
         default=None, description="The gate and reason code that forced review, if any."
+    )
+    proposal: dict[str, Any] | None = Field(
+        default=None, description="A model's structured proposal, after the gate checked it."
     )
 
 

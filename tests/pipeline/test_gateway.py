@@ -31,7 +31,7 @@ from warden.errors import (
 )
 from warden.gateway import Gateway, RefusedError
 
-GATES = ["admission", "residency", "inputs", "decide", "bands", "outputs"]
+GATES = ["admission", "residency", "inputs", "llm", "proposal", "decide", "bands", "outputs"]
 
 
 def decision_entry(gateway: Gateway, decision_id: str) -> dict[str, Any]:

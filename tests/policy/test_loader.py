@@ -30,7 +30,12 @@ def line_number(fragment: str) -> int:
 def test_example_policy_loads_and_its_version_is_the_file_hash() -> None:
     loaded = load_policy_file(EXAMPLE_POLICY)
     assert loaded.version == "sha256:" + hashlib.sha256(EXAMPLE_POLICY.read_bytes()).hexdigest()
-    assert set(loaded.decision_types) == {"payment_fraud", "claims_intake"}
+    assert set(loaded.decision_types) == {
+        "payment_fraud",
+        "claims_intake",
+        "claims_triage",
+        "assistant_chat",
+    }
     assert set(loaded.policy.residency) == {"EU", "UK", "US"}
 
 

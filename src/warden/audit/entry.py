@@ -13,7 +13,8 @@ from typing import Any
 
 from warden.canonical import canonical_json
 
-KINDS = ("decision", "refusal", "review", "policy")
+#: `intent`: written and made durable before an external model call (completeness check)
+KINDS = ("decision", "refusal", "review", "policy", "intent")
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,8 @@ def decision_body(ctx: DecisionContext) -> dict[str, Any]:
             "tool_calls": request.tool_calls,
             "idempotency_key": request.idempotency_key,
             "request_hash": request.request_hash,
+            "data_class": request.data_class,
+            "context": request.context,
         },
         "gates": [{"gate": name, "result": result} for name, result in ctx.results.items()],
         "stop": None

@@ -26,6 +26,12 @@ class DecisionRequest:
     idempotency_key: str | None = None
     request_hash: str | None = None
     tool_calls: list[dict[str, Any]] | None = None
+    #: what kind of data the request carries (residency routing); default per decision type
+    data_class: str | None = None
+    #: retrieved context passages a prompt template may use
+    context: list[str] | None = None
+    #: the OpenAI-compatible front door's chat body (messages and parameters), if any
+    chat: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -58,6 +64,10 @@ class DecisionContext:
     output_text: str | None = None
     #: per-request canary token for the system prompt of any model call
     canary: str | None = None
+    #: a model's structured answer, parsed and schema-checked (the proposal gate checks it)
+    proposal: dict[str, Any] | None = None
+    #: the model endpoint's response body, parsed (the front door returns it)
+    llm_response: dict[str, Any] | None = None
 
     def add_result(self, gate: str, result: dict[str, Any]) -> None:
         if gate in self.results:

@@ -18,7 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from warden.canonical import canonical_json, content_id
 from warden.errors import PolicyError, RequestError
 from warden.policy.errors_format import dotted, line_of
-from warden.policy.model import DecisionType, InputField, Rule, Tool, ToolLimit
+from warden.policy.model import DecisionType, InputField, ProposalCheck, Rule, Tool, ToolLimit
+from warden.prompts.registry import PromptError, PromptTemplate, get_template
 
 
 class DocumentInput(BaseModel):
@@ -93,6 +94,13 @@ class CompiledTool:
 
 
 @dataclass(frozen=True)
+class CheckOutcome:
+    check: ProposalCheck
+    passed: bool
+    error: str | None = None
+
+
+@dataclass(frozen=True)
 class RuleOutcome:
     rule: Rule
     fired: bool
@@ -112,6 +120,33 @@ class CompiledDecisionType:
     tools: dict[str, CompiledTool] = field(default_factory=dict)
     #: input name → surface ("fields", "text", "document")
     surfaces: dict[str, str] = field(default_factory=dict)
+    #: the structured llm call: its prompt template and the proposal's schema validator
+    prompt: PromptTemplate | None = None
+    output_validator: Any = None
+    checks: list[Any] = field(default_factory=list)
+
+    def proposal_errors(self, proposal: Any) -> list[str]:
+        """Why a parsed model answer does not match the decision type's output schema."""
+        if self.output_validator is None:
+            return []
+        errors = sorted(self.output_validator.iter_errors(proposal), key=lambda e: list(e.path))
+        return [
+            "proposal"
+            + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in e.path)
+            + f": {e.message}"
+            for e in errors[:5]
+        ]
+
+    def check_proposal(self, activation: dict[str, Any]) -> list[CheckOutcome]:
+        outcomes = []
+        for check, program in zip(self.spec.gate, self.checks, strict=True):
+            try:
+                value = program.execute(activation)
+            except Exception as exc:
+                outcomes.append(CheckOutcome(check, False, f"{type(exc).__name__}: {exc}"))
+                continue
+            outcomes.append(CheckOutcome(check, value is True))
+        return outcomes
 
     def validate_inputs(self, inputs: Any) -> dict[str, Any]:
         """Validate `inputs` against the declared schema; errors name `inputs.<field>`."""
@@ -310,6 +345,8 @@ def compile_decision_type(
         },
         surfaces={key: f.input_surface for key, f in spec.inputs.items()},
     )
+    if spec.llm is not None and spec.llm.mode == "structured":
+        _compile_llm(compiled, sample, source=source, root=root)
     if spec.example_inputs is not None:
         try:
             compiled.validate_inputs(spec.example_inputs)
@@ -319,3 +356,50 @@ def compile_decision_type(
                 f"{source}:{line_of(root, loc)}: {dotted(loc)}: {exc.message}"
             ) from None
     return compiled
+
+
+def _compile_llm(
+    compiled: CompiledDecisionType,
+    sample: dict[str, Any],
+    *,
+    source: str,
+    root: yaml.Node | None,
+) -> None:
+    """Load the prompt template (it must render with the declared inputs), check the output
+    schema, and compile the gate's checks over `proposal` and `inputs`."""
+    name, spec = compiled.name, compiled.spec
+    assert spec.llm is not None and spec.llm.output_schema is not None
+    base = ("decision_types", name, "llm")
+    try:
+        template = get_template(str(spec.llm.prompt))
+        template.render(sample["inputs"], ["sample context"])
+    except PromptError as exc:
+        where = f"{source}:{line_of(root, (*base, 'prompt'))}: {dotted((*base, 'prompt'))}"
+        raise PolicyError(f"{where}: {exc}") from None
+    schema = spec.llm.output_schema
+    try:
+        validator_class = jsonschema.validators.validator_for(schema)
+        validator_class.check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        loc = (*base, "output_schema")
+        where = f"{source}:{line_of(root, loc)}: {dotted(loc)}"
+        raise PolicyError(f"{where}: not a valid JSON Schema: {exc.message}") from None
+    proposal = _sample_arguments(schema)
+    activation = {**sample, "proposal": proposal}
+    declared = {
+        "proposal": ", ".join(sorted(proposal)) or "nothing",
+        "inputs": ", ".join(sorted(sample["inputs"])),
+    }
+    compiled.prompt = template
+    compiled.output_validator = validator_class(schema)
+    compiled.checks = [
+        _compile_boolean(
+            check.when,
+            ("decision_types", name, "gate", i, "when"),
+            activation,
+            source=source,
+            root=root,
+            declared=declared,
+        )
+        for i, check in enumerate(spec.gate)
+    ]

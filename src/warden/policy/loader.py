@@ -17,6 +17,7 @@ from warden.errors import PolicyError
 from warden.policy.compiled import CompiledDecisionType, compile_decision_type
 from warden.policy.errors_format import format_validation_error
 from warden.policy.model import Policy
+from warden.policy.residency import RouteTable, compile_routes
 
 MAX_POLICY_BYTES = 1_000_000
 
@@ -28,6 +29,8 @@ class LoadedPolicy:
     raw: bytes
     source: str
     decision_types: dict[str, CompiledDecisionType]
+    #: the residency section compiled; `routes.version` is the residency policy version
+    routes: RouteTable
 
     def decision_type(self, name: str) -> CompiledDecisionType | None:
         return self.decision_types.get(name)
@@ -75,4 +78,5 @@ def load_policy_bytes(raw: bytes, source: str = "<policy>") -> LoadedPolicy:
         raw=raw,
         source=source,
         decision_types=compiled,
+        routes=compile_routes(policy, source=source, root=root),
     )

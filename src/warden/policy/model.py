@@ -169,6 +169,41 @@ class Guard(Strict):
     output: OutputGuard = Field(default_factory=OutputGuard)
 
 
+EndpointName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_.-]*$", max_length=64)]
+Zone = Annotated[str, Field(pattern=r"^[A-Z]{2,3}$")]
+Wildcard = Literal["*"]
+
+
+class LlmSpec(Strict):
+    """How a decision type calls a model. `structured`: a prompt template from the prompt
+    registry rendered with the inputs, the answer parsed against `output_schema` (a
+    proposal the `gate` checks). `chat`: the OpenAI-compatible front door's messages are
+    sent as they came (after the input guard), the answer is the outward text."""
+
+    mode: Literal["structured", "chat"] = "structured"
+    prompt: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$")] | None = None
+    #: the data class of this decision type's model calls unless the request names one
+    data_class: Identifier = "personal"
+    output_schema: dict[str, Any] | None = None
+    max_tokens: int = Field(default=512, ge=1, le=32_000)
+    temperature: float = Field(default=0.0, ge=0.0, le=2.0)
+
+    @model_validator(mode="after")
+    def _structured_needs(self) -> LlmSpec:
+        if self.mode == "structured" and (self.prompt is None or self.output_schema is None):
+            raise ValueError("a structured llm call needs `prompt` and `output_schema`")
+        return self
+
+
+class ProposalCheck(Strict):
+    """A deterministic check on a model's proposal: a CEL expression over `proposal` and
+    `inputs` that must be true; when it is false the decision goes to a person."""
+
+    id: Identifier
+    when: str = Field(min_length=1)
+    message: str = Field(min_length=1)
+
+
 class DecisionType(Strict):
     description: str = ""
     surfaces: list[Surface] = Field(default_factory=lambda: list[Surface](["fields"]), min_length=1)
@@ -181,6 +216,9 @@ class DecisionType(Strict):
     #: a known-good request's inputs: documentation, and the base `warden redteam` puts
     #: its probes into (checked against the input schema at load)
     example_inputs: dict[str, Any] | None = None
+    #: a model call (see LlmSpec); its proposal is checked by `gate` before it is final
+    llm: LlmSpec | None = None
+    gate: list[ProposalCheck] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _unique_rule_ids(self) -> DecisionType:
@@ -189,13 +227,72 @@ class DecisionType(Strict):
             if rule.id in seen:
                 raise ValueError(f"rule id {rule.id!r} appears twice")
             seen.add(rule.id)
+        if self.gate and (self.llm is None or self.llm.mode != "structured"):
+            raise ValueError("`gate` checks a structured llm proposal: add `llm` (structured)")
+        if len({c.id for c in self.gate}) != len(self.gate):
+            raise ValueError("gate check ids must be unique")
+        if self.llm is not None and self.llm.mode == "chat":
+            text = self.inputs.get("user_text")
+            if text is None or text.input_surface != "text":
+                raise ValueError(
+                    "a chat llm decision type declares the input `user_text` "
+                    "(type: string, surface: text): the front door puts the user messages there"
+                )
         return self
+
+
+class BreakerSettings(Strict):
+    """Circuit breaker: open after `failure_threshold` consecutive failures, stay open
+    `open_seconds`, then let one probe through (half-open)."""
+
+    failure_threshold: int = Field(default=3, ge=1, le=100)
+    open_seconds: float = Field(default=5.0, gt=0, le=3600)
+
+
+class Endpoint(Strict):
+    """A model endpoint: where it runs (region, zone), what data it may receive and on
+    what legal basis, and how to talk to it."""
+
+    kind: Literal["openai_chat", "local_model"]
+    base_url: Annotated[str, Field(pattern=r"^https?://[^\s/]+(/[^\s]*)?$")] | None = None
+    model: str = Field(min_length=1, max_length=200)
+    region: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]*$", max_length=64)]
+    zone: Zone
+    data_classes: list[Identifier] = Field(min_length=1)
+    transfer_basis: Literal["self_hosted", "in_region", "adequacy", "scc", "dpf", "bcr", "consent"]
+    timeout_ms: int = Field(default=10_000, ge=10, le=600_000)
+    connect_timeout_ms: int = Field(default=1_000, ge=10, le=60_000)
+    retries: int = Field(default=1, ge=0, le=5)
+    #: name of the environment variable holding the API key (never the key itself)
+    api_key_env: str | None = Field(default=None, pattern=r"^[A-Z_][A-Z0-9_]*$")
+    #: GET this for health checks (default: `<base_url>/models`)
+    health_url: str | None = None
+    breaker: BreakerSettings = Field(default_factory=BreakerSettings)
+
+    @model_validator(mode="after")
+    def _kind_fields(self) -> Endpoint:
+        if self.kind == "openai_chat" and self.base_url is None:
+            raise ValueError("an openai_chat endpoint needs `base_url`")
+        if self.kind == "local_model" and self.base_url is not None:
+            raise ValueError("a local_model endpoint runs in-process: no `base_url`")
+        return self
+
+
+class Route(Strict):
+    """An ordered list of endpoints for requests of this jurisdiction with this data class
+    and decision type (`*`: any). The most specific route wins (decision type before data
+    class); the first endpoint is the primary, the rest are failovers, in order."""
+
+    data_class: Identifier | Wildcard = "*"
+    decision_type: Identifier | Wildcard = "*"
+    endpoints: list[EndpointName] = Field(min_length=1)
 
 
 class Jurisdiction(Strict):
     description: str = ""
     allowed_zones: list[Annotated[str, Field(pattern=r"^[A-Z]{2,3}$")]] = Field(min_length=1)
     on_unavailable: Literal["review", "refuse"] = "review"
+    routes: list[Route] = Field(default_factory=list)
 
 
 ProbedSurface = Literal["text", "document", "tool_args"]
@@ -230,4 +327,9 @@ class Policy(Strict):
         min_length=1
     )
     review: ReviewSettings = Field(default_factory=ReviewSettings)
+    #: the data classes requests may carry (`X-Warden-Data-Class`, `data_class`)
+    data_classes: list[Identifier] = Field(
+        default_factory=lambda: ["public", "internal", "confidential", "personal"], min_length=1
+    )
+    endpoints: dict[EndpointName, Endpoint] = Field(default_factory=dict)
     redteam: RedteamThresholds = Field(default_factory=RedteamThresholds)

@@ -1,0 +1,102 @@
+"""A circuit breaker per endpoint: closed → open after `failure_threshold` consecutive
+failures → half-open after `open_seconds` (one probe call at a time) → closed on the
+probe's success, open again on its failure. Counts and timestamps are kept for the
+record and for `/metrics`-style inspection."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from warden.audit.sqlite_store import utc_now
+from warden.policy.model import BreakerSettings
+
+State = Literal["closed", "open", "half_open"]
+
+
+@dataclass
+class Breaker:
+    name: str
+    settings: BreakerSettings
+    state: State = "closed"
+    consecutive_failures: int = 0
+    failures: int = 0
+    successes: int = 0
+    times_opened: int = 0
+    opened_at: float = 0.0  # monotonic
+    probe_in_flight: bool = False
+    #: wall-clock timestamps of the last transitions and outcomes
+    stamps: dict[str, str] = field(default_factory=dict)
+    #: (state, utc) for every transition, newest last (bounded)
+    transitions: list[tuple[str, str]] = field(default_factory=list)
+
+    def available(self, now: float | None = None) -> bool:
+        """Whether a call may be tried now (no side effect; `acquire` takes the slot)."""
+        if self.state == "closed":
+            return True
+        now = time.monotonic() if now is None else now
+        if self.state == "open":
+            return now - self.opened_at >= self.settings.open_seconds
+        return not self.probe_in_flight
+
+    def acquire(self, now: float | None = None) -> bool:
+        """Take permission for one call; in half-open only one probe at a time."""
+        if self.state == "closed":
+            return True
+        now = time.monotonic() if now is None else now
+        if self.state == "open":
+            if now - self.opened_at < self.settings.open_seconds:
+                return False
+            self._move("half_open")
+        if self.probe_in_flight:
+            return False
+        self.probe_in_flight = True
+        return True
+
+    def record_success(self) -> None:
+        self.successes += 1
+        self.consecutive_failures = 0
+        self.probe_in_flight = False
+        self.stamps["last_success_at"] = utc_now()
+        if self.state != "closed":
+            self._move("closed")
+
+    def record_failure(self, now: float | None = None) -> None:
+        self.failures += 1
+        self.consecutive_failures += 1
+        self.probe_in_flight = False
+        self.stamps["last_failure_at"] = utc_now()
+        if self.state == "half_open" or (
+            self.state == "closed" and self.consecutive_failures >= self.settings.failure_threshold
+        ):
+            self.opened_at = time.monotonic() if now is None else now
+            self.times_opened += 1
+            self._move("open")
+
+    def release(self) -> None:
+        """A call that ended without telling anything about the endpoint (cancelled)."""
+        self.probe_in_flight = False
+
+    def probe_now(self) -> None:
+        """A health check succeeded: let the next call probe without waiting out the
+        cool-down."""
+        if self.state == "open":
+            self.opened_at = time.monotonic() - self.settings.open_seconds
+
+    def _move(self, state: State) -> None:
+        self.state = state
+        now = utc_now()
+        self.stamps[f"{state}_at"] = now
+        self.transitions.append((state, now))
+        del self.transitions[:-50]
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "state": self.state,
+            "consecutive_failures": self.consecutive_failures,
+            "failures": self.failures,
+            "successes": self.successes,
+            "times_opened": self.times_opened,
+            **self.stamps,
+        }

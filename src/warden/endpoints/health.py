@@ -1,0 +1,75 @@
+"""Health checks: a GET on each HTTP endpoint's health URL (default `<base_url>/models`)
+every few seconds. An endpoint whose last check failed, and is recent, is skipped as
+`unhealthy`; a passing check lets an open breaker probe at once."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from warden.audit.sqlite_store import utc_now
+from warden.policy.model import Endpoint
+
+
+def health_url(endpoint: Endpoint) -> str | None:
+    if endpoint.kind != "openai_chat":
+        return None
+    if endpoint.health_url:
+        return endpoint.health_url
+    assert endpoint.base_url is not None
+    return endpoint.base_url.rstrip("/") + "/models"
+
+
+@dataclass
+class Health:
+    healthy: bool | None = None  # None: never checked
+    checked_at: float = 0.0  # monotonic
+    checked_at_utc: str | None = None
+    error: str | None = None
+    checks: int = 0
+    failed_checks: int = 0
+
+    def unhealthy(self, now: float, stale_after: float) -> bool:
+        """Failed its last check, and that check is recent enough to believe."""
+        return self.healthy is False and now - self.checked_at <= stale_after
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "healthy": self.healthy,
+            "checked_at": self.checked_at_utc,
+            "error": self.error,
+            "checks": self.checks,
+            "failed_checks": self.failed_checks,
+        }
+
+
+async def check(client: httpx.AsyncClient, endpoint: Endpoint, health: Health) -> bool:
+    url = health_url(endpoint)
+    if url is None:
+        health.healthy, health.error = True, None
+        return True
+    ok, error = False, None
+    try:
+        response = await client.get(url, timeout=endpoint.connect_timeout_ms / 1000 + 1.0)
+        ok = response.status_code == 200
+        error = None if ok else f"http_{response.status_code}"
+    except httpx.HTTPError as exc:
+        error = type(exc).__name__
+    health.checks += 1
+    health.failed_checks += not ok
+    health.healthy, health.error = ok, error
+    health.checked_at, health.checked_at_utc = time.monotonic(), utc_now()
+    return ok
+
+
+async def run_checks(runtime: Any, interval: float) -> None:
+    """Check every endpoint every `interval` seconds until cancelled."""
+    while True:
+        with contextlib.suppress(Exception):
+            await runtime.check_health()
+        await asyncio.sleep(interval)

@@ -1,0 +1,49 @@
+"""The endpoints of one loaded policy at run time: the router (breakers, health), the
+pooled chat client, and the health-check loop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+from warden.endpoints.client import ChatClient
+from warden.endpoints.health import check, run_checks
+from warden.endpoints.router import Router
+from warden.policy.residency import RouteTable
+
+
+class EndpointRuntime:
+    def __init__(self, table: RouteTable, *, health_interval: float = 2.0) -> None:
+        self.router = Router(table, health_interval)
+        self.client = ChatClient(self.router)
+        self.health_interval = health_interval
+        self._task: asyncio.Task[None] | None = None
+
+    async def check_health(self) -> None:
+        router = self.router
+        names = list(router.endpoints)
+        results = await asyncio.gather(
+            *(check(self.client.pool(), router.endpoints[n], router.health[n]) for n in names)
+        )
+        for name, ok in zip(names, results, strict=True):
+            if ok:
+                router.breakers[name].probe_now()
+
+    def start_health_checks(self) -> None:
+        """Start the periodic checks on the running loop (the server's lifespan)."""
+        if self._task is None and self.router.endpoints:
+            self._task = asyncio.get_running_loop().create_task(
+                run_checks(self, self.health_interval)
+            )
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self.client.aclose()
+
+    def snapshot(self) -> dict[str, Any]:
+        return self.router.snapshot()

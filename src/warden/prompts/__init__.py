@@ -1,0 +1,1 @@
+"""The prompt registry: versioned prompt templates shipped as package data."""
