@@ -214,14 +214,27 @@ class Gateway:
             )
             if held is not None:
                 return self._replay(held, request)
-        ctx = DecisionContext(new_decision_id(), request, caller, self.policy, utc_now())
-        await self.pipeline.run(ctx)
+        ctx = await self.run_request(request, caller)
         commit = ctx.results["commit"]
         if "conflict_seq" in commit:  # a concurrent request with the same key won the race
             held = self.store.entry(int(commit["conflict_seq"]))
             assert held is not None
             return self._replay(held, request)
-        self._count(ctx)
+        return self.response_for(ctx)
+
+    async def run_request(self, request: DecisionRequest, caller: Principal) -> DecisionContext:
+        """Run an already-parsed request through every gate (the doors parse)."""
+        caller.require(Permission.DECIDE)
+        ctx = DecisionContext(new_decision_id(), request, caller, self.policy, utc_now())
+        await self.pipeline.run(ctx)
+        if "conflict_seq" not in ctx.results["commit"]:
+            self._count(ctx)
+        return ctx
+
+    def response_for(self, ctx: DecisionContext) -> dict[str, Any]:
+        """The decision response of a finished context; a refusal raises RefusedError."""
+        request = ctx.request
+        commit = ctx.results["commit"]
         if ctx.stop is not None and ctx.stop.disposition == "refuse":
             raise RefusedError(
                 ctx.stop.message,

@@ -12,6 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.routing import Route
 
 from warden import __version__
+from warden.api.openai_compat import install as install_chat_completions
 from warden.auth import Principal
 from warden.errors import AuthError, RequestError, WardenError
 from warden.gateway import Gateway
@@ -39,9 +40,11 @@ def create_app(gateway: Gateway, *, close_on_shutdown: bool = False) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        gateway.endpoints.start_health_checks()
         try:
             yield
         finally:
+            await gateway.endpoints.stop()
             if close_on_shutdown:
                 gateway.close()
 
@@ -120,6 +123,7 @@ def create_app(gateway: Gateway, *, close_on_shutdown: bool = False) -> FastAPI:
         return JSONResponse(result, headers={"X-Warden-Decision-Id": result["decision_id"]})
 
     app.router.routes.insert(0, Route("/v1/decisions", decide_fast, methods=["POST"]))
+    install_chat_completions(app, gateway)  # POST /v1/chat/completions (OpenAI-compatible)
 
     @app.get(
         "/v1/decisions/{decision_id}",
