@@ -368,6 +368,9 @@ def demo(
     )
 
 
+import warden.cli.residency  # noqa: E402, F401  (registers audit completeness, routes verify)
+
+
 def main() -> None:  # pragma: no cover
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     app()
