@@ -119,5 +119,9 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
         "verify: OK",
         "Full audit record",
         "verified: entry",
+        "Claims triage outcomes per jurisdiction",
+        "Routing per jurisdiction",
+        "OK every model call went to a zone its jurisdiction allows",
     ):
         assert expected in out, expected
+    assert "llm-eu-2" in out and "llm-us-1" in out  # the EU primary was killed halfway

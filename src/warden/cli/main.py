@@ -353,6 +353,9 @@ def demo(
     seed: Annotated[int, typer.Option(help="Seed of the payment stream.")] = 7,
     fresh: Annotated[bool, typer.Option(help="Start from an empty data directory.")] = True,
     claims: Annotated[int, typer.Option(help="How many insurance claims (0: none).")] = 300,
+    triage: Annotated[
+        int, typer.Option(help="How many claims to triage with simulated models (0: none).")
+    ] = 120,
 ) -> None:
     """Run a seeded card-payment stream through the pipeline and show the audit trail."""
     from warden.demo.run import run_demo
@@ -360,6 +363,7 @@ def demo(
     run_demo(
         data_dir,
         claims=claims,
+        triage=triage,
         requests=requests,
         concurrency=concurrency,
         seed=seed,

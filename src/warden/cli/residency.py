@@ -102,7 +102,7 @@ def routes_verify(
     logs, cross-check every upstream request against its decision's jurisdiction. Exit 1 on
     any violation."""
     from warden.audit.tools import read_only
-    from warden.endpoints.verify import verify_routes
+    from warden.endpoints.verify import access_log_line, routes_table, verify_routes
     from warden.gateway import DEFAULT_POLICY
     from warden.policy.loader import load_policy_file
 
@@ -113,42 +113,15 @@ def routes_verify(
     if as_json:
         console.print_json(json.dumps(report.as_dict()))
     else:
-        table = Table(
-            "jurisdiction",
-            "requests",
-            "model calls",
-            "served",
-            "in allowed zone",
-            "served by",
-            "unavailable → review / refused",
-        )
-        for name, stats in sorted(report.jurisdictions.items()):
-            row = stats.as_dict()
-            share = row["share_in_allowed_zone"]
-            table.add_row(
-                name,
-                str(stats.requests),
-                str(stats.model_calls),
-                str(stats.served),
-                "-" if share is None else f"{share:.1%}",
-                ", ".join(f"{k} {v}" for k, v in row["served_by"].items()) or "-",
-                f"{stats.review_unavailable} / {stats.refused_unavailable}",
-            )
-        console.print(table)
+        console.print(routes_table(report))
         console.print(
             f"unlabeled requests refused: {report.unlabeled}; unknown jurisdiction: "
             f"{report.unknown_jurisdiction}",
             highlight=False,
         )
-        if report.access_log is not None:
-            log = report.access_log
-            console.print(
-                f"access logs: {log['requests']} upstream requests, {log['with_decision_id']} "
-                f"with a decision id, {log['without_decision_id']} without, "
-                f"{len(log['unknown_decision'])} naming a decision this log does not hold; "
-                f"by region: {log['by_region']}",
-                highlight=False,
-            )
+        line = access_log_line(report)
+        if line is not None:
+            console.print(line, highlight=False)
         for v in report.violations:
             console.print(f"[red]VIOLATION[/] {escape(json.dumps(v))}", highlight=False)
         if report.ok:

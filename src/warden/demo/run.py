@@ -5,6 +5,7 @@ decision's full record with its inclusion proof checked against a signed checkpo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import shutil
 import statistics
@@ -26,7 +27,7 @@ from warden.auth import Principal, Role
 from warden.demo.claims import ClaimsConfig, claim_requests
 from warden.demo.stream import StreamConfig, payment_requests, strip_truth
 from warden.errors import WardenError
-from warden.gateway import Gateway, RefusedError, verify_proof_document
+from warden.gateway import DEFAULT_POLICY, Gateway, RefusedError, verify_proof_document
 from warden.runtime import tune_for_serving
 
 BANDS = ("auto_approve", "review", "auto_decline")
@@ -149,6 +150,7 @@ def run_demo(
     fresh: bool,
     console: Console,
     claims: int = 300,
+    triage: int = 120,
 ) -> DemoResult:
     _prepare_dir(data_dir, fresh)
     tune_for_serving()
@@ -156,7 +158,16 @@ def run_demo(
     stream = list(payment_requests(requests, StreamConfig(seed=seed)))
     caller = Principal("demo-payments-service", Role.SERVICE)
     reviewer = Principal("demo-reviewer", Role.REVIEWER)
-    with Gateway.open(data_dir) as gateway:
+    with contextlib.ExitStack() as stack:
+        sims = {}
+        policy_path = None
+        if triage:  # model endpoints: simulators on free ports, the policy pointed at them
+            from warden.demo.triage import demo_policy, simulators
+
+            data_dir.mkdir(parents=True, exist_ok=True)
+            sims = stack.enter_context(simulators(data_dir / "upstreams"))
+            policy_path = demo_policy(DEFAULT_POLICY, sims, data_dir / "policy.yaml")
+        gateway = stack.enter_context(Gateway.open(data_dir, policy_path))
         console.print(f"data directory  {data_dir.resolve()}")
         console.print(f"policy          {gateway.policy.source}  version {gateway.policy.version}")
         console.print(
@@ -181,12 +192,63 @@ def run_demo(
                     _drive_claims(gateway, claim_stream, concurrency, caller, progress)
                 )
             _print_claims(console, gateway, outcomes, start)
+        if triage:
+            _run_triage(console, gateway, caller, sims, triage, seed)
         _print_audit(console, gateway, result, reviewer)
     console.print(
         f"\nNext: [bold]warden serve --data-dir {data_dir}[/] for the HTTP API; "
         f"[bold]warden audit verify --data-dir {data_dir}[/] to check the log again."
     )
     return result
+
+
+def _run_triage(
+    console: Console,
+    gateway: Gateway,
+    caller: Principal,
+    sims: dict[str, Any],
+    n: int,
+    seed: int,
+) -> None:
+    from warden.demo.triage import drive_triage, triage_requests, window
+    from warden.endpoints.verify import access_log_line, routes_table, verify_routes
+
+    console.rule("[bold]Claims triage — a model proposes, the gate verifies, residency routes")
+    console.print(
+        "upstream simulators (stand-ins for hosted models, not models): "
+        + ", ".join(f"{s.name} {s.region} :{s.port}" for s in sims.values())
+        + f"; the EU primary ({sims['llm-eu-1'].region}) is killed halfway",
+        highlight=False,
+    )
+    since, until = window()
+    requests = triage_requests(n, seed)
+    outcomes = asyncio.run(drive_triage(gateway, requests, caller, sims))
+    table = Table(title="Claims triage outcomes per jurisdiction", title_justify="left")
+    table.add_column("jurisdiction")
+    kinds = sorted({o for _, o in outcomes})
+    for kind in kinds:
+        table.add_column(kind, justify="right")
+    for jurisdiction in sorted({j for j, _ in outcomes}):
+        table.add_row(jurisdiction, *(str(outcomes[(jurisdiction, k)]) for k in kinds))
+    console.print(table)
+    report = verify_routes(
+        gateway.store,
+        gateway.policy.policy,
+        since,
+        until,
+        [s.access_log for s in sims.values()],
+    )
+    console.print(routes_table(report, title="Routing per jurisdiction (warden routes verify)"))
+    line = access_log_line(report)
+    if line:
+        console.print(line, highlight=False)
+    if report.ok:
+        console.print(
+            "[green]OK[/] every model call went to a zone its jurisdiction allows — by the audit "
+            "log and by the simulators' own access logs"
+        )
+    else:
+        console.print(f"[red]{len(report.violations)} residency violations[/]")
 
 
 def _print_summary(console: Console, result: DemoResult, requests: int) -> None:

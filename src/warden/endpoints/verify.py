@@ -19,6 +19,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from rich.table import Table
+
 from warden.audit.completeness import parse_ts
 from warden.audit.store import AuditStore
 from warden.policy.model import Policy
@@ -199,3 +201,42 @@ def _cross_check(
                         }
                     )
     return summary
+
+
+def routes_table(report: RoutesReport, title: str | None = None) -> Table:
+    """The per-jurisdiction summary as a table (the CLI and the demo print it)."""
+    table = Table(
+        "jurisdiction",
+        "requests",
+        "model calls",
+        "served",
+        "in allowed zone",
+        "served by",
+        "unavailable → review / refused",
+        title=title,
+        title_justify="left",
+    )
+    for name, stats in sorted(report.jurisdictions.items()):
+        row = stats.as_dict()
+        share = row["share_in_allowed_zone"]
+        table.add_row(
+            name,
+            str(stats.requests),
+            str(stats.model_calls),
+            str(stats.served),
+            "-" if share is None else f"{share:.1%}",
+            ", ".join(f"{k} {v}" for k, v in row["served_by"].items()) or "-",
+            f"{stats.review_unavailable} / {stats.refused_unavailable}",
+        )
+    return table
+
+
+def access_log_line(report: RoutesReport) -> str | None:
+    log = report.access_log
+    if log is None:
+        return None
+    return (
+        f"access logs: {log['requests']} upstream requests, {log['with_decision_id']} with a "
+        f"decision id, {log['without_decision_id']} without, {len(log['unknown_decision'])} "
+        f"naming a decision this log does not hold; by region: {log['by_region']}"
+    )
