@@ -19,6 +19,7 @@ def main() -> None:
         ["bench_guard_pdf.py"],
         ["bench_guard_pii.py"],
         ["bench_routing.py", "--json", str(RESULTS / "routing.json")],
+        ["bench_gateway_overhead.py", "--json", str(RESULTS / "gateway_overhead.json")],
     ]
     for script, *args in runs:
         print(f"\n=== {script}", flush=True)
