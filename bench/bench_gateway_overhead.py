@@ -57,7 +57,7 @@ POLICY = ROOT / "examples" / "policy.yaml"
 TARGET_P50_RATIO = 1 / 5
 TARGET_RPS_RATIO = 5.0
 
-console = Console()
+console = Console(width=130)
 
 
 def free_port() -> int:
@@ -196,8 +196,10 @@ def ensure_litellm() -> str:
             shutil.rmtree(LITELLM_VENV)
         subprocess.run([sys.executable, "-m", "venv", str(LITELLM_VENV)], check=True)
         pip = [str(litellm_python()), "-m", "pip", "install", "--quiet"]
-        subprocess.run([*pip, "--upgrade", "pip"], check=True)
-        subprocess.run([*pip, "-r", str(LITELLM_REQUIREMENTS)], check=True)
+        for extra in (["--upgrade", "pip"], ["-r", str(LITELLM_REQUIREMENTS)]):
+            done = subprocess.run([*pip, *extra], capture_output=True, text=True)
+            if done.returncode != 0:
+                raise SystemExit(f"pip install {' '.join(extra)} failed:\n{done.stderr[-3000:]}")
         stamp.touch()
     version = subprocess.run(
         [
@@ -360,6 +362,19 @@ def audit_kinds(data: Path) -> dict[str, int]:
 # ----------------------------------------------------------------------------- report
 
 
+def upstream_log_summary(path: Path) -> dict[str, int]:
+    """From the simulator's own access log: completions served, and how many carried a
+    decision id (only Warden sends one, so these are the front door's model calls)."""
+    served = with_id = 0
+    if path.exists():
+        for line in path.open():
+            entry = json.loads(line)
+            if entry["path"] == "/v1/chat/completions":
+                served += 1
+                with_id += entry["decision_id"] is not None
+    return {"completions": served, "with_decision_id": with_id}
+
+
 def ms(value: float | None) -> str:
     return "-" if value is None else f"{value:,.2f}"
 
@@ -494,17 +509,14 @@ def main() -> None:
                         else:
                             measure(lite, body_file, levels, args.seconds, args.warmup)
                     targets.append(lite)
-        upstream_requests = (
-            sum(1 for _ in (tmp / "upstream.access.jsonl").open())
-            if (tmp / "upstream.access.jsonl").exists()
-            else 0
-        )
+        upstream_log = upstream_log_summary(tmp / "upstream.access.jsonl")
     derived = derive(targets, levels)
     summary = verdict(derived, levels)
     print_tables(targets, derived, summary)
     for t in targets:
         if t.notes:
             console.print(f"{t.label}: {json.dumps(t.notes)}", highlight=False)
+    console.print(f"simulator access log: {json.dumps(upstream_log)}", highlight=False)
     result = {
         "benchmark": "gateway_overhead",
         "seconds": args.seconds,
@@ -512,7 +524,7 @@ def main() -> None:
         "concurrency": levels,
         "simulator_latency_ms": args.latency_ms,
         "litellm_version": litellm_version,
-        "upstream_requests_logged": upstream_requests,
+        "upstream_access_log": upstream_log,
         "targets": {
             t.name: {"label": t.label, "skipped": t.skipped, "loadgen": t.runs, "notes": t.notes}
             for t in targets
