@@ -40,7 +40,7 @@ from rich.console import Console
 from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import machine
+from common import free_port, machine
 
 BENCH = Path(__file__).parent
 ROOT = BENCH.parent
@@ -58,15 +58,6 @@ TARGET_P50_RATIO = 1 / 5
 TARGET_RPS_RATIO = 5.0
 
 console = Console(width=130)
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def wait_http(url: str, proc: subprocess.Popen[bytes], timeout: float, what: str) -> None:

@@ -11,7 +11,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -24,17 +23,10 @@ from rich.console import Console
 from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import machine, stream
+from common import free_port, machine, stream
 
 BENCH = Path(__file__).parent
 LOADGEN = BENCH / "loadgen"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def warden(*args: str, **kw: Any) -> subprocess.CompletedProcess[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import socket
 import subprocess
 from typing import Any
 
@@ -18,6 +19,14 @@ def stream(n: int, seed: int = 11) -> list[dict[str, Any]]:
         request.pop("idempotency_key", None)
         out.append(request)
     return out
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1 (everything the benchmarks start listens there)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 def percentile(values: list[float], q: float) -> float:
