@@ -5,6 +5,7 @@ its own access log (incl. the decision id header), and a restart after kill -9."
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -320,3 +321,33 @@ def test_cli_rejects_bad_options() -> None:
     assert "--failure-rate" in result.stderr
     result = run_cli("dev", "upstream", "--port", "8000")
     assert result.returncode == 2 and "--region" in result.stderr
+
+
+def test_pipelined_requests_answer_in_order_and_expect_continue(upstream: Upstream) -> None:
+    body = json.dumps({"model": "m", "messages": claim("20", "torn jacket")}).encode()
+    request = (
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"X-Warden-Decision-Id: pipe-%d\r\nContent-Length: %d\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", upstream.port), timeout=10) as sock:
+        sock.sendall(b"".join(request % (i, len(body)) + body for i in range(3)))
+        received = b""
+        while received.count(b"HTTP/1.1 200 OK") < 3 or not received.endswith(b"}}"):
+            chunk = sock.recv(65536)
+            assert chunk, received
+            received += chunk
+        ids = [
+            line.split(b": ")[1]
+            for line in received.split(b"\r\n")
+            if line.startswith(b"x-request-id")
+        ]
+        assert ids == sorted(ids) and len(set(ids)) == 3
+        sock.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(body)
+        )
+        assert sock.recv(65536).startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
+        sock.sendall(body)
+        assert b"HTTP/1.1 200 OK" in sock.recv(65536)
+    logged = [e["decision_id"] for e in upstream.access_log_entries()]
+    assert [d for d in logged if d and d.startswith("pipe-")] == ["pipe-0", "pipe-1", "pipe-2"]

@@ -901,6 +901,7 @@ class _Connection(asyncio.Protocol):
     def _reset(self) -> None:
         self.url = b""
         self.decision_id: str | None = None
+        self.expect_continue = False
         self.body: list[bytes] = []
         self.size = 0
 
@@ -931,8 +932,15 @@ class _Connection(asyncio.Protocol):
         self.url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if name.lower() == DECISION_HEADER:
+        lowered = name.lower()
+        if lowered == DECISION_HEADER:
             self.decision_id = value.decode("latin-1")
+        elif lowered == b"expect" and value.lower() == b"100-continue":
+            self.expect_continue = True
+
+    def on_headers_complete(self) -> None:
+        if self.expect_continue and self.transport is not None and not self.pending:
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, body: bytes) -> None:
         self.size += len(body)
