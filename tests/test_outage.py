@@ -35,7 +35,8 @@ async def load(gw: Gateway, started: float, stop: asyncio.Event, out: list[dict[
         at = time.monotonic() - started
         try:
             result = await gw.decide(claim(jurisdiction, claim_amount=100.0 + i % 500), SERVICE)
-            out.append({"at": at, "jurisdiction": jurisdiction, **result})
+            done = time.monotonic() - started
+            out.append({"at": at, "done": done, "jurisdiction": jurisdiction, **result})
         except RefusedError as exc:
             out.append(
                 {
@@ -66,17 +67,21 @@ def test_primary_eu_endpoint_killed_mid_run_and_restored(upstreams: Any, tmp_pat
             ]
             await asyncio.sleep(KILL_PRIMARY)
             eu1.kill()
+            phases["primary_killed"] = time.monotonic() - started
             await asyncio.sleep(KILL_SECONDARY - KILL_PRIMARY)
+            phases["secondary_kill"] = time.monotonic() - started
             eu2.kill()
+            phases["secondary_killed"] = time.monotonic() - started
             await asyncio.sleep(RESTORE - KILL_SECONDARY)
+            phases["restore"] = time.monotonic() - started
             await asyncio.gather(asyncio.to_thread(eu1.restart), asyncio.to_thread(eu2.restart))
-            restored.append(time.monotonic() - started)
+            phases["restored"] = time.monotonic() - started
             await asyncio.sleep(AFTER_RESTORE)
             stop.set()
             await asyncio.gather(*workers)
             await gw.endpoints.stop()
 
-        restored: list[float] = []
+        phases: dict[str, float] = {}  # when each step actually happened (the VM is noisy)
         asyncio.run(run())
         breaker = gw.endpoints.router.breakers["llm-eu-1"]
         records = {
@@ -116,11 +121,15 @@ def test_primary_eu_endpoint_killed_mid_run_and_restored(upstreams: Any, tmp_pat
         return None if llm.get("served_by") is None else llm["served_by"]["endpoint"]
 
     eu = [r for r in results if r["jurisdiction"] == "EU"]
-    before = [r for r in eu if r["at"] < KILL_PRIMARY - 0.2]
-    primary_down = [r for r in eu if KILL_PRIMARY + 0.3 < r["at"] < KILL_SECONDARY - 0.1]
-    none_left = [r for r in eu if KILL_SECONDARY + 0.3 < r["at"] < RESTORE]
+    before = [r for r in eu if r["done"] < KILL_PRIMARY - 0.05]
+    primary_down = [
+        r for r in eu if phases["primary_killed"] < r["at"] and r["done"] < phases["secondary_kill"]
+    ]
+    none_left = [
+        r for r in eu if phases["secondary_killed"] < r["at"] and r["done"] < phases["restore"]
+    ]
     # the breaker re-closes within open_seconds (2 s) or at the next passing health check
-    after = [r for r in eu if r["at"] > restored[0] + 2.5]
+    after = [r for r in eu if r["at"] > phases["restored"] + 2.5]
     assert before and primary_down and none_left and after
     assert all(served(r) == "llm-eu-1" for r in before)
     # 2. failover to the EU secondary while the primary is down ...
@@ -134,7 +143,11 @@ def test_primary_eu_endpoint_killed_mid_run_and_restored(upstreams: Any, tmp_pat
     us = [r for r in results if r["jurisdiction"] == "US"]
     assert us and all(served(r) == "llm-us-1" for r in us)
     uk_down = [
-        r for r in results if r["jurisdiction"] == "UK" and KILL_SECONDARY + 0.3 < r["at"] < RESTORE
+        r
+        for r in results
+        if r["jurisdiction"] == "UK"
+        and phases["secondary_killed"] < r["at"]
+        and r["done"] < phases["restore"]
     ]
     assert uk_down and all(served(r) == "local-cautious" for r in uk_down)
 

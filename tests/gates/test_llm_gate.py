@@ -174,3 +174,23 @@ def test_unknown_data_class_and_unlabeled_requests_are_refused(
 
 def _unused(_: Upstream) -> None:  # keep the import for type checkers
     pass
+
+
+def test_a_slow_endpoint_times_out_and_the_call_fails_over_within_the_list(
+    upstreams: Any,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    world = start_world(upstreams, tmp_path, **{"llm-eu-1": {"latency_ms": 3000}})
+    text = world.policy.read_text()
+    primary = text.index("  llm-eu-1:")
+    cut = text.index("timeout_ms: 5000", primary)
+    world.policy.write_text(text[:cut] + "timeout_ms: 300" + text[cut + len("timeout_ms: 5000") :])
+    with Gateway.open(tmp_path / "data", world.policy) as gw:
+        result = gw.decide_sync(claim("EU"), SERVICE)
+        llm = gate(gw, result["decision_id"], "llm")
+    assert [(a["endpoint"], a["error"]) for a in llm["attempts"]] == [
+        ("llm-eu-1", "timeout"),
+        ("llm-eu-1", "timeout"),
+        ("llm-eu-2", None),
+    ]
+    assert llm["served_by"]["endpoint"] == "llm-eu-2" and result["outcome"] == "auto_approve"

@@ -72,25 +72,39 @@ class CompiledTool:
     limits: list[Any]
 
     def schema_errors(self, arguments: Any) -> list[str]:
-        errors = sorted(self.validator.iter_errors(arguments), key=lambda e: list(e.path))
-        out = []
-        for error in errors[:5]:
-            where = "arguments" + "".join(
-                f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.path
-            )
-            out.append(f"{where}: {error.message}")
-        return out
+        return json_schema_errors(self.validator, arguments, "arguments")
 
     def check_limits(self, activation: dict[str, Any]) -> list[LimitOutcome]:
-        outcomes = []
-        for limit, program in zip(self.spec.limits, self.limits, strict=True):
-            try:
-                value = program.execute(activation)
-            except Exception as exc:
-                outcomes.append(LimitOutcome(limit, False, f"{type(exc).__name__}: {exc}"))
-                continue
-            outcomes.append(LimitOutcome(limit, value is True))
-        return outcomes
+        return [
+            LimitOutcome(limit, passed, error)
+            for limit, (passed, error) in zip(
+                self.spec.limits, run_checks(self.limits, activation), strict=True
+            )
+        ]
+
+
+def json_schema_errors(validator: Any, value: Any, root: str, limit: int = 5) -> list[str]:
+    """Up to `limit` JSON Schema errors, each naming its path under `root`."""
+    errors = sorted(validator.iter_errors(value), key=lambda e: list(e.path))
+    return [
+        root
+        + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in error.path)
+        + f": {error.message}"
+        for error in errors[:limit]
+    ]
+
+
+def run_checks(programs: list[Any], activation: dict[str, Any]) -> list[tuple[bool, str | None]]:
+    """Evaluate boolean CEL checks: (passed, error); an error never passes."""
+    outcomes: list[tuple[bool, str | None]] = []
+    for program in programs:
+        try:
+            value = program.execute(activation)
+        except Exception as exc:
+            outcomes.append((False, f"{type(exc).__name__}: {exc}"))
+            continue
+        outcomes.append((value is True, None))
+    return outcomes
 
 
 @dataclass(frozen=True)
@@ -129,24 +143,15 @@ class CompiledDecisionType:
         """Why a parsed model answer does not match the decision type's output schema."""
         if self.output_validator is None:
             return []
-        errors = sorted(self.output_validator.iter_errors(proposal), key=lambda e: list(e.path))
-        return [
-            "proposal"
-            + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in e.path)
-            + f": {e.message}"
-            for e in errors[:5]
-        ]
+        return json_schema_errors(self.output_validator, proposal, "proposal")
 
     def check_proposal(self, activation: dict[str, Any]) -> list[CheckOutcome]:
-        outcomes = []
-        for check, program in zip(self.spec.gate, self.checks, strict=True):
-            try:
-                value = program.execute(activation)
-            except Exception as exc:
-                outcomes.append(CheckOutcome(check, False, f"{type(exc).__name__}: {exc}"))
-                continue
-            outcomes.append(CheckOutcome(check, value is True))
-        return outcomes
+        return [
+            CheckOutcome(check, passed, error)
+            for check, (passed, error) in zip(
+                self.spec.gate, run_checks(self.checks, activation), strict=True
+            )
+        ]
 
     def validate_inputs(self, inputs: Any) -> dict[str, Any]:
         """Validate `inputs` against the declared schema; errors name `inputs.<field>`."""
