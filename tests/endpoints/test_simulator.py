@@ -55,6 +55,12 @@ NESTED_SCHEMA: dict[str, Any] = {
         },
         "code": {"type": "string", "minLength": 12, "maxLength": 16},
         "note": {"anyOf": [{"type": "null"}, {"type": "string", "maxLength": 40}]},
+        "findings": {
+            "type": "array",
+            "items": {"type": "string", "maxLength": 30},
+            "minItems": 1,
+            "maxItems": 2,
+        },
         "incident": {
             "type": "object",
             "properties": {
@@ -64,7 +70,16 @@ NESTED_SCHEMA: dict[str, Any] = {
             "required": ["date", "police"],
         },
     },
-    "required": ["category", "confidence", "severity", "parties", "tags", "code", "incident"],
+    "required": [
+        "category",
+        "confidence",
+        "severity",
+        "parties",
+        "tags",
+        "code",
+        "incident",
+        "findings",
+    ],
 }
 
 

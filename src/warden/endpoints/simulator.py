@@ -300,7 +300,7 @@ class SchemaFiller:
         if _has(name, ("reason", "rationale", "explanation", "finding", "factor")) and (
             items.get("type") in (None, "string") and "enum" not in items
         ):
-            values: list[Any] = self._reasons()
+            values: list[Any] = [_fit_length(r, items) for r in self.facts.reasons()]
         else:
             values = [self.fill(items, _singular(name), depth + 1) for _ in range(max(low, 1))]
             if isinstance(items.get("enum"), list):
@@ -315,9 +315,6 @@ class SchemaFiller:
                 else f"{self._text(name)} ({len(values) + 1})"
             )
         return values[: max(high, 0)]
-
-    def _reasons(self) -> list[str]:
-        return self.facts.reasons()
 
     def _number(self, schema: dict[str, Any], name: str, *, integer: bool) -> float | int:
         lo = _num(schema.get("minimum"), None)
@@ -373,13 +370,7 @@ class SchemaFiller:
             text = _band_word(self.facts.payout)
         else:
             text = self._text(name)
-        low = int(schema.get("minLength", 0))
-        high = schema.get("maxLength")
-        if len(text) < low:
-            text = text + "." * (low - len(text))
-        if isinstance(high, int) and len(text) > high:
-            text = text[:high]
-        return text
+        return _fit_length(text, schema)
 
     def _text(self, name: str) -> str:
         if _has(name, ("reason", "rationale", "explanation", "summary", "justification", "note")):
@@ -395,6 +386,16 @@ class SchemaFiller:
         if _has(name, ("band", "tier", "bucket", "range")):
             return _pick_band(strings, self.facts.payout)
         return _pick_level(strings, self.facts.level)
+
+
+def _fit_length(text: str, schema: dict[str, Any]) -> str:
+    low = schema.get("minLength", 0)
+    high = schema.get("maxLength")
+    if isinstance(low, int) and len(text) < low:
+        text = text + "." * (low - len(text))
+    if isinstance(high, int) and len(text) > high:
+        text = text[:high]
+    return text
 
 
 def _has(name: str, words: tuple[str, ...]) -> bool:
