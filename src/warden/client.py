@@ -56,6 +56,7 @@ def decide_requests(
                 results.append({"error": exc.to_dict()})
             except WardenError as exc:
                 results.append({"error": exc.to_dict()})
+        await gateway.endpoints.stop()  # the model endpoints' pool belongs to this loop
         return results
 
     with Gateway.open(data_dir, policy) as gateway:

@@ -261,7 +261,13 @@ class Gateway:
     def decide_sync(
         self, payload: Any, caller: Principal, *, idempotency_key: str | None = None
     ) -> dict[str, Any]:
-        return asyncio.run(self.decide(payload, caller, idempotency_key=idempotency_key))
+        async def once() -> dict[str, Any]:
+            try:
+                return await self.decide(payload, caller, idempotency_key=idempotency_key)
+            finally:  # the model endpoints' connection pool belongs to this loop
+                await self.endpoints.stop()
+
+        return asyncio.run(once())
 
     def _replay(self, held: StoredEntry, request: DecisionRequest) -> dict[str, Any]:
         record = held.body()

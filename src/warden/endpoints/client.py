@@ -1,6 +1,8 @@
 """The async OpenAI-compatible chat-completions client.
 
-One pooled `httpx.AsyncClient` per event loop; per-endpoint timeouts and retries; failover
+One pooled `aiohttp.ClientSession` per event loop (measured against the simulator at 32
+in flight: 0.3–0.45 ms of client CPU per call, against 3.5–4.2 ms with httpx's
+AsyncClient; bench/README.md); per-endpoint timeouts and retries; failover
 only along a `Routing`'s candidates (which come from the residency plan alone). Every
 attempt — endpoint, region, zone, status or error, latency — is returned, so the record
 names exactly the deployments that were tried and the one that answered. The decision id
@@ -18,7 +20,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx
+import aiohttp
 
 from warden.audit.sqlite_store import utc_now
 from warden.endpoints import local_model
@@ -65,25 +67,25 @@ class ChatClient:
     def __init__(self, router: Router, *, max_connections: int = 256) -> None:
         self.router = router
         self.max_connections = max_connections
-        self._pools: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, httpx.AsyncClient]
-        self._pools = weakref.WeakKeyDictionary()
+        #: one session per event loop (a session belongs to the loop it was made on)
+        self._pools: dict[int, tuple[weakref.ref[asyncio.AbstractEventLoop], Any]] = {}
 
-    def pool(self) -> httpx.AsyncClient:
+    def pool(self) -> aiohttp.ClientSession:
         loop = asyncio.get_running_loop()
-        client = self._pools.get(loop)
-        if client is None:
-            limits = httpx.Limits(
-                max_connections=self.max_connections,
-                max_keepalive_connections=self.max_connections,
-            )
-            client = httpx.AsyncClient(limits=limits, trust_env=False)
-            self._pools[loop] = client
-        return client
+        held = self._pools.get(id(loop))
+        if held is not None and held[0]() is loop and not held[1].closed:
+            session: aiohttp.ClientSession = held[1]
+            return session
+        connector = aiohttp.TCPConnector(limit=self.max_connections, limit_per_host=0)
+        session = aiohttp.ClientSession(connector=connector, trust_env=False)
+        self._pools[id(loop)] = (weakref.ref(loop), session)
+        return session
 
     async def aclose(self) -> None:
-        client = self._pools.pop(asyncio.get_running_loop(), None)
-        if client is not None:
-            await client.aclose()
+        """Close this loop's session (call before the loop ends)."""
+        held = self._pools.pop(id(asyncio.get_running_loop()), None)
+        if held is not None:
+            await held[1].close()
 
     async def complete(
         self,
@@ -158,27 +160,27 @@ class ChatClient:
             status = 200
         else:
             assert endpoint.base_url is not None
-            headers = {DECISION_HEADER: decision_id}
+            headers = {DECISION_HEADER: decision_id, "Content-Type": "application/json"}
             if endpoint.api_key_env and os.environ.get(endpoint.api_key_env):
                 headers["Authorization"] = f"Bearer {os.environ[endpoint.api_key_env]}"
-            timeout = httpx.Timeout(
-                endpoint.timeout_ms / 1000, connect=endpoint.connect_timeout_ms / 1000
+            timeout = aiohttp.ClientTimeout(
+                total=endpoint.timeout_ms / 1000, sock_connect=endpoint.connect_timeout_ms / 1000
             )
             try:
-                response = await self.pool().post(
+                async with self.pool().post(
                     endpoint.base_url.rstrip("/") + "/chat/completions",
-                    json=request,
+                    data=json.dumps(request).encode(),
                     headers=headers,
                     timeout=timeout,
-                )
-            except httpx.TimeoutException as exc:
+                ) as response:
+                    raw = (await response.read()).decode("utf-8", errors="replace")
+                    status = response.status
+            except TimeoutError as exc:
                 return self._failed(attempt, t0, "timeout", type(exc).__name__), None
-            except httpx.HTTPError as exc:
-                error = (
-                    "connect_error" if isinstance(exc, httpx.ConnectError) else "transport_error"
-                )
-                return self._failed(attempt, t0, error, type(exc).__name__), None
-            raw, status = response.text, response.status_code
+            except aiohttp.ClientConnectorError as exc:
+                return self._failed(attempt, t0, "connect_error", type(exc).__name__), None
+            except aiohttp.ClientError as exc:
+                return self._failed(attempt, t0, "transport_error", type(exc).__name__), None
             attempt["status"] = status
             if status != 200:
                 retry = status in _RETRYABLE_STATUS

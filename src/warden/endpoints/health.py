@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
+import aiohttp
 
 from warden.audit.sqlite_store import utc_now
 from warden.policy.model import Endpoint
@@ -48,17 +48,19 @@ class Health:
         }
 
 
-async def check(client: httpx.AsyncClient, endpoint: Endpoint, health: Health) -> bool:
+async def check(session: aiohttp.ClientSession, endpoint: Endpoint, health: Health) -> bool:
     url = health_url(endpoint)
     if url is None:
         health.healthy, health.error = True, None
         return True
     ok, error = False, None
+    timeout = aiohttp.ClientTimeout(total=endpoint.connect_timeout_ms / 1000 + 1.0)
     try:
-        response = await client.get(url, timeout=endpoint.connect_timeout_ms / 1000 + 1.0)
-        ok = response.status_code == 200
-        error = None if ok else f"http_{response.status_code}"
-    except httpx.HTTPError as exc:
+        async with session.get(url, timeout=timeout) as response:
+            await response.read()
+            ok = response.status == 200
+            error = None if ok else f"http_{response.status}"
+    except (TimeoutError, aiohttp.ClientError) as exc:
         error = type(exc).__name__
     health.checks += 1
     health.failed_checks += not ok
