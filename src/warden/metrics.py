@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
@@ -46,4 +46,15 @@ GUARD_HITS = Counter(
     "warden_guard_hits_total",
     "Checks that found something, by surface and reason code",
     ["surface", "code"],
+)
+
+MODEL_CALLS = Counter(
+    "warden_model_calls_total",
+    "Model endpoint attempts, by endpoint and result (ok or the error)",
+    ["endpoint", "result"],
+)
+BREAKER_STATE = Gauge(
+    "warden_endpoint_breaker_state",
+    "Circuit breaker per model endpoint: 0 closed, 1 half-open, 2 open",
+    ["endpoint"],
 )

@@ -77,6 +77,14 @@ def test_openai_client_through_warden_is_routed_by_residency_and_recorded(
     assert len(world.upstreams["llm-us-1"].access_log_entries()) == 1
     assert len(world.upstreams["llm-eu-1"].access_log_entries()) == 1
 
+    health = httpx.get(f"{server.url}/healthz", timeout=10).json()
+    assert health["residency_policy_version"].startswith("sha256:")
+    eu1 = health["endpoints"]["llm-eu-1"]
+    assert (eu1["region"], eu1["zone"], eu1["breaker"]["state"]) == ("eu-west-1", "EU", "closed")
+    assert eu1["breaker"]["successes"] == 1
+    metrics = httpx.get(f"{server.url}/metrics", timeout=10).text
+    assert 'warden_model_calls_total{endpoint="llm-eu-1",result="ok"} 1.0' in metrics
+
 
 BAD_HEADERS: list[tuple[dict[str, str | None], str]] = [
     ({"X-Warden-Jurisdiction": None}, "X-Warden-Jurisdiction"),
@@ -143,6 +151,8 @@ def test_injection_and_outage_are_answered_without_a_disallowed_endpoint(
             model="x", messages=[{"role": "user", "content": "Hello"}]
         )
     assert outage.value.status_code == 503
+    metrics = httpx.get(f"{server.url}/metrics", timeout=10).text
+    assert 'warden_model_calls_total{endpoint="llm-us-1",result="connect_error"} 2.0' in metrics
     world.upstreams["llm-eu-1"].kill()
     world.upstreams["llm-eu-2"].kill()
     with pytest.raises(openai.ConflictError) as review:  # EU: on_unavailable review

@@ -167,6 +167,8 @@ def create_app(gateway: Gateway, *, close_on_shutdown: bool = False) -> FastAPI:
             "status": "ok",
             "audit_entries": gateway.store.size(),
             "policy_version": gateway.policy.version,
+            "residency_policy_version": gateway.policy.routes.version,
+            "endpoints": gateway.endpoints.snapshot(),
         }
 
     @app.get("/metrics", response_class=PlainTextResponse, summary="Prometheus metrics")

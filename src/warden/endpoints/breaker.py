@@ -9,10 +9,12 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from warden import metrics
 from warden.audit.sqlite_store import utc_now
 from warden.policy.model import BreakerSettings
 
 State = Literal["closed", "open", "half_open"]
+_GAUGE = {"closed": 0, "half_open": 1, "open": 2}
 
 
 @dataclass
@@ -86,6 +88,7 @@ class Breaker:
 
     def _move(self, state: State) -> None:
         self.state = state
+        metrics.BREAKER_STATE.labels(self.name).set(_GAUGE[state])
         now = utc_now()
         self.stamps[f"{state}_at"] = now
         self.transitions.append((state, now))

@@ -22,6 +22,7 @@ from typing import Any
 
 import aiohttp
 
+from warden import metrics
 from warden.audit.sqlite_store import utc_now
 from warden.endpoints import local_model
 from warden.endpoints.router import Router, Routing, Skip
@@ -121,6 +122,7 @@ class ChatClient:
                     breaker.release()
                     raise
                 attempts.append(attempt)
+                metrics.MODEL_CALLS.labels(name, attempt["error"] or "ok").inc()
                 if result is not None:
                     breaker.record_success()
                     result.attempts, result.skipped = attempts, skipped
