@@ -167,8 +167,15 @@ def test_unknown_data_class_and_unlabeled_requests_are_refused(
         with pytest.raises(RefusedError) as caught:
             gw.decide_sync({**claim("EU"), "jurisdiction": None}, SERVICE)
         assert caught.value.code == "residency.unlabeled"
-        public = gw.decide_sync({**claim("EU"), "data_class": "public"}, SERVICE)
-        assert gate(gw, public["decision_id"], "llm")["data_class"] == "public"
+        passage = "Section 4.2: accidental screen damage is covered up to 500 EUR."
+        public = gw.decide_sync(
+            {**claim("EU"), "data_class": "public", "context": [passage]}, SERVICE
+        )
+        llm = gate(gw, public["decision_id"], "llm")
+        assert llm["data_class"] == "public"
+        assert llm["messages"][1]["content"].endswith(f"Relevant policy wording:\n- {passage}")
+        record = gw.store.entries_for(public["decision_id"])[-1].body()
+        assert record["request"]["context"] == [passage]
     assert sum(len(v) for v in world.requests_by_region().values()) == 1
 
 
