@@ -53,6 +53,15 @@ def test_policy_check_ok_and_typo_is_one_clear_line(tmp_path: Path) -> None:
     assert "review.sla_minute: unknown key 'sla_minute' (did you mean 'sla_minutes'?)" in bad.stderr
     assert "Traceback" not in bad.stderr
     assert len(bad.stderr.strip().splitlines()) <= 2
+    assert "residency policy version sha256:" in ok.stdout
+    # a route that would send EU data to a US endpoint never loads
+    text = EXAMPLE_POLICY.read_text()
+    route = "endpoints: [llm-eu-1, llm-eu-2]}"
+    line = text[: text.index(route)].count("\n") + 1
+    broken.write_text(text.replace(route, "endpoints: [llm-eu-1, llm-us-1]}"))
+    bad = run("policy", "check", str(broken))
+    assert bad.returncode == 2, bad.stdout
+    assert f"p.yaml:{line}: residency.EU.routes[0].endpoints[1]: endpoint 'llm-us-1'" in bad.stderr
 
 
 def test_audit_commands(decided: tuple[Path, list[str]], tmp_path: Path) -> None:

@@ -219,6 +219,11 @@ def policy_check(file: Path) -> None:
         f"[green]OK[/] {file}: {len(loaded.decision_types)} decision type(s), "
         f"version {loaded.version}"
     )
+    console.print(
+        f"{len(loaded.routes.endpoints)} model endpoint(s), residency policy version "
+        f"{loaded.routes.version}",
+        highlight=False,
+    )
 
 
 @policy_app.command("show")
