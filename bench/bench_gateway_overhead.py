@@ -8,12 +8,14 @@ upstream`) and the same compiled load generator (`bench/loadgen`) against
   litellm  the LiteLLM proxy, a pinned release (bench/litellm-requirements.txt) in its own
            venv bench/.venv-litellm, no database, routing the model name to the simulator.
 
-Each target is measured with 1 client (added latency) and 32 concurrent clients
-(throughput); added latency = the target's percentile minus the direct one at the same
-concurrency. Everything runs on 127.0.0.1; every run is bounded in time.
+All servers are started first; then each round measures every target with 1 client
+(added latency) and with 32 concurrent clients (throughput), alternating, and the tables
+show the median over the rounds (a load spike from elsewhere on the shared VM then hits
+every target alike). Added latency = the target's percentile minus the direct one at the
+same concurrency. Everything runs on 127.0.0.1; every run is bounded in time.
 
     make -C bench loadgen
-    .venv/bin/python bench/bench_gateway_overhead.py [--seconds 10] [--targets direct,warden]
+    .venv/bin/python bench/bench_gateway_overhead.py [--rounds 3] [--seconds 6] [--targets …]
 """
 
 from __future__ import annotations
@@ -24,12 +26,13 @@ import json
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -150,7 +153,8 @@ class Target:
     label: str
     url: str = ""
     headers: list[str] = field(default_factory=list)
-    runs: dict[int, dict[str, Any]] = field(default_factory=dict)
+    rounds: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
+    runs: dict[int, dict[str, Any]] = field(default_factory=dict)  # medians over rounds
     skipped: str | None = None
     notes: dict[str, Any] = field(default_factory=dict)
 
@@ -160,12 +164,31 @@ def probe(target: Target, body: dict[str, Any]) -> httpx.Response:
     return httpx.post(target.url, json=body, headers=headers, timeout=30)
 
 
-def measure(
-    target: Target, body_file: Path, levels: list[int], seconds: float, warmup: float
-) -> None:
-    for c in levels:
-        console.print(f"  {target.label}: {c} client(s), {warmup:g}+{seconds:g} s", highlight=False)
-        target.runs[c] = run_loadgen(target.url, target.headers, body_file, c, seconds, warmup)
+def measure(target: Target, body_file: Path, c: int, seconds: float, warmup: float) -> None:
+    run = run_loadgen(target.url, target.headers, body_file, c, seconds, warmup)
+    target.rounds.setdefault(c, []).append(run)
+    console.print(
+        f"  {target.label}: {c} client(s), {warmup:g}+{seconds:g} s: {run['rps']:,.0f} req/s, "
+        f"p50 {ms(run['p50_ms'])} ms",
+        highlight=False,
+    )
+
+
+def medians(target: Target) -> None:
+    """Per client count, the median of each figure over the rounds (the rounds alternate
+    the targets, so a load spike from elsewhere on the shared VM hits all of them)."""
+    for c, runs in target.rounds.items():
+        merged: dict[str, Any] = {"rounds": len(runs)}
+        for key in ("rps", "p50_ms", "p90_ms", "p99_ms", "max_ms"):
+            values = [r[key] for r in runs if r[key] is not None]
+            merged[key] = statistics.median(values) if values else None
+        status: dict[str, int] = {}
+        for r in runs:
+            for code, n in r["status"].items():
+                status[code] = status.get(code, 0) + n
+        merged["status"] = status
+        merged["errors"] = sum(r["errors"] for r in runs)
+        target.runs[c] = merged
 
 
 # --------------------------------------------------------------------------- LiteLLM
@@ -449,8 +472,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
-    parser.add_argument("--seconds", type=float, default=10, help="measured seconds per run")
-    parser.add_argument("--warmup", type=float, default=3)
+    parser.add_argument("--seconds", type=float, default=6, help="measured seconds per run")
+    parser.add_argument("--warmup", type=float, default=2)
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (medians)")
     parser.add_argument("--concurrency", default="1,32", help="client counts, e.g. 1,32")
     parser.add_argument("--targets", default="direct,warden,litellm")
     parser.add_argument("--litellm-workers", default="1,2", help="LiteLLM worker counts to run")
@@ -463,7 +487,7 @@ def main() -> None:
         subprocess.run(["make", "-C", str(BENCH), "loadgen"], check=True)
     litellm_version = ensure_litellm() if "litellm" in wanted else None
     targets: list[Target] = []
-    with tempfile.TemporaryDirectory(prefix="warden-overhead-") as tmp_name:
+    with tempfile.TemporaryDirectory(prefix="warden-overhead-") as tmp_name, ExitStack() as stack:
         tmp = Path(tmp_name)
         body_list = bodies()
         body_file = tmp / "bodies.jsonl"
@@ -473,33 +497,31 @@ def main() -> None:
         sim_argv += ["--port", str(port), "--latency-ms", str(args.latency_ms)]
         sim_argv += ["--access-log", str(tmp / "upstream.access.jsonl")]
         upstream = f"http://127.0.0.1:{port}/v1"
-        with process(sim_argv, tmp / "upstream.log") as sim:
-            wait_http(f"http://127.0.0.1:{port}/health", sim, 30, "simulator")
-            if "direct" in wanted:
-                direct = Target("direct", "direct (simulator)", f"{upstream}/chat/completions")
-                measure(direct, body_file, levels, args.seconds, args.warmup)
-                targets.append(direct)
-            if "warden" in wanted:
-                with warden_server(tmp, upstream) as warden:
-                    first = probe(warden, body_list[0])
-                    if first.status_code == 404:
-                        warden.skipped = "no POST /v1/chat/completions front door in this build"
-                    elif first.status_code != 200:
-                        warden.skipped = (
-                            f"front door answered {first.status_code}: {first.text[:200]}"
-                        )
-                    else:
-                        measure(warden, body_file, levels, args.seconds, args.warmup)
-                targets.append(warden)
-            if "litellm" in wanted:
-                for workers in [int(w) for w in args.litellm_workers.split(",")]:
-                    with litellm_server(tmp, upstream, workers) as lite:
-                        first = probe(lite, body_list[0])
-                        if first.status_code != 200:
-                            lite.skipped = f"answered {first.status_code}: {first.text[:200]}"
-                        else:
-                            measure(lite, body_file, levels, args.seconds, args.warmup)
-                    targets.append(lite)
+        sim = stack.enter_context(process(sim_argv, tmp / "upstream.log"))
+        wait_http(f"http://127.0.0.1:{port}/health", sim, 30, "simulator")
+        # every server is started first, then the rounds alternate between them
+        if "direct" in wanted:
+            targets.append(Target("direct", "direct (simulator)", f"{upstream}/chat/completions"))
+        if "warden" in wanted:
+            targets.append(stack.enter_context(warden_server(tmp, upstream)))
+        if "litellm" in wanted:
+            for workers in [int(w) for w in args.litellm_workers.split(",")]:
+                targets.append(stack.enter_context(litellm_server(tmp, upstream, workers)))
+        for target in targets:
+            first = probe(target, body_list[0])
+            if first.status_code == 404 and target.name == "warden":
+                target.skipped = "no POST /v1/chat/completions front door in this build"
+            elif first.status_code != 200:
+                target.skipped = f"answered {first.status_code}: {first.text[:200]}"
+        for round_no in range(1, args.rounds + 1):
+            console.print(f"round {round_no} of {args.rounds}")
+            for c in levels:
+                for target in targets:
+                    if not target.skipped:
+                        measure(target, body_file, c, args.seconds, args.warmup)
+        for target in targets:
+            medians(target)
+        stack.close()  # stop the servers: Warden's audit log is verified on the way out
         upstream_log = upstream_log_summary(tmp / "upstream.access.jsonl")
     derived = derive(targets, levels)
     summary = verdict(derived, levels)
@@ -512,12 +534,19 @@ def main() -> None:
         "benchmark": "gateway_overhead",
         "seconds": args.seconds,
         "warmup": args.warmup,
+        "rounds": args.rounds,
         "concurrency": levels,
         "simulator_latency_ms": args.latency_ms,
         "litellm_version": litellm_version,
         "upstream_access_log": upstream_log,
         "targets": {
-            t.name: {"label": t.label, "skipped": t.skipped, "loadgen": t.runs, "notes": t.notes}
+            t.name: {
+                "label": t.label,
+                "skipped": t.skipped,
+                "median": t.runs,
+                "loadgen_rounds": t.rounds,
+                "notes": t.notes,
+            }
             for t in targets
         },
         "derived": derived,
