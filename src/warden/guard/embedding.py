@@ -24,6 +24,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import io
+import itertools
 import re
 import unicodedata
 import zipfile
@@ -126,25 +127,28 @@ class StaticEmbedding:
     def tokens(self, low_raw: bytes) -> tuple[I64, I64]:
         """Word-piece ids of lower-cased UTF-8 text and the byte offset each starts at
         (every piece of a word starts where the word does)."""
-        ids: list[int] = []
-        starts: list[int] = []
-        pieces = self._pieces
-        for m in _WORD.finditer(low_raw):
-            p = pieces(m.group())
-            ids.extend(p)
-            starts.extend([m.start()] * len(p))
-        return np.array(ids, dtype=np.int64), np.array(starts, dtype=np.int64)
+        found = list(_WORD.finditer(low_raw))
+        get, slow = self._cache.get, self._pieces
+        pieces = [get(w) or slow(w) for w in [m.group() for m in found]]
+        counts = np.fromiter(map(len, pieces), dtype=np.int64, count=len(pieces))
+        ids = np.fromiter(itertools.chain.from_iterable(pieces), dtype=np.int64)
+        starts = np.repeat(np.fromiter((m.start() for m in found), np.int64, len(found)), counts)
+        return ids, starts
 
     # ------------------------------------------------------------------ vectors
     def span_sums(self, low_raw: bytes, spans: I64) -> F32:
         """The summed piece vectors of the words starting in each span, shape (k, dims)."""
         ids, starts = self.tokens(low_raw)
-        prefix = np.zeros((len(ids) + 1, self.dims), dtype=np.float32)
-        if len(ids):
-            np.cumsum(self.table[ids], axis=0, out=prefix[1:])
+        if len(spans) == 0:
+            return np.zeros((0, self.dims), dtype=np.float32)
+        # rows of the pieces plus a zero row, so that every span end is a valid index;
+        # reduceat sums rows[lo:hi] at the even positions (spans may overlap)
+        rows = np.zeros((len(ids) + 1, self.dims), dtype=np.float32)
+        rows[: len(ids)] = self.table[ids]
         lo = np.searchsorted(starts, spans[:, 0])
         hi = np.searchsorted(starts, spans[:, 1])
-        out: F32 = prefix[hi] - prefix[lo]
+        out: F32 = np.add.reduceat(rows, np.stack([lo, hi], axis=1).ravel(), axis=0)[::2]
+        out[lo >= hi] = 0.0
         return out
 
 

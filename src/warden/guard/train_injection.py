@@ -34,7 +34,7 @@ import json
 import math
 import re
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -414,9 +414,37 @@ def document_head_docs(c: Corpus, rng: np.random.Generator, per_attack: int) -> 
     docs += clean_docs(c.presidio, "presidio")
     docs += clean_docs(c.business, "business")
     contexts = emails + email_threads
-    docs += attacked(contexts, c.text_attacks, per_attack, POSITIONS, rng, "email+text_attack")
-    docs += attacked(code, c.code_attacks, per_attack, POSITIONS, rng, "code+code_attack")
+    planted = attacked(contexts, c.text_attacks, per_attack, POSITIONS, rng, "email+text_attack")
+    planted += attacked(code, c.code_attacks, per_attack, POSITIONS, rng, "code+code_attack")
+    docs += planted
+    # the same documents as the gateway reads them out of a PDF (lines wrapped, quotes
+    # re-encoded): every clean e-mail, thread and code answer, and every PDF_EVERY-th
+    # attacked document
+    for doc in [*emails, *email_threads, *code, *planted[::PDF_EVERY]]:
+        rendered = pdf_rendered(doc)
+        if rendered is not None:
+            docs.append(rendered)
     return HeadData("document", docs, DOCUMENT_WEIGHTS)
+
+
+#: one attacked document in this many is also rendered as a PDF for the document head
+PDF_EVERY = 4
+
+
+def pdf_rendered(doc: Doc) -> Doc | None:
+    """``doc`` written into a PDF and read back as the document surface reads it; the
+    attack is found again in the wrapped text (None if it cannot be)."""
+    from warden.guard.documents import analyze_pdf
+    from warden.guard.pdfgen import build_pdf, text_pages
+
+    text = norm(analyze_pdf(build_pdf(text_pages(doc.text))).all_text_for_scanning)
+    if doc.attack_span is None:
+        return replace(doc, text=text)
+    words = doc.text[doc.attack_span[0] : doc.attack_span[1]].split()
+    found = re.search(r"\s+".join(re.escape(w) for w in words), text)
+    if found is None:
+        return None
+    return replace(doc, text=text, attack_span=(found.start(), found.end()))
 
 
 # ---------------------------------------------------------------------- rows
