@@ -40,7 +40,6 @@ import json
 import math
 import re
 import threading
-import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +54,7 @@ from warden.guard.embedding import (
     StaticEmbedding,
     segment_features,
 )
+from warden.guard.npz import npz_bytes
 
 Head = Literal["prompt", "document"]
 HEADS: tuple[Head, ...] = ("prompt", "document")
@@ -368,19 +368,10 @@ def save_model(
 ) -> str:
     """Write the model reproducibly (fixed zip timestamps, sorted JSON) and return the
     .npz's SHA-256, which is also recorded in the JSON."""
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        arrays: list[tuple[str, Any]] = [("weights", weights), ("intercepts", intercepts)]
-        if dense is not None:
-            arrays.append(("dense", dense))
-        for name, arr in arrays:
-            data = io.BytesIO()
-            np.lib.format.write_array(data, np.ascontiguousarray(arr), allow_pickle=False)
-            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-            info.compress_type = zipfile.ZIP_DEFLATED
-            info.external_attr = 0o644 << 16
-            zf.writestr(info, data.getvalue(), compresslevel=9)
-    raw = buf.getvalue()
+    arrays: list[tuple[str, Any]] = [("weights", weights), ("intercepts", intercepts)]
+    if dense is not None:
+        arrays.append(("dense", dense))
+    raw = npz_bytes(arrays)
     digest = hashlib.sha256(raw).hexdigest()
     npz_path.parent.mkdir(parents=True, exist_ok=True)
     npz_path.write_bytes(raw)

@@ -27,12 +27,13 @@ import io
 import itertools
 import re
 import unicodedata
-import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
+
+from warden.guard.npz import npz_bytes
 
 MODELS_DIR = Path(__file__).parent / "models"
 EMBED_NAME = "static-embed-v1"
@@ -202,16 +203,7 @@ def _default(sha256: str | None) -> StaticEmbedding:
 def save_table(path: Path, table: npt.NDArray[np.float16], vocab: list[str]) -> str:
     """Write the table reproducibly (fixed zip timestamps) and return its SHA-256."""
     blob = np.frombuffer("\n".join(vocab).encode("utf-8"), dtype=np.uint8)
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        for name, arr in (("table", table), ("vocab", blob)):
-            data = io.BytesIO()
-            np.lib.format.write_array(data, np.ascontiguousarray(arr), allow_pickle=False)
-            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-            info.compress_type = zipfile.ZIP_DEFLATED
-            info.external_attr = 0o644 << 16
-            zf.writestr(info, data.getvalue(), compresslevel=9)
-    raw = buf.getvalue()
+    raw = npz_bytes([("table", table), ("vocab", blob)])
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(raw)
     return hashlib.sha256(raw).hexdigest()
