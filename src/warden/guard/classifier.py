@@ -20,11 +20,15 @@ Because a span's logit is ``b + sum(w[bucket]) / n**alpha`` and every n-gram has
 position, scoring any number of spans of a text costs one pass over the text plus one
 prefix sum.
 
-The model is stored without pickle: ``injection-clf-v1.npz`` holds the weight matrix and
-intercepts (written with fixed zip timestamps, so a rebuild is byte-identical),
-``injection-clf-v1.json`` the hyper-parameters, the operating thresholds, the training
-data hashes and the SHA-256 of the ``.npz``, which :meth:`InjectionClassifier.load`
-checks.
+The document head also reads dense features of each segment (:mod:`warden.guard.embedding`:
+the summed static word-piece vectors of the segment, normalised, its cosine with the rest
+of the document, and whether it is a question), one more weight each.
+
+The model is stored without pickle: ``injection-clf-v2.npz`` holds the weight matrix, the
+intercepts and the document head's dense weights (written with fixed zip timestamps, so a
+rebuild is byte-identical), ``injection-clf-v2.json`` the hyper-parameters, the operating
+thresholds, the training data hashes, the SHA-256 of the ``.npz`` and of the embedding
+table, which :meth:`InjectionClassifier.load` checks.
 """
 
 from __future__ import annotations
@@ -36,7 +40,6 @@ import json
 import math
 import re
 import threading
-import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,13 +48,24 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
+from warden.guard.embedding import (
+    EXTRA_FEATURES,
+    EmbeddingError,
+    StaticEmbedding,
+    segment_features,
+)
+from warden.guard.npz import npz_bytes
+
 Head = Literal["prompt", "document"]
 HEADS: tuple[Head, ...] = ("prompt", "document")
 
 MODELS_DIR = Path(__file__).parent / "models"
-MODEL_NAME = "injection-clf-v1"
+MODEL_NAME = "injection-clf-v2"
 DEFAULT_NPZ = MODELS_DIR / f"{MODEL_NAME}.npz"
 DEFAULT_JSON = MODELS_DIR / f"{MODEL_NAME}.json"
+
+#: dense features beyond the embedding's dimensions (cosine with the rest, question mark)
+DENSE_EXTRA = len(EXTRA_FEATURES)
 
 U64 = np.uint64
 IntArray = npt.NDArray[np.int64]
@@ -350,19 +364,14 @@ def save_model(
     weights: npt.NDArray[np.float32],
     intercepts: FloatArray,
     meta: dict[str, Any],
+    dense: npt.NDArray[np.float32] | None = None,
 ) -> str:
     """Write the model reproducibly (fixed zip timestamps, sorted JSON) and return the
     .npz's SHA-256, which is also recorded in the JSON."""
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        for name, arr in (("weights", weights), ("intercepts", intercepts)):
-            data = io.BytesIO()
-            np.lib.format.write_array(data, np.ascontiguousarray(arr), allow_pickle=False)
-            info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-            info.compress_type = zipfile.ZIP_DEFLATED
-            info.external_attr = 0o644 << 16
-            zf.writestr(info, data.getvalue(), compresslevel=9)
-    raw = buf.getvalue()
+    arrays: list[tuple[str, Any]] = [("weights", weights), ("intercepts", intercepts)]
+    if dense is not None:
+        arrays.append(("dense", dense))
+    raw = npz_bytes(arrays)
     digest = hashlib.sha256(raw).hexdigest()
     npz_path.parent.mkdir(parents=True, exist_ok=True)
     npz_path.write_bytes(raw)
@@ -392,6 +401,9 @@ class InjectionClassifier:
     thresholds: dict[str, float]
     sha256: str
     meta: dict[str, Any] = field(default_factory=dict)
+    #: the document head's weights for the dense segment features (None: n-grams only)
+    dense: npt.NDArray[np.float32] | None = None
+    embedding: StaticEmbedding | None = None
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -409,23 +421,54 @@ class InjectionClassifier:
         with np.load(io.BytesIO(raw), allow_pickle=False) as z:
             weights = np.asarray(z["weights"], dtype=np.float32)
             intercepts = np.asarray(z["intercepts"], dtype=np.float64)
+            dense = np.asarray(z["dense"], dtype=np.float32) if "dense" in z.files else None
         spec = FeatureSpec.from_dict(meta["features"])
         heads = list(meta["heads"])
         if heads != list(HEADS) or weights.shape != (len(HEADS), 1 << spec.bits):
             raise ModelError(f"{npz_path.name}: unexpected heads or weight shape")
         thresholds: dict[str, float] = {h: float(meta["thresholds"][h]) for h in HEADS}
-        return cls(spec, weights, intercepts, thresholds, digest, meta)
+        embedding = None
+        if dense is not None:
+            table = meta.get("dense", {})
+            try:
+                embedding = StaticEmbedding.load(
+                    npz_path.parent / str(table["file"]), str(table["sha256"])
+                )
+            except (KeyError, EmbeddingError) as exc:
+                raise ModelError(f"{npz_path.name}: dense features: {exc}") from exc
+            if dense.shape != (embedding.dims + DENSE_EXTRA,):
+                raise ModelError(f"{npz_path.name}: dense weights do not fit the table")
+        return cls(spec, weights, intercepts, thresholds, digest, meta, dense, embedding)
 
     @classmethod
     def load_default(cls) -> InjectionClassifier:
         return _default()
 
     # ------------------------------------------------------------------ scoring
+    def dense_logits(self, low_raw: bytes, spans: SpanArray) -> FloatArray:
+        """The dense features' share of the document head's logit for each segment."""
+        if self.dense is None or self.embedding is None:
+            return np.zeros(len(spans))
+        x = segment_features(self.embedding, low_raw, spans)
+        out: FloatArray = (x @ self.dense).astype(np.float64)
+        return out
+
+    def head_logits(
+        self, feats: Features, spans: SpanArray, head: Head, low_raw: bytes
+    ) -> FloatArray:
+        """What the detector scores: :meth:`span_logits`, plus the dense features on the
+        document head. ``low_raw`` is the lower-cased text's UTF-8."""
+        z = self.span_logits(feats, spans, head)
+        if head == "document" and self.dense is not None:
+            z = z + self.dense_logits(low_raw, spans.reshape(-1, 2))
+        return z
+
     def span_logits(
         self, feats: Features, spans: Sequence[tuple[int, int]] | SpanArray, head: Head
     ) -> FloatArray:
-        """Logit of each span (byte offsets) of a featurised text, for one head: the
-        intercept plus the weights of the n-grams starting in the span over n**alpha."""
+        """Logit of each span (byte offsets) of a featurised text, for one head, from its
+        n-grams only: the intercept plus the weights of the n-grams starting in the span
+        over n**alpha."""
         h = HEADS.index(head)
         alpha = self.spec.alpha
         b = float(self.intercepts[h])
@@ -466,9 +509,11 @@ class InjectionClassifier:
         that happens here)."""
         low = text.lower()
         feats = featurize(low, self.spec)
-        spans = units(text, head, self.spec, low)
-        logits = self.span_logits(feats, spans, head)
-        return [(s, e, float(z)) for (s, e), z in zip(spans, logits, strict=True)]
+        spans = unit_array(text, head, self.spec, low)
+        logits = self.head_logits(feats, spans, head, low.encode("utf-8", "surrogatepass"))
+        return [
+            (int(s), int(e), float(z)) for (s, e), z in zip(spans.tolist(), logits, strict=True)
+        ]
 
     def window_scores(self, text: str, head: Head = "prompt") -> list[WindowScore]:
         return [WindowScore(s, e, _sigmoid(z)) for s, e, z in self.window_logits(text, head)]

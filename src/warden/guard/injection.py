@@ -9,9 +9,11 @@ its own signals, and combines them into one score in [0, 1]:
 2. **signature** (``injection.signature``) — the curated, versioned rule set in
    ``rules/injection_signatures.yaml``; base64/hex payloads are decoded and rescanned.
 3. **classifier** (``injection.classifier``) — hashed n-gram logistic regression
-   (``models/injection-clf-v1.*``, see ``MODEL_CARD.md``). Its *prompt* head scores windows
+   (``models/injection-clf-v2.*``, see ``MODEL_CARD.md``). Its *prompt* head scores windows
    of any text for jailbreak/override language; on the *document* surface its *document*
-   head also scores every sentence-like segment for an instruction planted for the model.
+   head also scores every sentence-like segment for an instruction planted for the model,
+   from its n-grams and from static word-piece embeddings (what the sentence is about,
+   and how far that is from the rest of the document).
 
 Texts longer than one chunk, and every document, are read as overlapping chunks of
 ``CHUNK_BYTES`` bytes (UTF-8) advancing by half a chunk, so an instruction that straddles a
@@ -180,7 +182,7 @@ class InjectionDetector:
             )
             for head in heads:
                 spans = chunk_spans_b if head == "prompt" else unit_array(t, "document", spec, low)
-                z = self.classifier.span_logits(feats, spans, head) - self._offsets[head]
+                z = self.classifier.head_logits(feats, spans, head, raw) - self._offsets[head]
                 scores = 1.0 / (1.0 + np.exp(-np.clip(z, -50.0, 50.0)))
                 chunk_idx = np.minimum(spans[:, 0] // self.CHUNK_STEP, n_chunks - 1)
                 np.maximum.at(clf_chunk, chunk_idx, scores)

@@ -2,7 +2,7 @@
 
     python -m warden.guard.train_injection [--data DIR] [--out DIR]
 
-Same data, same code, same numpy: byte-identical ``injection-clf-v1.npz`` and ``.json``.
+Same data, same code, same numpy: byte-identical ``injection-clf-v2.npz`` and ``.json``.
 There is no randomness outside one seeded generator, the optimiser is a plain full-batch
 L-BFGS written here (no threads, no BLAS reductions), and the files are written with
 fixed zip timestamps and sorted JSON.
@@ -34,7 +34,7 @@ import json
 import math
 import re
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -44,6 +44,7 @@ import numpy.typing as npt
 from warden.guard.classifier import (
     DEFAULT_JSON,
     DEFAULT_NPZ,
+    DENSE_EXTRA,
     HEADS,
     MODEL_NAME,
     Features,
@@ -54,6 +55,14 @@ from warden.guard.classifier import (
     save_model,
     units,
     window_rows,
+)
+from warden.guard.embedding import (
+    DEFAULT_EMBED,
+    EXTRA_FEATURES,
+    NEIGHBOURS,
+    UNIT_SCALE,
+    StaticEmbedding,
+    segment_features,
 )
 from warden.guard.normalize import normalize
 
@@ -405,9 +414,37 @@ def document_head_docs(c: Corpus, rng: np.random.Generator, per_attack: int) -> 
     docs += clean_docs(c.presidio, "presidio")
     docs += clean_docs(c.business, "business")
     contexts = emails + email_threads
-    docs += attacked(contexts, c.text_attacks, per_attack, POSITIONS, rng, "email+text_attack")
-    docs += attacked(code, c.code_attacks, per_attack, POSITIONS, rng, "code+code_attack")
+    planted = attacked(contexts, c.text_attacks, per_attack, POSITIONS, rng, "email+text_attack")
+    planted += attacked(code, c.code_attacks, per_attack, POSITIONS, rng, "code+code_attack")
+    docs += planted
+    # the same documents as the gateway reads them out of a PDF (lines wrapped, quotes
+    # re-encoded): every clean e-mail, thread and code answer, and every PDF_EVERY-th
+    # attacked document
+    for doc in [*emails, *email_threads, *code, *planted[::PDF_EVERY]]:
+        rendered = pdf_rendered(doc)
+        if rendered is not None:
+            docs.append(rendered)
     return HeadData("document", docs, DOCUMENT_WEIGHTS)
+
+
+#: one attacked document in this many is also rendered as a PDF for the document head
+PDF_EVERY = 4
+
+
+def pdf_rendered(doc: Doc) -> Doc | None:
+    """``doc`` written into a PDF and read back as the document surface reads it; the
+    attack is found again in the wrapped text (None if it cannot be)."""
+    from warden.guard.documents import analyze_pdf
+    from warden.guard.pdfgen import build_pdf, text_pages
+
+    text = norm(analyze_pdf(build_pdf(text_pages(doc.text))).all_text_for_scanning)
+    if doc.attack_span is None:
+        return replace(doc, text=text)
+    words = doc.text[doc.attack_span[0] : doc.attack_span[1]].split()
+    found = re.search(r"\s+".join(re.escape(w) for w in words), text)
+    if found is None:
+        return None
+    return replace(doc, text=text, attack_span=(found.start(), found.end()))
 
 
 # ---------------------------------------------------------------------- rows
@@ -453,12 +490,14 @@ def build_rows(
     data: HeadData,
     spec: FeatureSpec,
     progress: Callable[[int], None] | None = None,
+    embedding: StaticEmbedding | None = None,
 ) -> Rows:
     """One row per unit. Each kind's weight is shared evenly by its documents and each
     document's by its rows; then both classes are scaled to the same total. In attacked
     documents only the attack's units are kept (the rest repeats a clean document), minus
     any whose text also occurs in a clean document (a code fence, ``import os``); of a code
-    attack only its lead sentence, the instruction, is kept."""
+    attack only its lead sentence, the instruction, is kept. With an ``embedding``, each
+    row also carries the segment's dense features, in columns ``2**bits`` and up."""
     head = data.head
     clean_units: set[bytes] = set()
     prepared = []
@@ -486,9 +525,18 @@ def build_rows(
                 keep = keep[:1]
         if keep:
             doc_w = data.kind_weights[doc.kind] / per_kind[doc.kind] / len(keep)
-            for (u, v), (_, lab) in zip(
+            dense = None
+            if embedding is not None:
+                low = doc.text.lower().encode("utf-8", "surrogatepass")
+                dense = segment_features(embedding, low, np.array(spans, dtype=np.int64))
+                where = {sp: k for k, sp in enumerate(spans)}
+            for (u, v), (sp, lab) in zip(
                 window_rows(feats, [sp for sp, _ in keep], spec.alpha), keep, strict=True
             ):
+                if dense is not None:
+                    x = dense[where[sp]].astype(np.float64)
+                    u = np.concatenate([u, (1 << spec.bits) + np.arange(len(x), dtype=np.int64)])
+                    v = np.concatenate([v, x])
                 rows.append(np.full(len(u), r, dtype=np.int64))
                 cols.append(u)
                 vals.append(v)
@@ -608,16 +656,24 @@ def doc_scores(
     docs: Sequence[Doc],
     head: Head,
     spec: FeatureSpec,
+    embedding: StaticEmbedding | None = None,
 ) -> npt.NDArray[np.float64]:
-    """Highest unit logit of each document, as the detector computes it."""
+    """Highest unit logit of each document, as the detector computes it. ``weights`` may
+    run past ``2**bits``: those are the dense features' weights (with ``embedding``)."""
+    dim = 1 << spec.bits
     out = np.empty(len(docs))
     for i, doc in enumerate(docs):
         low = doc.text.lower()
         feats = featurize(low, spec)
         spans = units(doc.text, head, spec, low)
+        extra = np.zeros(len(spans))
+        if embedding is not None:
+            raw = low.encode("utf-8", "surrogatepass")
+            x = segment_features(embedding, raw, np.array(spans, dtype=np.int64))
+            extra = x.astype(np.float64) @ weights[dim : dim + x.shape[1]]
         best = -math.inf
-        for u, v in window_rows(feats, spans, spec.alpha):
-            best = max(best, intercept + float(np.sum(weights[u] * v)))
+        for (u, v), e in zip(window_rows(feats, spans, spec.alpha), extra, strict=True):
+            best = max(best, intercept + float(np.sum(weights[u] * v)) + float(e))
         out[i] = best
     return out
 
@@ -637,6 +693,8 @@ class TrainConfig:
     margin: float = 0.0
     #: keep only the first N items of each source (tests: a fast, smaller rebuild)
     limit: int | None = None
+    #: static embedding table for the document head's dense features (None: n-grams only)
+    embedding: Path | None = DEFAULT_EMBED
     cross_validate: bool = True
 
     def as_dict(self) -> dict[str, Any]:
@@ -649,6 +707,7 @@ class TrainConfig:
             "target_fpr": self.target_fpr,
             "margin_logits": self.margin,
             "limit": self.limit,
+            "embedding": None if self.embedding is None else self.embedding.name,
         }
 
 
@@ -723,6 +782,9 @@ class Trained:
     thresholds: dict[str, float]
     cv: dict[str, Any]
     sizes: dict[str, Any]
+    #: the document head's weights of the dense features (None: n-grams only)
+    dense: npt.NDArray[np.float32] | None = None
+    embedding_sha256: str | None = None
 
 
 def train(
@@ -739,6 +801,8 @@ def train(
     thresholds: dict[str, float] = {}
     cv: dict[str, Any] = {}
     sizes: dict[str, Any] = {"train_items": c.sizes()}
+    embedding = StaticEmbedding.load(cfg.embedding) if cfg.embedding is not None else None
+    dense: npt.NDArray[np.float32] | None = None
 
     def tick(task: str, total: int) -> Callable[[int], None]:
         """A step callback for one task; ``step(-1)`` marks it finished (L-BFGS usually
@@ -756,7 +820,9 @@ def train(
         rng = np.random.default_rng([cfg.seed, h])
         data = head_data(head, c, cfg, rng)
         docs = data.docs
-        rows = build_rows(data, spec, tick(f"{head}: features", len(docs)))
+        emb = embedding if head == "document" else None
+        rows = build_rows(data, spec, tick(f"{head}: features", len(docs)), emb)
+        n_dense = 0 if emb is None else emb.dims + DENSE_EXTRA
         sizes[head] = {
             "documents": len(docs),
             "unit": "window" if head == "prompt" else "segment",
@@ -768,10 +834,12 @@ def train(
         }
         l2 = cfg.l2[h]
         fit = tick(f"{head}: fit", cfg.max_iter)
-        w, b = train_logreg(rows, dim, l2, cfg.max_iter, progress=fit)
+        w, b = train_logreg(rows, dim + n_dense, l2, cfg.max_iter, progress=fit)
         fit(-1)
-        weights[h] = w.astype(np.float32)
+        weights[h] = w[:dim].astype(np.float32)
         intercepts[h] = b
+        if n_dense:
+            dense = w[dim:].astype(np.float32)
         if cfg.cross_validate:
             oof_neg: dict[str, list[float]] = {}
             oof_pos: list[float] = []
@@ -780,11 +848,11 @@ def train(
                 mask = np.isin(rows.doc, np.fromiter(keep_docs, dtype=np.int64))
                 sub = _subset(rows, mask)
                 fold_fit = tick(f"{head}: cv fold {f + 1}", cfg.max_iter)
-                wf, bf = train_logreg(sub, dim, l2, cfg.max_iter, progress=fold_fit)
+                wf, bf = train_logreg(sub, dim + n_dense, l2, cfg.max_iter, progress=fold_fit)
                 fold_fit(-1)
                 held = [d for d in docs if _in_fold(d, f)]
                 wf32 = wf.astype(np.float32).astype(np.float64)
-                scores = doc_scores(wf32, bf, held, head, spec)
+                scores = doc_scores(wf32, bf, held, head, spec, emb)
                 for d, sc in zip(held, scores, strict=True):
                     if d.label == 1:
                         oof_pos.append(float(sc))
@@ -807,7 +875,15 @@ def train(
             p, figures = 0.5, {}
         thresholds[head] = p
         cv[head] = figures
-    return Trained(weights, intercepts, thresholds, cv, sizes)
+    return Trained(
+        weights,
+        intercepts,
+        thresholds,
+        cv,
+        sizes,
+        dense,
+        None if embedding is None else embedding.sha256,
+    )
 
 
 def _count_kinds(docs: Sequence[Doc]) -> dict[str, int]:
@@ -849,7 +925,23 @@ def write(trained: Trained, corpus: Corpus, cfg: TrainConfig, npz: Path, js: Pat
         "data_sha256": corpus.files,
         "numpy": np.__version__,
     }
-    return save_model(npz, js, trained.weights, trained.intercepts, meta)
+    if trained.dense is not None and cfg.embedding is not None:
+        table = npz.parent / cfg.embedding.name
+        if table.resolve() != cfg.embedding.resolve():  # the model reads it beside itself
+            table.parent.mkdir(parents=True, exist_ok=True)
+            table.write_bytes(cfg.embedding.read_bytes())
+        meta["dense"] = {
+            "head": "document",
+            "file": cfg.embedding.name,
+            "sha256": trained.embedding_sha256,
+            "features": [
+                f"segment embedding: unit sum of word-piece vectors x {UNIT_SCALE}"
+                f" ({len(trained.dense) - DENSE_EXTRA} dims)",
+                *EXTRA_FEATURES,
+            ],
+            "neighbours": NEIGHBOURS,
+        }
+    return save_model(npz, js, trained.weights, trained.intercepts, meta, trained.dense)
 
 
 def _rounded(x: Any) -> Any:
