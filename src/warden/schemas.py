@@ -60,7 +60,13 @@ class ReviewRequestBody(BaseModel):
 
     outcome: Literal["approve", "decline"]
     rationale: str = Field(
-        min_length=10, max_length=5000, description="Why; at least 10 characters. Mandatory."
+        min_length=10,
+        max_length=5000,
+        description="Why; at least 10 characters (the policy may ask for more). Mandatory.",
+    )
+    label: Literal["positive", "negative"] = Field(
+        description="positive: the risk the score estimates was real (e.g. fraud); "
+        "negative: it was not. Calibration and retraining read it."
     )
 
 

@@ -16,6 +16,7 @@ from warden.auth import Principal
 from warden.errors import AuthError, RequestError, WardenError
 from warden.gateway import Gateway
 from warden.policy.errors_format import dotted
+from warden.review.web import mount_workbench
 from warden.schemas import DecisionRequestBody, DecisionResponse, ErrorBody, ReviewRequestBody
 
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -152,10 +153,28 @@ def create_app(gateway: Gateway, *, close_on_shutdown: bool = False) -> FastAPI:
     @app.post(
         "/v1/review/{decision_id}",
         responses=ERRORS,
-        summary="A reviewer's decision on a queued case (rationale mandatory)",
+        summary="A reviewer's decision on a case they claimed (rationale and label mandatory)",
     )
     async def review(decision_id: str, body: ReviewRequestBody, caller: Caller) -> dict[str, Any]:
         return await gateway.review(decision_id, caller, body.model_dump())
+
+    @app.post(
+        "/v1/review/{decision_id}/claim",
+        responses=ERRORS,
+        summary="Claim a queued case: it is locked to you until released or it expires",
+    )
+    async def review_claim(decision_id: str, caller: Caller) -> dict[str, Any]:
+        return await gateway.review_claim(decision_id, caller)
+
+    @app.post(
+        "/v1/review/{decision_id}/release",
+        responses=ERRORS,
+        summary="Release a claimed case (its holder, or an admin)",
+    )
+    async def review_release(decision_id: str, caller: Caller) -> dict[str, Any]:
+        return await gateway.review_release(decision_id, caller)
+
+    mount_workbench(app, gateway)
 
     @app.get("/healthz", summary="Liveness and audit writer health")
     def healthz() -> dict[str, Any]:

@@ -13,7 +13,17 @@ from typing import Any
 
 from warden.canonical import canonical_json
 
-KINDS = ("decision", "refusal", "review", "policy")
+KINDS = (
+    "decision",
+    "refusal",
+    "review",
+    "policy",
+    # the review workbench: a claim locks a case to a reviewer, a release frees it, and a
+    # first review under four eyes is pending until a different reviewer's `review`
+    "review_claim",
+    "review_release",
+    "review_first",
+)
 
 
 @dataclass(frozen=True)

@@ -366,6 +366,12 @@ def demo(
     )
 
 
+# command groups in their own modules (they use the options and helpers above)
+from warden.cli.review import review_app  # noqa: E402
+
+app.add_typer(review_app, name="review")
+
+
 def main() -> None:  # pragma: no cover
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     app()

@@ -232,7 +232,8 @@ def _print_audit(
 ) -> None:
     store = gateway.store
     decision_id = result.review_example
-    if decision_id is not None:  # a reviewer decides one queued case: a new entry, never an update
+    if decision_id is not None:  # a reviewer claims and decides one queued case: new entries
+        asyncio.run(gateway.review_claim(decision_id, reviewer))
         asyncio.run(
             gateway.review(
                 decision_id,
@@ -241,6 +242,7 @@ def _print_audit(
                     "outcome": "decline",
                     "rationale": "Demo: new device and high-risk merchant category; "
                     "customer unreachable.",
+                    "label": "positive",
                 },
             )
         )
