@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,9 @@ from warden.gates.inputs import InputsGate
 from warden.gates.outputs import OutputsGate
 from warden.gates.residency import ResidencyGate
 from warden.ids import new_decision_id
+from warden.models.loaded import LoadedModel
+from warden.models.monitor import BandMonitor
+from warden.models.registry import ModelRegistry
 from warden.pipeline.context import DecisionContext, DecisionRequest
 from warden.pipeline.runner import Pipeline
 from warden.policy.errors_format import dotted
@@ -127,30 +131,55 @@ def response_from_record(record: dict[str, Any], seq: int, *, replayed: bool) ->
 
 class Gateway:
     def __init__(
-        self, policy: LoadedPolicy, store: AuditStore, keyring: KeyRing | None = None
+        self,
+        policy: LoadedPolicy,
+        store: AuditStore,
+        keyring: KeyRing | None = None,
+        models: Mapping[str, LoadedModel] | None = None,
     ) -> None:
+        from warden.models.thresholds import active_thresholds
+
         self.policy = policy
         self.store = store
         self.keyring = keyring
+        #: the policy's `model:` references, loaded at start-up (Gateway.open)
+        self.models = dict(models or {})
+        self.bands = BandsGate(active_thresholds(store))
+        self.monitor = BandMonitor()
+        for name, version in self.bands.thresholds.items():
+            self.monitor.set_expected(name, version.document["fitted_on"].get("review_share"))
         self.pipeline = Pipeline(
             [
                 AdmissionGate(),
                 ResidencyGate(),
                 InputsGate(),
-                DecideGate(),
-                BandsGate(),
+                DecideGate(self.models),
+                self.bands,
                 OutputsGate(),
                 CommitGate(store),
             ]
         )
 
     @classmethod
-    def open(cls, data_dir: str | Path, policy_path: str | Path | None = None) -> Gateway:
+    def open(
+        cls,
+        data_dir: str | Path,
+        policy_path: str | Path | None = None,
+        *,
+        registry: ModelRegistry | None = None,
+    ) -> Gateway:
+        """Open a data directory. Models the policy names are loaded from `registry`
+        (default: the MLflow registry in the data directory) once, here."""
+        from warden.models.serving import load_policy_models, referenced_models
+
         data_dir = Path(data_dir)
         policy = load_policy_file(policy_path or DEFAULT_POLICY)
         store = SQLiteAuditStore(data_dir, on_commit=metrics.observe_commit)
         try:
-            gateway = cls(policy, store, KeyRing(data_dir / "keys.yaml"))
+            models = {}
+            if referenced_models(policy):
+                models = load_policy_models(policy, registry or ModelRegistry(data_dir), store)
+            gateway = cls(policy, store, KeyRing(data_dir / "keys.yaml"), models)
             gateway.activate_policy()
         except BaseException:
             store.close()
@@ -246,6 +275,7 @@ class Gateway:
                 metrics.UNLABELED.inc()
             return
         metrics.DECISIONS.labels(ctx.request.decision_type, outcome).inc()
+        self.monitor.observe(ctx.request.decision_type, outcome)
         metrics.DECISION_LATENCY.labels(ctx.request.decision_type).observe(
             (time.perf_counter_ns() - ctx.started_ns) / 1e9
         )
@@ -334,6 +364,36 @@ class Gateway:
         desk = self.desk
         desk.parse_review(payload)  # a bad body is a 422 before anything is looked up
         return await desk.decide(self.entries(decision_id, caller), caller, payload)
+
+    # -- models, thresholds, monitoring, reproduce (logic in warden.models / warden.audit) --
+    async def propose_thresholds(
+        self, caller: Principal, document: dict[str, Any], report: dict[str, Any]
+    ) -> dict[str, Any]:
+        from warden.models.thresholds import propose
+
+        return await propose(self.store, caller, document, report)
+
+    async def approve_thresholds(self, version: str, caller: Principal) -> dict[str, Any]:
+        """Activate a proposed thresholds version (a second admin: maker-checker)."""
+        from warden.models.thresholds import approve, load_version
+
+        result = await approve(self.store, caller, version)
+        active = load_version(self.store, version)
+        self.bands.thresholds[active.decision_type] = active
+        self.monitor.set_expected(
+            active.decision_type, active.document["fitted_on"].get("review_share")
+        )
+        return result
+
+    def band_monitor(self, caller: Principal) -> dict[str, Any]:
+        caller.require(Permission.READ_AUDIT)
+        return {"decision_types": self.monitor.status()}
+
+    def reproduce(self, decision_id: str, caller: Principal) -> dict[str, Any]:
+        from warden.audit.reproduce import reproduce_entries
+
+        caller.require(Permission.READ_ANY_DECISION)
+        return reproduce_entries(self.store, self.entries(decision_id, caller)).as_dict()
 
     # -- models, thresholds, monitoring, reproduce (logic in warden.models / warden.audit) --
     async def propose_thresholds(

@@ -23,6 +23,8 @@ KINDS = (
     "review_claim",
     "review_release",
     "review_first",
+    # threshold versions: `proposed` by one admin, `activated` by a second (maker-checker)
+    "thresholds",
 )
 
 

@@ -193,6 +193,13 @@ class DecisionType(Strict):
     rules: list[Rule] = Field(default_factory=list)
     bands: Bands
     costs: Costs | None = None
+    #: a registered scoring model, `name@alias` (e.g. `fraud-lgbm@champion`), loaded once at
+    #: start-up; its score joins the rules' score (noisy-OR) and the bands gate calibrates it
+    model: str | None = Field(
+        default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}@[A-Za-z0-9_-]{1,32}$"
+    )
+    #: threshold calibration: the most the review band may hold, as a share of decisions
+    review_capacity: float | None = Field(default=None, gt=0.0, le=1.0)
     guard: Guard = Field(default_factory=Guard)
     tools: dict[Identifier, Tool] = Field(default_factory=dict)
     #: a known-good request's inputs: documentation, and the base `warden redteam` puts

@@ -1,0 +1,133 @@
+"""PNG plots for the calibration report and the bands report (matplotlib, Agg backend: no
+display needed)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from warden.models.calibrate import CalibrationResult
+from warden.models.calibration import cost_surface, reliability
+from warden.models.monitor import control_limit
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def write_calibration_report(result: CalibrationResult, out: Path) -> list[Path]:
+    plt = _pyplot()
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    name = result.summary["decision_type"]
+
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    ax.plot([0, 1], [0, 1], "--", color="grey", label="perfect")
+    for probs, label in ((result.raw, "raw score"), (result.calibrated, "calibrated")):
+        pts = reliability(probs, result.labels)
+        ax.plot([p for p, _, _ in pts], [o for _, o, _ in pts], "o-", label=label)
+    ax.set(
+        xlabel="predicted probability (bin mean)",
+        ylabel="observed positive rate",
+        title=f"{name}: reliability (held out; ECE {result.summary['ece_raw']:.3f} → "
+        f"{result.summary['ece_calibrated']:.3f})",
+    )
+    ax.legend()
+    paths.append(_save(fig, out / "reliability.png"))
+
+    cand, surface = cost_surface(result.calibrated, result.labels, result.costs)
+    fig, ax = plt.subplots(figsize=(6.5, 5))
+    shown = np.where(np.isfinite(surface), surface, np.nan)
+    mesh = ax.pcolormesh(cand, cand, shown.T, shading="nearest", cmap="viridis")
+    ax.plot(
+        [result.chosen.approve_at_or_below], [result.chosen.decline_at_or_above], "r*",
+        markersize=14, label="chosen",
+    )  # fmt: skip
+    ax.set(
+        xlabel="approve at or below", ylabel="decline at or above",
+        title=f"{name}: expected cost per decision (held out)",
+    )  # fmt: skip
+    ax.set_xscale("symlog", linthresh=1e-3)
+    ax.set_yscale("symlog", linthresh=1e-3)
+    fig.colorbar(mesh, ax=ax, label="cost per decision")
+    ax.legend(loc="lower right")
+    paths.append(_save(fig, out / "cost.png"))
+
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    options = {
+        "chosen": result.summary["chosen"],
+        "static bands": result.summary["baseline_static_bands"],
+        "single threshold": result.summary["baseline_single_threshold"],
+    }
+    bottom = np.zeros(len(options))
+    for band, color in (("approve", "tab:green"), ("review", "tab:orange"), ("decline", "tab:red")):
+        values = np.array([o[f"{band}_share"] for o in options.values()])
+        ax.bar(list(options), values, bottom=bottom, label=band, color=color)
+        bottom += values
+    for i, o in enumerate(options.values()):
+        ax.text(i, 1.01, f"cost {o['cost_per_decision']:.3f}", ha="center")
+    ax.set(ylabel="share of decisions", ylim=(0, 1.1), title=f"{name}: band volumes (held out)")
+    ax.legend(loc="lower right")
+    paths.append(_save(fig, out / "bands.png"))
+
+    summary = out / "summary.json"
+    summary.write_text(json.dumps(result.summary, indent=2) + "\n")
+    return [*paths, summary]
+
+
+def write_bands_report(
+    history: dict[str, list[float]],
+    baseline: dict[str, float | None],
+    window: int,
+    review: dict[str, Any],
+    out: Path,
+) -> list[Path]:
+    plt = _pyplot()
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, shares in sorted(history.items()):
+        line = ax.plot(range(1, len(shares) + 1), shares, "o-", label=f"{name} review share")
+        p0 = baseline.get(name)
+        if p0 is None and shares:
+            p0 = shares[0]
+        if p0 is not None:
+            ax.axhline(control_limit(p0, window), color=line[0].get_color(), ls="--",
+                       label=f"{name} 3σ limit")  # fmt: skip
+    ax.set(xlabel=f"window of {window} decisions", ylabel="review share",
+           title="Middle-band share per window (p-chart)")  # fmt: skip
+    ax.legend(fontsize=8)
+    paths.append(_save(fig, out / "review_share.png"))
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, stats in sorted(review.items()):
+        series = stats["series"]
+        n = np.arange(1, len(series) + 1)
+        overrides = np.cumsum([o for o, _ in series]) / n
+        ax.plot(n, overrides, label=f"{name} override rate")
+        agree = [a for _, a in series if a is not None]
+        if agree:
+            ax.plot(np.arange(1, len(agree) + 1), np.cumsum(agree) / np.arange(1, len(agree) + 1),
+                    label=f"{name} label agreement")  # fmt: skip
+    ax.set(xlabel="reviews (cumulative)", ylabel="rate", ylim=(0, 1.05),
+           title="Reviewer override rate and model–reviewer agreement")  # fmt: skip
+    ax.legend(fontsize=8)
+    paths.append(_save(fig, out / "reviewers.png"))
+    return paths
+
+
+def _save(fig: Any, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+    return path

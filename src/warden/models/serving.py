@@ -1,0 +1,52 @@
+"""Load the models a policy names, once, at start-up.
+
+For every decision type with `model: name@alias` the registry resolves the alias to a
+version, the artifact is downloaded and checked against the SHA-256 the version was
+registered with, the booster is built, and the artifact is stored content-addressed in the
+audit store (`put_blob("model", …)`), so `warden audit reproduce` can fetch the exact file
+a decision used by its hash, whatever the aliases point at later."""
+
+from __future__ import annotations
+
+import logging
+
+from warden.audit.store import AuditStore
+from warden.errors import NotFoundError
+from warden.models.loaded import LoadedModel
+from warden.models.registry import ModelRef, ModelRegistry
+from warden.policy.loader import LoadedPolicy
+
+log = logging.getLogger("warden.models")
+MODEL_BLOB = "model"
+
+
+def referenced_models(policy: LoadedPolicy) -> list[str]:
+    refs = {dt.spec.model for dt in policy.decision_types.values() if dt.spec.model}
+    return sorted(r for r in refs if r is not None)
+
+
+def load_policy_models(
+    policy: LoadedPolicy, registry: ModelRegistry, store: AuditStore
+) -> dict[str, LoadedModel]:
+    loaded: dict[str, LoadedModel] = {}
+    for text in referenced_models(policy):
+        ref = ModelRef.parse(text)
+        version = registry.resolve(ref)
+        data = registry.artifact(version)
+        model = LoadedModel.from_bytes(
+            version.name, version.version, data, version.feature_set, sha256=version.sha256
+        )
+        store.put_blob(MODEL_BLOB, data)
+        log.info("model %s → version %s (%s)", ref, version.version, version.sha256)
+        loaded[text] = model
+    return loaded
+
+
+def model_from_store(store: AuditStore, record: dict[str, str]) -> LoadedModel:
+    """The model a decision record names, rebuilt from the artifact stored under its hash."""
+    found = store.get_blob(record["sha256"])
+    if found is None or found[0] != MODEL_BLOB:
+        raise NotFoundError(f"model artifact {record['sha256']} is not in the audit store")
+    return LoadedModel.from_bytes(
+        record["name"], record["version"], found[1], record["feature_set"], sha256=record["sha256"]
+    )
