@@ -395,36 +395,6 @@ class Gateway:
         caller.require(Permission.READ_ANY_DECISION)
         return reproduce_entries(self.store, self.entries(decision_id, caller)).as_dict()
 
-    # -- models, thresholds, monitoring, reproduce (logic in warden.models / warden.audit) --
-    async def propose_thresholds(
-        self, caller: Principal, document: dict[str, Any], report: dict[str, Any]
-    ) -> dict[str, Any]:
-        from warden.models.thresholds import propose
-
-        return await propose(self.store, caller, document, report)
-
-    async def approve_thresholds(self, version: str, caller: Principal) -> dict[str, Any]:
-        """Activate a proposed thresholds version (a second admin: maker-checker)."""
-        from warden.models.thresholds import approve, load_version
-
-        result = await approve(self.store, caller, version)
-        active = load_version(self.store, version)
-        self.bands.thresholds[active.decision_type] = active
-        self.monitor.set_expected(
-            active.decision_type, active.document["fitted_on"].get("review_share")
-        )
-        return result
-
-    def band_monitor(self, caller: Principal) -> dict[str, Any]:
-        caller.require(Permission.READ_AUDIT)
-        return {"decision_types": self.monitor.status()}
-
-    def reproduce(self, decision_id: str, caller: Principal) -> dict[str, Any]:
-        from warden.audit.reproduce import reproduce_entries
-
-        caller.require(Permission.READ_ANY_DECISION)
-        return reproduce_entries(self.store, self.entries(decision_id, caller)).as_dict()
-
 
 def verify_proof_document(doc: dict[str, Any], vkey: str) -> str:
     """Check a proof document end to end; returns a one-line summary or raises."""
