@@ -108,7 +108,7 @@ class ReviewDesk:
         items.sort(
             key=lambda i: (
                 not i["overdue"],
-                i["sla_due_at"] if i["overdue"] else "",
+                i["received_at"] if i["overdue"] else "",  # one SLA: oldest is most overdue
                 -(i["score"] or 0.0),
                 -(i["amount"] or 0.0),
                 i["seq"],

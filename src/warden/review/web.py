@@ -56,7 +56,7 @@ GATE_TITLES = {
     "admission": "Admission",
     "residency": "Routing (residency)",
     "inputs": "Guard signals: inputs",
-    "decide": "Score and reasons",
+    "decide": "Rules and model (decide)",
     "bands": "Band",
     "outputs": "Guard signals: outputs",
     "commit": "Commit",
