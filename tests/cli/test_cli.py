@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -119,5 +120,21 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
         "verify: OK",
         "Full audit record",
         "verified: entry",
+        "Review workbench",
+        "/workbench/",
     ):
         assert expected in out, expected
+    # the printed log-in keys work: the demo created them in its data directory
+    from warden.auth import KeyRing
+
+    ring = KeyRing(tmp_path / "demo" / "keys.yaml")
+    people = r"(reviewer-1|reviewer-2|auditor-1|admin-1)\W+(reviewer|auditor|admin)"
+    printed = re.findall(people + r"\W+(wk_[A-Za-z0-9_-]+)", out)
+    assert [(name, role) for name, role, _ in printed] == [
+        ("reviewer-1", "reviewer"),
+        ("reviewer-2", "reviewer"),
+        ("auditor-1", "auditor"),
+        ("admin-1", "admin"),
+    ]
+    for name, _, key in printed:
+        assert ring.authenticate(key).name == name

@@ -27,6 +27,7 @@ from warden.demo.claims import ClaimsConfig, claim_requests
 from warden.demo.stream import StreamConfig, payment_requests, strip_truth
 from warden.errors import WardenError
 from warden.gateway import Gateway, RefusedError, verify_proof_document
+from warden.review.invite import print_invite
 from warden.runtime import tune_for_serving
 
 BANDS = ("auto_approve", "review", "auto_decline")
@@ -182,10 +183,12 @@ def run_demo(
                 )
             _print_claims(console, gateway, outcomes, start)
         _print_audit(console, gateway, result, reviewer)
+        queued = len(gateway.review_queue(reviewer, limit=100_000))
     console.print(
         f"\nNext: [bold]warden serve --data-dir {data_dir}[/] for the HTTP API; "
         f"[bold]warden audit verify --data-dir {data_dir}[/] to check the log again."
     )
+    print_invite(console, data_dir, queued)
     return result
 
 
