@@ -60,9 +60,10 @@ class ReviewRequestBody(BaseModel):
 
     outcome: Literal["approve", "decline"]
     rationale: str = Field(
-        min_length=10,
+        min_length=1,
         max_length=5000,
-        description="Why; at least 10 characters (the policy may ask for more). Mandatory.",
+        description="Why. Mandatory: at least `review.min_rationale_chars` characters "
+        "(policy; 10 in the example).",
     )
     label: Literal["positive", "negative"] = Field(
         description="positive: the risk the score estimates was real (e.g. fraud); "

@@ -152,9 +152,20 @@ def test_claim_decide_second_review_auditor_and_403(
     assert denied is not None and denied.status == 403
     assert "403 · Not allowed" in a.inner_text("[data-testid=error]")
 
-    # reviewer B: second review; the case leaves the queue
+    # reviewer B: a case A claims under B's nose shows who holds it (a 409, swapped in)
     ctx_b, b, outside_b = new_page(browser, server)
     log_in(b, server, keys["bob"])
+    open_case(b, cases["phone"])
+    a.goto(f"{server.url}/workbench/cases/{cases['phone']}")
+    a.click("[data-testid=claim]")
+    a.wait_for_selector("[data-testid=decide-form]")
+    b.click("[data-testid=claim]")
+    b.wait_for_selector("[data-testid=form-error]")
+    assert "claimed by alice" in b.inner_text("[data-testid=form-error]")
+    assert b.locator("[data-testid=claim]").count() == 0  # the fresh page: alice holds it
+    b.goto(f"{server.url}/workbench/")
+
+    # reviewer B: second review; the case leaves the queue
     assert "2nd review" in b.inner_text(f"tr[data-decision-id='{big}']")
     b.screenshot(path=str(shots / "workbench-queue.png"), full_page=False)
     open_case(b, big)
