@@ -12,6 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.routing import Route
 
 from warden import __version__
+from warden.api.models import mount_model_routes
 from warden.auth import Principal
 from warden.errors import AuthError, RequestError, WardenError
 from warden.gateway import Gateway
@@ -175,6 +176,7 @@ def create_app(gateway: Gateway, *, close_on_shutdown: bool = False) -> FastAPI:
         return await gateway.review_release(decision_id, caller)
 
     mount_workbench(app, gateway)
+    mount_model_routes(app, gateway, principal, ERRORS)
 
     @app.get("/healthz", summary="Liveness and audit writer health")
     def healthz() -> dict[str, Any]:

@@ -24,9 +24,11 @@ from warden.audit.checkpoint import CheckpointVerifier
 from warden.audit.verify import verify_log
 from warden.auth import Principal, Role
 from warden.demo.claims import ClaimsConfig, claim_requests
+from warden.demo.scoring import REGISTRY_FILES, calibrate_bands, prepare_model, print_reproduced
 from warden.demo.stream import StreamConfig, payment_requests, strip_truth
 from warden.errors import WardenError
 from warden.gateway import Gateway, RefusedError, verify_proof_document
+from warden.models.policies import SCORED_POLICY
 from warden.review.invite import print_invite
 from warden.runtime import tune_for_serving
 
@@ -49,7 +51,10 @@ def _prepare_dir(data_dir: Path, fresh: bool) -> None:
             raise WardenError(
                 f"{data_dir} exists and is not a Warden data directory; choose another --data-dir"
             )
-        shutil.rmtree(data_dir)
+        for item in data_dir.iterdir():  # the model registry stays: training is slow
+            if item.name in REGISTRY_FILES:
+                continue
+            shutil.rmtree(item) if item.is_dir() else item.unlink()
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -157,13 +162,15 @@ def run_demo(
     stream = list(payment_requests(requests, StreamConfig(seed=seed)))
     caller = Principal("demo-payments-service", Role.SERVICE)
     reviewer = Principal("demo-reviewer", Role.REVIEWER)
-    with Gateway.open(data_dir) as gateway:
+    prepare_model(data_dir, console)
+    with Gateway.open(data_dir, SCORED_POLICY) as gateway:
         console.print(f"data directory  {data_dir.resolve()}")
         console.print(f"policy          {gateway.policy.source}  version {gateway.policy.version}")
         console.print(
             f"audit log       origin {gateway.store.origin}, verifier key {gateway.store.vkey}",
             highlight=False,
         )
+        calibrate_bands(gateway, data_dir, console)
         columns = (
             TextColumn("[progress.description]{task.description}"),
             BarColumn(),
@@ -183,9 +190,11 @@ def run_demo(
                 )
             _print_claims(console, gateway, outcomes, start)
         _print_audit(console, gateway, result, reviewer)
+        print_reproduced(gateway, result.review_example, console)
         queued = len(gateway.review_queue(reviewer, limit=100_000))
     console.print(
-        f"\nNext: [bold]warden serve --data-dir {data_dir}[/] for the HTTP API; "
+        f"\nNext: [bold]warden serve --data-dir {data_dir} --policy {SCORED_POLICY}[/] for the "
+        "HTTP API with the model; "
         f"[bold]warden audit verify --data-dir {data_dir}[/] to check the log again."
     )
     print_invite(console, data_dir, queued)

@@ -72,8 +72,13 @@ def evaluate(
         result["features"] = model.features.as_record(values)
         result["rules_score"] = rules_score
         result["combine"] = COMBINE
-        result["score"] = round(1.0 - (1.0 - rules_score) * (1.0 - model_score), 6)
+        result["score"] = combine(rules_score, model_score)
     return result
+
+
+def combine(rules_score: float, model_score: float) -> float:
+    """The raw score of a decision with a model: noisy-OR of the rules' and the model's."""
+    return round(1.0 - (1.0 - rules_score) * (1.0 - model_score), 6)
 
 
 class DecideGate:

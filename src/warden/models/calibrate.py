@@ -25,7 +25,7 @@ import numpy as np
 
 from warden.audit.store import AuditStore
 from warden.errors import RequestError
-from warden.gates.decide import evaluate
+from warden.gates.decide import combine, evaluate
 from warden.models.calibration import (
     BandCost,
     CalibrationMap,
@@ -66,16 +66,29 @@ class Labelled:
 def generator_outcomes(
     compiled: CompiledDecisionType, model: LoadedModel | None, rows: int, seed: int
 ) -> Labelled:
+    """Generated rows scored exactly as the decide gate scores them: the rules one row at a
+    time, the model in one batch (LightGBM gives each row the same value either way; a test
+    checks these scores against `evaluate`)."""
     out = Labelled()
     make = GENERATORS.get(compiled.name)
     if make is None or rows <= 0:
         return out
+    rules: list[float] = []
+    features: list[list[float]] = []
     for inputs, jurisdiction, label in make(rows, seed):
+        if not jurisdiction:  # refused at the door: never banded
+            continue
         validated = compiled.validate_inputs(inputs)
-        result = evaluate(compiled, validated, jurisdiction or "EU", model)
-        out.scores.append(float(result["score"]))
+        rules.append(float(evaluate(compiled, validated, jurisdiction, None)["score"]))
+        if model is not None:
+            features.append(model.features.values(validated))
         out.labels.append(label)
         out.source.append("generator")
+    if model is None:
+        out.scores = rules
+    else:
+        probs = model.booster.predict(np.array(features, dtype=np.float64), num_threads=1)
+        out.scores = [combine(r, float(p)) for r, p in zip(rules, probs, strict=True)]
     return out
 
 

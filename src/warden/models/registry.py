@@ -12,6 +12,7 @@ migrations), so it is imported here only, lazily, and only at start-up or by the
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,9 +65,13 @@ class ModelRegistry:
     @property
     def client(self) -> Any:
         if self._client is None:
-            logging.getLogger("mlflow").setLevel(logging.WARNING)
-            logging.getLogger("alembic").setLevel(logging.WARNING)
+            # quiet: no progress bars, no INFO lines about schema migrations
+            os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+            os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
             from mlflow import MlflowClient
+
+            for name in ("mlflow", "alembic"):
+                logging.getLogger(name).setLevel(logging.WARNING)
 
             self._client = MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
         return self._client

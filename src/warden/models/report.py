@@ -9,9 +9,10 @@ from typing import Any
 
 import numpy as np
 
+from warden.audit.store import AuditStore
 from warden.models.calibrate import CalibrationResult
 from warden.models.calibration import cost_surface, reliability
-from warden.models.monitor import control_limit
+from warden.models.monitor import band_history, control_limit, review_stats
 
 
 def _pyplot() -> Any:
@@ -131,3 +132,42 @@ def _save(fig: Any, path: Path) -> Path:
 
     plt.close(fig)
     return path
+
+
+def bands_report(store: AuditStore, window: int, out: Path) -> dict[str, Any]:
+    """The bands report from the audit log: review share per window of decisions against
+    the p-chart limit (baseline: the active thresholds' expected share, else the first
+    window), reviewer override rate and model–reviewer agreement, with plots."""
+    from warden.models.thresholds import active_thresholds
+
+    history = band_history(store.iter_entries(), window)
+    baseline: dict[str, float | None] = {
+        name: version.document["fitted_on"].get("review_share")
+        for name, version in active_thresholds(store).items()
+    }
+    reviews = store.entries_of_kind("review")
+    decisions = {}
+    for entry in reviews:
+        if entry.decision_id is not None and entry.decision_id not in decisions:
+            decisions[entry.decision_id] = store.entries_for(entry.decision_id)[0].body()
+    stats = review_stats(decisions, reviews)
+    plots = write_bands_report(history, baseline, window, stats, out)
+    summary: dict[str, Any] = {}
+    for name in sorted(set(history) | set(stats)):
+        shares = history.get(name, [])
+        p0 = baseline.get(name)
+        if p0 is None and shares:
+            p0 = shares[0]
+        limit = control_limit(p0, window) if p0 is not None else None
+        s = stats.get(name, {})
+        summary[name] = {
+            "windows": len(shares),
+            "last_review_share": shares[-1] if shares else None,
+            "baseline_share": p0,
+            "control_limit": limit,
+            "windows_above_limit": sum(1 for v in shares if limit is not None and v > limit),
+            "reviews": s.get("reviews", 0),
+            "override_rate": s.get("override_rate"),
+            "label_agreement": s.get("agreement"),
+        }
+    return {"summary": summary, "plots": [str(p) for p in plots]}

@@ -13,7 +13,8 @@ import logging
 from warden.audit.store import AuditStore
 from warden.errors import NotFoundError
 from warden.models.loaded import LoadedModel
-from warden.models.registry import ModelRef, ModelRegistry
+from warden.models.registry import ModelRef, ModelRegistry, RegisteredVersion
+from warden.models.train import TrainConfig, TrainedModel, train
 from warden.policy.loader import LoadedPolicy
 
 log = logging.getLogger("warden.models")
@@ -50,3 +51,28 @@ def model_from_store(store: AuditStore, record: dict[str, str]) -> LoadedModel:
     return LoadedModel.from_bytes(
         record["name"], record["version"], found[1], record["feature_set"], sha256=record["sha256"]
     )
+
+
+def train_and_register(
+    registry: ModelRegistry,
+    name: str = "fraud-lgbm",
+    aliases: tuple[str, ...] = ("champion",),
+    config: TrainConfig | None = None,
+) -> tuple[RegisteredVersion, TrainedModel]:
+    model, _ = train(config or TrainConfig())
+    return registry.register(model, name, aliases), model
+
+
+def ensure_model(
+    registry: ModelRegistry, ref: str = "fraud-lgbm@champion", config: TrainConfig | None = None
+) -> tuple[RegisteredVersion, bool]:
+    """The version `ref` names; trains and registers one first if there is none.
+    Returns (version, trained_now)."""
+    parsed = ModelRef.parse(ref)
+    if registry.exists():
+        try:
+            return registry.resolve(parsed), False
+        except NotFoundError:
+            pass
+    version, _ = train_and_register(registry, parsed.name, (parsed.alias,), config)
+    return version, True
