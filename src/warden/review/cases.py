@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import Any
 
 from warden.audit.entry import StoredEntry
@@ -52,13 +53,17 @@ class Review:
 @dataclass
 class CaseState:
     decision: StoredEntry
-    record: dict[str, Any]
     claim: Claim | None = None
     first_review: Review | None = None
     final_review: Review | None = None
     #: workflow entries so far: the optimistic-concurrency token of the next state change
     generation: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
+
+    @cached_property
+    def record(self) -> dict[str, Any]:
+        """The decision record (parsed on first use: the queue mostly does not need it)."""
+        return self.decision.body()
 
     @property
     def decision_id(self) -> str:
@@ -84,7 +89,7 @@ class CaseState:
 def derive(entries: list[StoredEntry], now: datetime) -> CaseState:
     """The state of one case from its entries in log order (the decision entry first)."""
     decision = entries[0]
-    state = CaseState(decision, decision.body())
+    state = CaseState(decision)
     for entry in entries[1:]:
         if entry.kind not in WORKFLOW_KINDS:
             continue

@@ -34,6 +34,9 @@ from warden.schemas import ReviewRequestBody
 
 #: at most this many queued decisions are read to order the queue
 QUEUE_SCAN = 5000
+#: queue summaries of decision entries kept in memory (cleared when full)
+_SUMMARY_CACHE = 50_000
+_SUMMARIES: dict[tuple[str, int, str], dict[str, Any]] = {}
 
 
 def reasons_of(record: dict[str, Any]) -> list[str]:
@@ -67,30 +70,49 @@ class ReviewDesk:
     def state(self, entries: list[StoredEntry], now: datetime | None = None) -> CaseState:
         return derive(entries, now or datetime.now(UTC))
 
+    def summary(self, state: CaseState) -> dict[str, Any]:
+        """What the queue shows of a decision that never changes (entries are immutable),
+        kept per log, entry and policy version so the queue does not re-parse records."""
+        key = (self.store.origin, state.decision.seq, self.policy.version)
+        cached = _SUMMARIES.get(key)
+        if cached is None:
+            record = state.record
+            received = parse_ts(record["received_at"])
+            due = received + timedelta(minutes=self.policy.policy.review.sla_minutes)
+            cached = {
+                "decision_id": state.decision_id,
+                "seq": state.decision.seq,
+                "decision_type": record["decision_type"],
+                "jurisdiction": record["jurisdiction"],
+                "score": record["score"],
+                "amount": amount_of(record, self.policy),
+                "received_at": record["received_at"],
+                "sla_due_at": format_ts(due),
+                "due": due,
+                "reasons": reasons_of(record),
+                "four_eyes": four_eyes(record, self.policy) is not None,
+            }
+            if len(_SUMMARIES) >= _SUMMARY_CACHE:
+                _SUMMARIES.clear()
+            _SUMMARIES[key] = cached
+        return cached
+
     def queue_item(self, state: CaseState, now: datetime) -> dict[str, Any]:
-        record = state.record
-        sla = timedelta(minutes=self.policy.policy.review.sla_minutes)
-        due = parse_ts(record["received_at"]) + sla
+        item = dict(self.summary(state))
+        due = item.pop("due")
         claim = state.claim
         first = state.first_review
-        return {
-            "decision_id": state.decision_id,
-            "seq": state.decision.seq,
-            "decision_type": record["decision_type"],
-            "jurisdiction": record["jurisdiction"],
-            "score": record["score"],
-            "amount": amount_of(record, self.policy),
-            "received_at": record["received_at"],
-            "sla_due_at": format_ts(due),
-            "overdue": due < now,
-            "sla_left": ("overdue " if due < now else "") + _duration(due - now),
-            "reasons": reasons_of(record),
-            "status": state.status,
-            "claimed_by": claim.reviewer if claim else None,
-            "claim_expires_at": claim.expires_at if claim else None,
-            "four_eyes": four_eyes(record, self.policy) is not None,
-            "first_reviewer": first.reviewer if first else None,
-        }
+        item.update(
+            {
+                "overdue": due < now,
+                "sla_left": ("overdue " if due < now else "") + _duration(due - now),
+                "status": state.status,
+                "claimed_by": claim.reviewer if claim else None,
+                "claim_expires_at": claim.expires_at if claim else None,
+                "first_reviewer": first.reviewer if first else None,
+            }
+        )
+        return item
 
     def queue(
         self, caller: Principal, limit: int = 100, *, now: datetime | None = None
