@@ -101,7 +101,11 @@ def test_review_queue_and_review_flow(api: Any) -> None:
     assert unlabeled.status_code == 422 and unlabeled.json()["error"]["field"] == "label"
     ok = client.post(
         url,
-        json={"outcome": "decline", "rationale": "Card reported stolen today.", "label": "positive"},
+        json={
+            "outcome": "decline",
+            "rationale": "Card reported stolen today.",
+            "label": "positive",
+        },
         headers=keys["reviewer"],
     )
     assert ok.status_code == 200 and ok.json()["status"] == "final"

@@ -246,7 +246,11 @@ def test_review_is_a_new_linked_entry_never_an_update(gateway: Gateway) -> None:
             gateway.review(
                 decision_id,
                 ADMIN,
-                {"outcome": "approve", "rationale": "Second opinion, approve.", "label": "negative"},
+                {
+                    "outcome": "approve",
+                    "rationale": "Second opinion, approve.",
+                    "label": "negative",
+                },
             )
         )
 

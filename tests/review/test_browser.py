@@ -92,12 +92,18 @@ def new_page(browser: Browser, server: WardenServer) -> tuple[BrowserContext, Pa
     context = browser.new_context(viewport={"width": 1440, "height": 1000})
     context.set_default_timeout(20_000)
     page = context.new_page()
-    outside: list[str] = []
+    problems: list[str] = []  # requests to anywhere else, console errors (e.g. CSP)
     page.on(
         "request",
-        lambda r: None if r.url.startswith(server.url) else outside.append(r.url),
+        lambda r: None if r.url.startswith(server.url) else problems.append(r.url),
     )
-    return context, page, outside
+    page.on(
+        "console",
+        lambda m: problems.append(f"console: {m.text}")
+        if m.type == "error" and "status of 4" not in m.text
+        else None,
+    )
+    return context, page, problems
 
 
 def log_in(page: Page, server: WardenServer, key: str) -> None:
@@ -209,6 +215,6 @@ def test_claim_decide_second_review_auditor_and_403(
         "review",
     ]
     assert record["entries"][-1]["body"]["first_review"]["reviewer"] == "alice"
-    assert outside_a == outside_b == outside_c == []  # nothing loaded from anywhere else
+    assert outside_a == outside_b == outside_c == []  # nothing from elsewhere, no errors
     for ctx in (ctx_a, ctx_b, ctx_c):
         ctx.close()
