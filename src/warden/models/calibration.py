@@ -137,7 +137,9 @@ def band_cost(scores: Scores, labels: Scores, lo: float, hi: float, costs: Costs
     )  # fmt: skip
 
 
-def _candidates(scores: np.ndarray, limit: int = 400) -> np.ndarray:
+def _candidates(scores: np.ndarray, limit: int = 1000) -> np.ndarray:
+    """Every distinct score is a candidate threshold (exact: calibrated scores take a few
+    dozen values); past `limit` distinct values, `limit` quantiles stand in for them."""
     unique = np.unique(scores)
     if len(unique) > limit:
         unique = np.unique(np.quantile(scores, np.linspace(0, 1, limit)))
