@@ -173,6 +173,15 @@ def test_claim_decide_second_review_auditor_and_403(
 
     # reviewer B: second review; the case leaves the queue
     assert "2nd review" in b.inner_text(f"tr[data-decision-id='{big}']")
+    # keyboard: focus on a case link survives the queue's periodic refresh
+    b.focus(f"#case-{big}")
+    with b.expect_response(lambda r: r.url.endswith("/workbench/queue/rows")):
+        # the request and swap the 15 s poll makes, made now
+        b.evaluate(
+            "htmx.ajax('GET', '/workbench/queue/rows', {target: '#queue-rows', swap: 'innerHTML'})"
+        )
+    b.wait_for_timeout(200)  # let the swap settle (not a timing assertion)
+    assert b.evaluate("document.activeElement.id") == f"case-{big}"
     b.screenshot(path=str(shots / "workbench-queue.png"), full_page=False)
     open_case(b, big)
     b.click("[data-testid=claim]")
