@@ -1,8 +1,6 @@
 """HTTP routes for reproduce, band monitoring and thresholds (maker-checker): routes only;
 the Gateway does the work."""
 
-from __future__ import annotations
-
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
