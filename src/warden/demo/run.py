@@ -197,7 +197,7 @@ def run_demo(
         "HTTP API with the model; "
         f"[bold]warden audit verify --data-dir {data_dir}[/] to check the log again."
     )
-    print_invite(console, data_dir, queued)
+    print_invite(console, data_dir, queued, policy=SCORED_POLICY)
     return result
 
 

@@ -41,14 +41,16 @@ def print_invite(
     data_dir: Path,
     queued: int,
     *,
+    policy: Path | None = None,
     port: int = 8000,
     people: tuple[tuple[str, Role], ...] = DEMO_PEOPLE,
 ) -> list[tuple[str, Role, str]]:
     keys = create_keys(data_dir, people)
+    serve = f"warden serve --data-dir {data_dir}" + (f" --policy {policy}" if policy else "")
     console.rule("[bold]Review workbench")
     console.print(
         f"{queued} case(s) wait in the review queue. Start the gateway and open the workbench:\n"
-        f"\n  [bold]warden serve --data-dir {data_dir}[/] --port {port}\n"
+        f"\n  [bold]{serve} --port {port}[/]\n"
         f"  then open [bold]http://127.0.0.1:{port}/workbench/[/] and log in with a key:\n",
         highlight=False,
     )
