@@ -48,8 +48,8 @@ class LoadedModel:
         return cls(name, version, sha256, features, booster)
 
     def score_values(self, values: list[float]) -> float:
-        row = np.array(values, dtype=np.float64).reshape(1, -1)
-        return float(self.booster.predict(row, num_threads=1)[0])
+        row = np.array([values], dtype=np.float64)
+        return float(self.booster.predict(row, num_threads=1, validate_features=False)[0])
 
     def score(self, inputs: Mapping[str, Any]) -> tuple[float, list[float]]:
         values = self.features.values(inputs)
