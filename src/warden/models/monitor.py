@@ -92,7 +92,9 @@ class BandMonitor:
             REVIEW_SHARE.labels(decision_type).set(share)
             REVIEW_LIMIT.labels(decision_type).set(limit)
             alert = share > limit
-            if alert and not s.alert:
+            # a new alert (counted, logged) only a full window after the last one started,
+            # so a share that hovers at the limit does not flood the log
+            if alert and not s.alert and (s.since is None or s.seen - s.since >= self.window):
                 s.since = s.seen
                 ALERTS.labels(decision_type).inc()
                 log.warning(
