@@ -19,6 +19,7 @@ def main() -> None:
         ["bench_guard_pdf.py"],
         ["bench_guard_pii.py"],
         ["bench_review.py", "--json", str(RESULTS / "review.json")],
+        ["bench_model.py", "--json", str(RESULTS / "model.json")],
     ]
     for script, *args in runs:
         print(f"\n=== {script}", flush=True)

@@ -122,6 +122,9 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
         "verified: entry",
         "Review workbench",
         "/workbench/",
+        "fraud-lgbm version 1",
+        "activated by demo-model-risk-officer",
+        "fields compared, identical",
     ):
         assert expected in out, expected
     # the printed log-in keys work: the demo created them in its data directory

@@ -81,7 +81,8 @@ def print_reproduced(gateway: Gateway, decision_id: str | None, console: Console
     report = gateway.reproduce(decision_id, LOCAL_ADMIN)
     verdict = "[green]identical[/]" if report["identical"] else "[red]NOT identical[/]"
     console.print(
-        f"reproduced {decision_id} from its record (stored policy, model artifact by hash, "
-        f"thresholds version): {report['compared']} fields compared, {verdict}"
-        f" — also: warden audit reproduce {decision_id}"
+        f"reproduced {decision_id}: {report['compared']} fields compared, {verdict}\n"
+        "  (re-run from its record with the stored policy, the model artefact fetched by its "
+        f"hash and the thresholds version; also: warden audit reproduce {decision_id})",
+        highlight=False,
     )
