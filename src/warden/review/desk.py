@@ -67,9 +67,6 @@ class ReviewDesk:
     policy: LoadedPolicy
 
     # -- reading -------------------------------------------------------------------------
-    def state(self, entries: list[StoredEntry], now: datetime | None = None) -> CaseState:
-        return derive(entries, now or datetime.now(UTC))
-
     def summary(self, state: CaseState) -> dict[str, Any]:
         """What the queue shows of a decision that never changes (entries are immutable),
         kept per log, entry and policy version so the queue does not re-parse records."""

@@ -264,7 +264,10 @@ class Workbench:
             "now": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
         }
 
-    async def queue(self, request: Request, done: str = "", status: str = "") -> Response:
+    async def queue(
+        self, request: Request, template: str, done: str = "", status: str = ""
+    ) -> Response:
+        """The queue page, or (`_queue_rows.html`) just its rows for the periodic refresh."""
         session = self.session(request)
         if session is None:
             return self.to_login(request)
@@ -273,17 +276,7 @@ class Workbench:
         except WardenError as exc:
             return self.error(request, exc, session)
         context.update(done=done, done_status=status)
-        return self.render(request, "queue.html", context, session=session)
-
-    async def queue_rows(self, request: Request) -> Response:
-        session = self.session(request)
-        if session is None:
-            return self.to_login(request)
-        try:
-            context = self.queue_context(session.principal)
-        except WardenError as exc:
-            return self.error(request, exc, session)
-        return self.render(request, "_queue_rows.html", context, session=session)
+        return self.render(request, template, context, session=session)
 
     def case_context(self, state: CaseState, who: Principal) -> dict[str, Any]:
         gateway = self.gateway
@@ -416,11 +409,11 @@ def workbench_router(gateway: Gateway) -> APIRouter:
 
     @router.get("/", response_class=HTMLResponse)
     async def queue(request: Request, done: str = "", status: str = "") -> Response:
-        return await bench.queue(request, done, status)
+        return await bench.queue(request, "queue.html", done, status)
 
     @router.get("/queue/rows", response_class=HTMLResponse)
     async def queue_rows(request: Request) -> Response:
-        return await bench.queue_rows(request)
+        return await bench.queue(request, "_queue_rows.html")
 
     @router.get("/login", response_class=HTMLResponse)
     async def login_page(request: Request, next: str = PREFIX) -> Response:
