@@ -99,9 +99,11 @@ def new_page(browser: Browser, server: WardenServer) -> tuple[BrowserContext, Pa
     )
     page.on(
         "console",
-        lambda m: problems.append(f"console: {m.text}")
-        if m.type == "error" and "status of 4" not in m.text
-        else None,
+        lambda m: (
+            problems.append(f"console: {m.text}")
+            if m.type == "error" and "status of 4" not in m.text
+            else None
+        ),
     )
     return context, page, problems
 
