@@ -132,6 +132,14 @@ def test_four_eyes_over_the_json_api(api: Any) -> None:
     assert item["status"] == "awaiting_second_review" and item["first_reviewer"] == "reviewer-1"
     again = client.post(f"{url}/claim", headers=keys["reviewer"])
     assert again.status_code == 409 and again.json()["error"]["code"] == "review.four_eyes"
+    case = client.get(url, headers=keys["auditor"]).json()
+    assert case["status"] == "awaiting_second_review" and case["four_eyes"]
+    assert [(h["kind"], h["reviewer"]["name"]) for h in case["history"]] == [
+        ("review_claim", "reviewer-1"),
+        ("review_first", "reviewer-1"),
+    ]
+    assert case["history"][1]["label"] == "positive"
+    assert client.get(url, headers=keys["service"]).status_code == 403
     assert client.post(f"{url}/claim", headers=reviewer2).status_code == 200
     final = client.post(url, json=body, headers=reviewer2).json()
     assert final["status"] == "final" and final["reviewer"] == "reviewer-2"

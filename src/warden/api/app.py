@@ -159,6 +159,14 @@ def create_app(gateway: Gateway, *, close_on_shutdown: bool = False) -> FastAPI:
     async def review(decision_id: str, body: ReviewRequestBody, caller: Caller) -> dict[str, Any]:
         return await gateway.review(decision_id, caller, body.model_dump())
 
+    @app.get(
+        "/v1/review/{decision_id}",
+        responses=ERRORS,
+        summary="A queued case: who holds it, its four-eyes state and review trail",
+    )
+    def review_case(decision_id: str, caller: Caller) -> dict[str, Any]:
+        return gateway.desk.case_view(gateway.review_case(decision_id, caller))
+
     @app.post(
         "/v1/review/{decision_id}/claim",
         responses=ERRORS,

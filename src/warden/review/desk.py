@@ -135,6 +135,16 @@ class ReviewDesk:
         )
         return items[:limit]
 
+    def case_view(self, state: CaseState, now: datetime | None = None) -> dict[str, Any]:
+        """A case as the JSON API shows it: its queue item and its review trail."""
+        item = self.queue_item(state, now or datetime.now(UTC))
+        item["history"] = [
+            {"seq": h["seq"], "kind": h["kind"], "ts": h["ts"], "reviewer": h["who"]}
+            | {k: h["body"][k] for k in ("outcome", "label", "rationale") if k in h["body"]}
+            for h in state.history
+        ]
+        return item
+
     def case(self, entries: list[StoredEntry], *, now: datetime | None = None) -> CaseState:
         state = derive(entries, now or datetime.now(UTC))
         if not state.queued:
