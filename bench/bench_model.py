@@ -32,18 +32,27 @@ from warden.policy.loader import load_policy_file
 
 
 def _timed(fn: Any, rows: list[Any], repeats: int = 3) -> dict[str, float]:
-    best: list[float] | None = None
+    """Wall-clock and thread CPU time per call, best of `repeats` (by wall-clock p99). On a
+    shared VM the wall-clock tail is mostly preemption; CPU time is what the code costs."""
+    best: tuple[list[float], list[float]] | None = None
     for _ in range(repeats):
-        times = []
+        wall, cpu = [], []
         for row in rows:
-            started = time.perf_counter_ns()
+            started, started_cpu = time.perf_counter_ns(), time.thread_time_ns()
             fn(row)
-            times.append((time.perf_counter_ns() - started) / 1000)
-        if best is None or percentile(times, 99) < percentile(best, 99):
-            best = times
+            cpu.append((time.thread_time_ns() - started_cpu) / 1000)
+            wall.append((time.perf_counter_ns() - started) / 1000)
+        if best is None or percentile(wall, 99) < percentile(best[0], 99):
+            best = (wall, cpu)
     assert best is not None
-    return {"p50_us": percentile(best, 50), "p99_us": percentile(best, 99),
-            "max_us": max(best)}  # fmt: skip
+    wall, cpu = best
+    return {
+        "p50_us": percentile(wall, 50),
+        "p99_us": percentile(wall, 99),
+        "max_us": max(wall),
+        "cpu_p50_us": percentile(cpu, 50),
+        "cpu_p99_us": percentile(cpu, 99),
+    }
 
 
 def main() -> None:
@@ -85,9 +94,10 @@ def main() -> None:
     }
     print(f"model {trained.sha256}  trained on {args.rows} rows in {train_s:.1f}s "
           f"(test PR-AUC {trained.metrics['test_pr_auc']:.4f})")  # fmt: skip
-    print("decide gate, per decision (µs)     p50      p99      max")
+    print("decide gate, per decision (µs)     p50      p99      max  cpu p50  cpu p99")
     for name, s in speed.items():
-        print(f"  {name:<28} {s['p50_us']:8.1f} {s['p99_us']:8.1f} {s['max_us']:8.1f}")
+        print(f"  {name:<28} {s['p50_us']:8.1f} {s['p99_us']:8.1f} {s['max_us']:8.1f} "
+              f"{s['cpu_p50_us']:8.1f} {s['cpu_p99_us']:8.1f}")  # fmt: skip
     extra = speed["rules_and_model"]["p99_us"] - speed["rules_only"]["p99_us"]
     print(f"  model's share of the gate at p99: {extra:.1f} µs (target: gate ≤ 2,000 µs p99)")
     q = quality
