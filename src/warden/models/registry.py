@@ -11,6 +11,7 @@ migrations), so it is imported here only, lazily, and only at start-up or by the
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import tempfile
@@ -164,7 +165,17 @@ class ModelRegistry:
 
     def versions(self, name: str) -> list[RegisteredVersion]:
         found = self.client.search_model_versions(f"name = '{name}'")
-        return sorted((self._describe(mv) for mv in found), key=lambda v: int(v.version))
+        # search results carry no aliases: the registered model holds alias → version
+        try:
+            aliases: dict[str, str] = dict(self.client.get_registered_model(name).aliases)
+        except Exception:
+            raise NotFoundError(f"no registered model named {name!r}") from None
+        out = []
+        for mv in found:
+            described = self._describe(mv)
+            held = tuple(sorted(a for a, v in aliases.items() if str(v) == described.version))
+            out.append(dataclasses.replace(described, aliases=held))
+        return sorted(out, key=lambda v: int(v.version))
 
     def artifact(self, version: RegisteredVersion) -> bytes:
         """The model file of a version, checked against the SHA-256 it was registered with."""
