@@ -373,6 +373,34 @@ class Gateway:
 
         return await propose(self.store, caller, document, report)
 
+    async def calibrate_thresholds(
+        self,
+        caller: Principal,
+        decision_type: str,
+        *,
+        rows: int = 40_000,
+        seed: int = 424_242,
+        review_capacity: float | None = None,
+        report_dir: Path | None = None,
+    ) -> dict[str, Any]:
+        """Calibrate, propose the thresholds version and write the PNG report (default:
+        `reports/<version>` in the data directory). Runs off the event loop."""
+        from warden.models.calibrate import calibrate
+        from warden.models.report import write_calibration_report
+
+        caller.require(Permission.ADMIN)
+        result = await asyncio.to_thread(
+            calibrate, self.policy, self.models, self.store, decision_type,
+            generator_rows=rows, seed=seed, review_capacity=review_capacity,
+        )  # fmt: skip
+        proposed = await self.propose_thresholds(caller, result.document, result.summary)
+        home = getattr(self.store, "data_dir", None)
+        out = report_dir or (
+            Path(home) / "reports" / proposed["thresholds_version"][7:19] if home else None
+        )
+        paths = await asyncio.to_thread(write_calibration_report, result, out) if out else []
+        return {**proposed, "summary": result.summary, "report": [str(p) for p in paths]}
+
     async def approve_thresholds(self, version: str, caller: Principal) -> dict[str, Any]:
         """Activate a proposed thresholds version (a second admin: maker-checker)."""
         from warden.models.thresholds import approve, load_version

@@ -141,3 +141,17 @@ def test_model_routes_over_http(tmp_path: Path) -> None:
         assert status["decisions_seen"] == 1 and status["baseline_source"] == "thresholds"
         missing = httpx.get(f"{server.url}/v1/decisions/nope/reproduce", headers=h("al-auditor"))
         assert missing.status_code == 404
+
+        # calibrating while serving: over HTTP (the CLI needs the data directory to itself)
+        url = f"{server.url}/v1/thresholds/calibrate"
+        body = {"decision_type": "payment_fraud", "rows": 3000, "seed": 7}
+        assert httpx.post(url, json=body, headers=h("al-auditor")).status_code == 403
+        bad = httpx.post(url, json={**body, "rows": -1}, headers=h("bo-admin"))
+        assert bad.status_code == 422 and bad.json()["error"]["field"] == "rows"
+        unknown = httpx.post(url, json={**body, "decision_type": "loans"}, headers=h("bo-admin"))
+        assert unknown.status_code == 422 and "unknown decision type" in unknown.text
+        second = httpx.post(url, json=body, headers=h("bo-admin"), timeout=60)
+        assert second.status_code == 200, second.text
+        assert second.json()["thresholds_version"] != version
+        assert second.json()["summary"]["held_out_rows"] > 1000
+        assert all(Path(p).exists() for p in second.json()["report"])

@@ -5,9 +5,22 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI
+from pydantic import BaseModel, ConfigDict, Field
 
 from warden.auth import Permission, Principal
 from warden.gateway import Gateway
+
+
+class CalibrateRequestBody(BaseModel):
+    """What `warden calibrate` takes, for a gateway that is serving (the CLI needs the
+    data directory to itself)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    decision_type: str = Field(min_length=1, max_length=64)
+    rows: int = Field(default=40_000, ge=0, le=1_000_000, description="generated labelled rows")
+    seed: int = Field(default=424_242, ge=0)
+    review_capacity: float | None = Field(default=None, gt=0.0, le=1.0)
 
 
 def mount_model_routes(
@@ -44,6 +57,20 @@ def mount_model_routes(
 
         caller.require(Permission.READ_AUDIT)
         return {"proposals": proposals(gateway.store)}
+
+    @app.post(
+        "/v1/thresholds/calibrate",
+        responses=responses,
+        summary="Calibrate and propose a thresholds version (an admin; a second one approves)",
+    )
+    async def calibrate(body: CalibrateRequestBody, caller: Caller) -> dict[str, Any]:
+        return await gateway.calibrate_thresholds(
+            caller,
+            body.decision_type,
+            rows=body.rows,
+            seed=body.seed,
+            review_capacity=body.review_capacity,
+        )
 
     @app.post(
         "/v1/thresholds/{version}/approve",

@@ -105,23 +105,22 @@ def calibrate(
     ] = None,
     report: Annotated[Path | None, typer.Option(help="Report folder (PNG plots).")] = None,
 ) -> None:
-    """Calibrate scores and propose cost-minimising thresholds (a second admin approves)."""
+    """Calibrate scores and propose cost-minimising thresholds (a second admin approves).
+    With a server running on the data directory, use POST /v1/thresholds/calibrate."""
     from warden.auth import Principal
     from warden.gateway import Gateway
-    from warden.models.calibrate import calibrate as run_calibration
-    from warden.models.report import write_calibration_report
 
     admin = _admin(data_dir, api_key)
     assert isinstance(admin, Principal)
     with Gateway.open(data_dir, policy) as gateway:
-        result = run_calibration(
-            gateway.policy, gateway.models, gateway.store, decision_type,
-            generator_rows=rows, seed=seed, review_capacity=review_capacity,
+        proposed = asyncio.run(
+            gateway.calibrate_thresholds(
+                admin, decision_type, rows=rows, seed=seed,
+                review_capacity=review_capacity, report_dir=report,
+            )
         )  # fmt: skip
-        proposed = asyncio.run(gateway.propose_thresholds(admin, result.document, result.summary))
-    out = report or data_dir / "reports" / proposed["thresholds_version"].split(":")[1][:12]
-    paths = write_calibration_report(result, out)
-    s = result.summary
+    paths = proposed["report"]
+    s = proposed["summary"]
     table = Table("thresholds", "approve ≤", "decline ≥", "review share", "cost / decision")
     for label, key in (
         ("chosen (calibrated)", "chosen"),
