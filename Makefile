@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench clean browser
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +19,12 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/warden demo
 
-test: $(STAMP)
+# the workbench's end-to-end tests drive Debian's Chromium (through Playwright, with the
+# system browser; never `playwright install`): install it where it is missing (CI is root)
+browser:
+	@test -x /usr/bin/chromium || (apt-get update && apt-get install -y chromium)
+
+test: $(STAMP) browser
 	$(MAKE) -C bench loadgen
 	$(BIN)/python -m pytest -q
 	$(BIN)/warden redteam            # release gate: attack corpora vs every input surface

@@ -1,7 +1,13 @@
-"""Rules-only decisions through the Python API with the durable SQLite audit store, and
-the same stream on a null store in the same run (the audit-cost ratio).
+"""Decisions through the Python API with the durable SQLite audit store, and the same
+stream on a null store in the same run (the audit-cost ratio).
 
     .venv/bin/python bench/bench_python_api.py [--requests 20000] [--concurrency 1,32,128]
+                                               [--scoring rules|model]
+
+`--scoring model` (the default) runs the scored policy: the CEL rules plus the LightGBM
+model (`fraud-lgbm`, trained here once with `warden model train`'s config; built from the
+training run's bytes, no MLflow) and the calibrated-band lookup; `rules` runs the bundled
+rules-only policy.
 """
 
 from __future__ import annotations
@@ -23,8 +29,12 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import machine, percentile, stream
 
 from warden.audit.null_store import NullAuditStore
+from warden.audit.sqlite_store import SQLiteAuditStore
 from warden.auth import Principal, Role
 from warden.gateway import DEFAULT_POLICY, Gateway
+from warden.models.loaded import LoadedModel
+from warden.models.policies import SCORED_POLICY
+from warden.models.train import TrainConfig, train
 from warden.policy.loader import load_policy_file
 from warden.runtime import tune_for_serving
 
@@ -55,20 +65,33 @@ async def drive(
     }
 
 
-def run(requests: int, levels: list[int], repeats: int) -> dict[str, Any]:
+def scoring_setup(scoring: str) -> tuple[Path, dict[str, LoadedModel]]:
+    if scoring == "rules":
+        return DEFAULT_POLICY, {}
+    trained, _ = train(TrainConfig())
+    model = LoadedModel.from_bytes(
+        "fraud-lgbm", "bench", trained.text, trained.feature_set, sha256=trained.sha256
+    )
+    return SCORED_POLICY, {"fraud-lgbm@champion": model}
+
+
+def run(requests: int, levels: list[int], repeats: int, scoring: str) -> dict[str, Any]:
     data = stream(requests)
-    policy = load_policy_file(DEFAULT_POLICY)
+    policy_path, models = scoring_setup(scoring)
+    policy = load_policy_file(policy_path)
     rows = []
     for concurrency in levels:
         best: dict[str, dict[str, float]] = {}
         for _ in range(repeats):  # alternate the two stores so drift hits both alike
-            null = Gateway(policy, NullAuditStore())
+            null = Gateway(policy, NullAuditStore(), models=models)
             result = asyncio.run(drive(null, data, concurrency))
             if result["per_second"] > best.get("null", {}).get("per_second", 0):
                 best["null"] = result
             tmp = Path(tempfile.mkdtemp(prefix="warden-bench-"))
             try:
-                with Gateway.open(tmp, DEFAULT_POLICY) as durable:
+                store = SQLiteAuditStore(tmp)
+                with Gateway(policy, store, models=models) as durable:
+                    durable.activate_policy()
                     result = asyncio.run(drive(durable, data, concurrency))
                     result["commits"] = sum(1 for _ in durable.store.checkpoints())
             finally:
@@ -85,6 +108,7 @@ def run(requests: int, levels: list[int], repeats: int) -> dict[str, Any]:
         )
     return {
         "benchmark": "python_api",
+        "scoring": scoring,
         "requests": requests,
         "repeats": repeats,
         "machine": machine(),
@@ -98,6 +122,7 @@ def main() -> None:
     parser.add_argument("--concurrency", default="1,32,128")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--scoring", choices=("rules", "model"), default="model")
     parser.add_argument(
         "--switch-interval",
         type=float,
@@ -109,9 +134,10 @@ def main() -> None:
         sys.setswitchinterval(args.switch_interval)
     levels = [int(x) for x in args.concurrency.split(",")]
     tune_for_serving()
-    result = run(args.requests, levels, args.repeats)
+    result = run(args.requests, levels, args.repeats, args.scoring)
+    what = "rules only" if args.scoring == "rules" else "rules + model"
     table = Table(
-        title=f"Python API, rules only, {args.requests} decisions per run (best of {args.repeats})"
+        title=f"Python API, {what}, {args.requests} decisions per run (best of {args.repeats})"
     )
     for column in (
         "in flight",

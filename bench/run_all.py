@@ -20,6 +20,8 @@ def main() -> None:
         ["bench_guard_pii.py"],
         ["bench_routing.py", "--json", str(RESULTS / "routing.json")],
         ["bench_gateway_overhead.py", "--json", str(RESULTS / "gateway_overhead.json")],
+        ["bench_review.py", "--json", str(RESULTS / "review.json")],
+        ["bench_model.py", "--json", str(RESULTS / "model.json")],
     ]
     for script, *args in runs:
         print(f"\n=== {script}", flush=True)

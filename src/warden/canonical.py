@@ -9,32 +9,56 @@ writes, the C-accelerated `json.dumps` produces the same bytes once floats are n
 JCS differs from `json.dumps(sort_keys=True, separators=(",", ":"), ensure_ascii=False)`
 only in number formatting (ECMAScript `Number.toString`) and in sorting keys by UTF-16
 code units. `_normalise` rewrites integral floats below 2^53 as ints (the same digits);
-non-integral floats with 1e-4 <= |x| < 2^53 print identically in both; anything else
-(tiny or huge floats, keys beyond the BMP, lone surrogates) falls back to `rfc8785`,
-which is authoritative. A property test checks the fast path against `rfc8785`."""
+non-integral floats with 1e-4 <= |x| < 2^53 print identically in both; tiny floats
+(0 < |x| < 1e-4, e.g. a model's fraud probability of 1.3e-05) go in as placeholder
+strings that are replaced by their ECMAScript form afterwards (`_es_tiny`; if a string in
+the value happens to contain the placeholder mark, the reference does it instead); anything
+else (huge floats, keys beyond the BMP, lone surrogates) falls back to `rfc8785`, which is
+authoritative. A property test checks the fast path against `rfc8785`."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 from typing import Any
 
 import rfc8785
 
 _SAFE_INT = 2**53
+#: brackets a tiny float's index in the fast path's output (private-use code points)
+_MARK = "\ue000\ue001"
+_TINY_RE = re.compile('"' + _MARK + "([0-9]+)" + _MARK + '"')
 
 
 class _NeedsReference(Exception):
     """The fast path cannot guarantee identical bytes for this value."""
 
 
-def _float(value: float) -> float | int:
+def _float(value: float, tiny: list[float]) -> float | int | str:
     magnitude = abs(value)
     if magnitude < _SAFE_INT and value == int(value):
         return int(value)
     if 1e-4 <= magnitude < _SAFE_INT:
         return value
+    if magnitude < 1e-4:  # finite and non-zero here (0.0 and -0.0 became int 0 above)
+        tiny.append(value)
+        return f"{_MARK}{len(tiny) - 1}{_MARK}"
     raise _NeedsReference
+
+
+def _es_tiny(value: float) -> str:
+    """ECMAScript Number.toString of 0 < |value| < 1e-4 from Python's shortest repr (both
+    pick the shortest round-tripping digits): 0.0000dd for exponents -5 and -6, d.ddde-N
+    below."""
+    mantissa, exponent = repr(abs(value)).split("e")
+    digits = mantissa.replace(".", "")
+    n = int(exponent) + 1
+    sign = "-" if value < 0 else ""
+    if n > -6:
+        return f"{sign}0.{'0' * -n}{digits}"
+    rest = f".{digits[1:]}" if len(digits) > 1 else ""
+    return f"{sign}{digits[0]}{rest}e-{1 - n}"
 
 
 def _check_key(key: Any) -> None:
@@ -42,7 +66,7 @@ def _check_key(key: Any) -> None:
         raise _NeedsReference
 
 
-def _normalise(value: Any) -> Any:
+def _normalise(value: Any, tiny: list[float]) -> Any:
     """Copy of `value` with floats in JCS-compatible form. Scalars inside containers are
     handled inline (most nodes are leaves; a call per leaf was the main cost)."""
     kind = type(value)
@@ -57,20 +81,20 @@ def _normalise(value: Any) -> Any:
             if t is str or t is bool or item is None:
                 out[key] = item
             elif t is float:
-                out[key] = _float(item)
+                out[key] = _float(item, tiny)
             elif t is int:
                 if not -_SAFE_INT < item < _SAFE_INT:
                     raise _NeedsReference
                 out[key] = item
             else:
-                out[key] = _normalise(item)
+                out[key] = _normalise(item, tiny)
         return out
     if kind is list or kind is tuple:
-        return [_normalise(item) for item in value]
+        return [_normalise(item, tiny) for item in value]
     if kind is str or kind is bool or value is None:
         return value
     if kind is float:
-        return _float(value)
+        return _float(value, tiny)
     if kind is int:
         if -_SAFE_INT < value < _SAFE_INT:
             return value
@@ -79,11 +103,17 @@ def _normalise(value: Any) -> Any:
 
 
 def canonical_json(value: Any) -> bytes:
+    tiny: list[float] = []
     try:
-        normal = _normalise(value)
-        return json.dumps(
+        normal = _normalise(value, tiny)
+        text = json.dumps(
             normal, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-        ).encode("utf-8")
+        )
+        if tiny:
+            if text.count(_MARK) != 2 * len(tiny):  # the mark also occurs in a string
+                raise _NeedsReference
+            text = _TINY_RE.sub(lambda m: _es_tiny(tiny[int(m.group(1))]), text)
+        return text.encode("utf-8")
     except (_NeedsReference, UnicodeEncodeError, ValueError):
         return rfc8785.dumps(value)
 

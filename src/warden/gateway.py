@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
-from datetime import UTC, datetime, timedelta
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,6 @@ from pydantic import ValidationError
 from warden import metrics
 from warden.audit.entry import NewEntry, StoredEntry, record_document
 from warden.audit.merkle import leaf_hash, verify_inclusion
-from warden.audit.record import review_body
 from warden.audit.sqlite_store import SQLiteAuditStore, utc_now
 from warden.audit.store import AuditStore
 from warden.auth import KeyRing, Permission, Principal
@@ -35,11 +34,16 @@ from warden.gates.outputs import OutputsGate
 from warden.gates.proposal import ProposalGate
 from warden.gates.residency import ResidencyGate
 from warden.ids import new_decision_id
+from warden.models.loaded import LoadedModel
+from warden.models.monitor import BandMonitor
+from warden.models.registry import ModelRegistry
 from warden.pipeline.context import DecisionContext, DecisionRequest
 from warden.pipeline.runner import Pipeline
 from warden.policy.errors_format import dotted
 from warden.policy.loader import LoadedPolicy, load_policy_file
-from warden.schemas import DecisionRequestBody, ReviewRequestBody
+from warden.review.cases import CaseState
+from warden.review.desk import ReviewDesk
+from warden.schemas import DecisionRequestBody
 
 DEFAULT_POLICY = Path(__file__).parent / "demo" / "policy.yaml"
 
@@ -140,12 +144,24 @@ def response_from_record(record: dict[str, Any], seq: int, *, replayed: bool) ->
 
 class Gateway:
     def __init__(
-        self, policy: LoadedPolicy, store: AuditStore, keyring: KeyRing | None = None
+        self,
+        policy: LoadedPolicy,
+        store: AuditStore,
+        keyring: KeyRing | None = None,
+        models: Mapping[str, LoadedModel] | None = None,
     ) -> None:
+        from warden.models.thresholds import active_thresholds
+
         self.policy = policy
         self.store = store
         self.keyring = keyring
         self.endpoints = EndpointRuntime(policy.routes)
+        #: the policy's `model:` references, loaded at start-up (Gateway.open)
+        self.models = dict(models or {})
+        self.bands = BandsGate(active_thresholds(store))
+        self.monitor = BandMonitor()
+        for name, version in self.bands.thresholds.items():
+            self.monitor.set_expected(name, version.document["fitted_on"].get("review_share"))
         self.pipeline = Pipeline(
             [
                 AdmissionGate(),
@@ -153,20 +169,33 @@ class Gateway:
                 InputsGate(),
                 LlmGate(store, self.endpoints),
                 ProposalGate(),
-                DecideGate(),
-                BandsGate(),
+                DecideGate(self.models),
+                self.bands,
                 OutputsGate(),
                 CommitGate(store),
             ]
         )
 
     @classmethod
-    def open(cls, data_dir: str | Path, policy_path: str | Path | None = None) -> Gateway:
+    def open(
+        cls,
+        data_dir: str | Path,
+        policy_path: str | Path | None = None,
+        *,
+        registry: ModelRegistry | None = None,
+    ) -> Gateway:
+        """Open a data directory. Models the policy names are loaded from `registry`
+        (default: the MLflow registry in the data directory) once, here."""
+        from warden.models.serving import load_policy_models, referenced_models
+
         data_dir = Path(data_dir)
         policy = load_policy_file(policy_path or DEFAULT_POLICY)
         store = SQLiteAuditStore(data_dir, on_commit=metrics.observe_commit)
         try:
-            gateway = cls(policy, store, KeyRing(data_dir / "keys.yaml"))
+            models = {}
+            if referenced_models(policy):
+                models = load_policy_models(policy, registry or ModelRegistry(data_dir), store)
+            gateway = cls(policy, store, KeyRing(data_dir / "keys.yaml"), models)
             gateway.activate_policy()
         except BaseException:
             store.close()
@@ -288,6 +317,7 @@ class Gateway:
                 metrics.UNLABELED.inc()
             return
         metrics.DECISIONS.labels(ctx.request.decision_type, outcome).inc()
+        self.monitor.observe(ctx.request.decision_type, outcome)
         metrics.DECISION_LATENCY.labels(ctx.request.decision_type).observe(
             (time.perf_counter_ns() - ctx.started_ns) / 1e9
         )
@@ -351,74 +381,89 @@ class Gateway:
             "origin": self.store.origin,
         }
 
-    # -- review ------------------------------------------------------------------------
+    # -- review (the desk in warden.review holds the rules) -------------------------------
+    @property
+    def desk(self) -> ReviewDesk:
+        return ReviewDesk(self.store, self.policy)
+
     def review_queue(self, caller: Principal, limit: int = 100) -> list[dict[str, Any]]:
+        return self.desk.queue(caller, limit)
+
+    def review_case(self, decision_id: str, caller: Principal) -> CaseState:
         caller.require(Permission.READ_QUEUE)
-        sla = timedelta(minutes=self.policy.policy.review.sla_minutes)
-        items = []
-        for entry in self.store.review_queue(limit):
-            body = entry.body()
-            received = datetime.fromisoformat(body["received_at"].replace("Z", "+00:00"))
-            due = received + sla
-            items.append(
-                {
-                    "decision_id": entry.decision_id,
-                    "seq": entry.seq,
-                    "decision_type": body["decision_type"],
-                    "jurisdiction": body["jurisdiction"],
-                    "score": body["score"],
-                    "received_at": body["received_at"],
-                    "sla_due_at": due.isoformat().replace("+00:00", "Z"),
-                    "overdue": due < datetime.now(UTC),
-                    "reasons": response_from_record(body, entry.seq, replayed=False)["reasons"],
-                }
-            )
-        return items
+        return self.desk.case(self.entries(decision_id, caller))
+
+    async def review_claim(self, decision_id: str, caller: Principal) -> dict[str, Any]:
+        caller.require(Permission.REVIEW)
+        return await self.desk.claim(self.entries(decision_id, caller), caller)
+
+    async def review_release(self, decision_id: str, caller: Principal) -> dict[str, Any]:
+        caller.require(Permission.REVIEW)
+        return await self.desk.release(self.entries(decision_id, caller), caller)
 
     async def review(self, decision_id: str, caller: Principal, payload: Any) -> dict[str, Any]:
         caller.require(Permission.REVIEW)
-        try:
-            body = ReviewRequestBody.model_validate(payload)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            path = dotted(tuple(first["loc"])) or "body"
-            raise RequestError(f"{path}: {first['msg']}", field=path) from None
-        entries = self.entries(decision_id, caller)
-        decision = entries[0]
-        if decision.kind != "decision" or decision.body()["outcome"] != "review":
-            raise ConflictError(
-                f"decision {decision_id} is not waiting for review "
-                f"(outcome {decision.body().get('outcome')!r})",
-                code="review.not_in_queue",
-            )
-        entry = NewEntry.of(
-            "review",
-            decision_id,
-            review_body(
-                decision_id,
-                decision.seq,
-                decision.leaf_hash,
-                caller.as_record(),
-                body.outcome,
-                body.rationale,
-            ),
-            unique_key=f"review:{decision_id}",
-            outcome=body.outcome,
+        desk = self.desk
+        desk.parse_review(payload)  # a bad body is a 422 before anything is looked up
+        return await desk.decide(self.entries(decision_id, caller), caller, payload)
+
+    # -- models, thresholds, monitoring, reproduce (logic in warden.models / warden.audit) --
+    async def propose_thresholds(
+        self, caller: Principal, document: dict[str, Any], report: dict[str, Any]
+    ) -> dict[str, Any]:
+        from warden.models.thresholds import propose
+
+        return await propose(self.store, caller, document, report)
+
+    async def calibrate_thresholds(
+        self,
+        caller: Principal,
+        decision_type: str,
+        *,
+        rows: int = 40_000,
+        seed: int = 424_242,
+        review_capacity: float | None = None,
+        report_dir: Path | None = None,
+    ) -> dict[str, Any]:
+        """Calibrate, propose the thresholds version and write the PNG report (default:
+        `reports/<version>` in the data directory). Runs off the event loop."""
+        from warden.models.calibrate import calibrate
+        from warden.models.report import write_calibration_report
+
+        caller.require(Permission.ADMIN)
+        result = await asyncio.to_thread(
+            calibrate, self.policy, self.models, self.store, decision_type,
+            generator_rows=rows, seed=seed, review_capacity=review_capacity,
+        )  # fmt: skip
+        proposed = await self.propose_thresholds(caller, result.document, result.summary)
+        home = getattr(self.store, "data_dir", None)
+        out = report_dir or (
+            Path(home) / "reports" / proposed["thresholds_version"][7:19] if home else None
         )
-        result = await self.store.submit_async(entry)
-        if result.conflict is not None:
-            who = result.conflict.body().get("reviewer", {}).get("name", "?")
-            raise ConflictError(
-                f"decision {decision_id} was already reviewed by {who}",
-                code="review.already_reviewed",
-            )
-        metrics.REVIEWS.labels(body.outcome).inc()
-        return {
-            "decision_id": decision_id,
-            "outcome": body.outcome,
-            "audit_seq": result.seq,
-            "reviewer": caller.name,
-        }
+        paths = await asyncio.to_thread(write_calibration_report, result, out) if out else []
+        return {**proposed, "summary": result.summary, "report": [str(p) for p in paths]}
+
+    async def approve_thresholds(self, version: str, caller: Principal) -> dict[str, Any]:
+        """Activate a proposed thresholds version (a second admin: maker-checker)."""
+        from warden.models.thresholds import approve, load_version
+
+        result = await approve(self.store, caller, version)
+        active = load_version(self.store, version)
+        self.bands.thresholds[active.decision_type] = active
+        self.monitor.set_expected(
+            active.decision_type, active.document["fitted_on"].get("review_share")
+        )
+        return result
+
+    def band_monitor(self, caller: Principal) -> dict[str, Any]:
+        caller.require(Permission.READ_AUDIT)
+        return {"decision_types": self.monitor.status()}
+
+    def reproduce(self, decision_id: str, caller: Principal) -> dict[str, Any]:
+        from warden.audit.reproduce import reproduce_entries
+
+        caller.require(Permission.READ_ANY_DECISION)
+        return reproduce_entries(self.store, self.entries(decision_id, caller)).as_dict()
 
 
 def verify_proof_document(doc: dict[str, Any], vkey: str) -> str:

@@ -73,7 +73,14 @@ class ReviewRequestBody(BaseModel):
 
     outcome: Literal["approve", "decline"]
     rationale: str = Field(
-        min_length=10, max_length=5000, description="Why; at least 10 characters. Mandatory."
+        min_length=1,
+        max_length=5000,
+        description="Why. Mandatory: at least `review.min_rationale_chars` characters "
+        "(policy; 10 in the example).",
+    )
+    label: Literal["positive", "negative"] = Field(
+        description="positive: the risk the score estimates was real (e.g. fraud); "
+        "negative: it was not. Calibration and retraining read it."
     )
 
 

@@ -58,10 +58,21 @@ def test_authentication_and_roles_per_route(api: Any) -> None:
     queued = client.post("/v1/decisions", json=review_payment(), headers=keys["service"]).json()
     assert client.get("/v1/review/queue", headers=keys["service"]).status_code == 403
     assert client.get("/v1/review/queue", headers=keys["auditor"]).status_code == 200
-    decision = {"outcome": "approve", "rationale": "Known customer travelling, confirmed."}
+    decision = {
+        "outcome": "approve",
+        "rationale": "Known customer travelling, confirmed.",
+        "label": "negative",
+    }
     url = f"/v1/review/{queued['decision_id']}"
-    assert client.post(url, json=decision, headers=keys["auditor"]).status_code == 403
-    assert client.post(url, json=decision, headers=keys["service"]).status_code == 403
+    for role in ("auditor", "service"):
+        assert client.post(f"{url}/claim", headers=keys[role]).status_code == 403, role
+        assert client.post(url, json=decision, headers=keys[role]).status_code == 403, role
+    unclaimed = client.post(url, json=decision, headers=keys["reviewer"])
+    assert unclaimed.status_code == 409
+    assert unclaimed.json()["error"]["code"] == "review.claim_required"
+    assert client.post(f"{url}/claim", headers=keys["reviewer"]).status_code == 200
+    taken = client.post(f"{url}/claim", headers=keys["admin"])
+    assert taken.status_code == 409 and "claimed by reviewer-1" in taken.json()["error"]["message"]
     assert client.post(url, json=decision, headers=keys["reviewer"]).status_code == 200
     assert client.post(url, json=decision, headers=keys["admin"]).status_code == 409
 
@@ -72,19 +83,72 @@ def test_review_queue_and_review_flow(api: Any) -> None:
     items = client.get("/v1/review/queue", headers=keys["reviewer"]).json()["items"]
     item = next(i for i in items if i["decision_id"] == queued["decision_id"])
     assert item["reasons"] and item["sla_due_at"] > item["received_at"]
+    assert item["status"] == "open" and item["claimed_by"] is None
+    url = f"/v1/review/{queued['decision_id']}"
+    claimed = client.post(f"{url}/claim", headers=keys["reviewer"]).json()
+    assert claimed["claimed_by"] == "reviewer-1" and claimed["expires_at"]
+    items = client.get("/v1/review/queue", headers=keys["auditor"]).json()["items"]
+    item = next(i for i in items if i["decision_id"] == queued["decision_id"])
+    assert item["status"] == "claimed" and item["claimed_by"] == "reviewer-1"
     missing = client.post(
-        f"/v1/review/{queued['decision_id']}", json={"outcome": "approve"}, headers=keys["reviewer"]
+        url, json={"outcome": "approve", "label": "negative"}, headers=keys["reviewer"]
     )
     assert missing.status_code == 422
     assert missing.json()["error"]["field"] == "rationale"
+    unlabeled = client.post(
+        url, json={"outcome": "approve", "rationale": "Known customer."}, headers=keys["reviewer"]
+    )
+    assert unlabeled.status_code == 422 and unlabeled.json()["error"]["field"] == "label"
     ok = client.post(
-        f"/v1/review/{queued['decision_id']}",
-        json={"outcome": "decline", "rationale": "Card reported stolen today."},
+        url,
+        json={
+            "outcome": "decline",
+            "rationale": "Card reported stolen today.",
+            "label": "positive",
+        },
         headers=keys["reviewer"],
     )
-    assert ok.status_code == 200
+    assert ok.status_code == 200 and ok.json()["status"] == "final"
     record = client.get(f"/v1/decisions/{queued['decision_id']}", headers=keys["auditor"]).json()
-    assert [e["kind"] for e in record["entries"]] == ["decision", "review"]
+    assert [e["kind"] for e in record["entries"]] == ["decision", "review_claim", "review"]
+    items = client.get("/v1/review/queue", headers=keys["auditor"]).json()["items"]
+    assert queued["decision_id"] not in [i["decision_id"] for i in items]
+
+
+def test_four_eyes_over_the_json_api(api: Any) -> None:
+    client, keys = api
+    reviewer2 = {"X-API-Key": client.app.state.gateway.keyring.create("reviewer-2", Role.REVIEWER)}
+    big = client.post(
+        "/v1/decisions", json=review_payment(amount=25_000.0), headers=keys["service"]
+    ).json()
+    assert big["outcome"] == "review"
+    url = f"/v1/review/{big['decision_id']}"
+    body = {"outcome": "decline", "rationale": "Account takeover pattern.", "label": "positive"}
+    assert client.post(f"{url}/claim", headers=keys["reviewer"]).status_code == 200
+    first = client.post(url, json=body, headers=keys["reviewer"]).json()
+    assert first["status"] == "pending_second_review"
+    items = client.get("/v1/review/queue", headers=keys["reviewer"]).json()["items"]
+    item = next(i for i in items if i["decision_id"] == big["decision_id"])
+    assert item["status"] == "awaiting_second_review" and item["first_reviewer"] == "reviewer-1"
+    again = client.post(f"{url}/claim", headers=keys["reviewer"])
+    assert again.status_code == 409 and again.json()["error"]["code"] == "review.four_eyes"
+    case = client.get(url, headers=keys["auditor"]).json()
+    assert case["status"] == "awaiting_second_review" and case["four_eyes"]
+    assert [(h["kind"], h["reviewer"]["name"]) for h in case["history"]] == [
+        ("review_claim", "reviewer-1"),
+        ("review_first", "reviewer-1"),
+    ]
+    assert case["history"][1]["label"] == "positive"
+    assert client.get(url, headers=keys["service"]).status_code == 403
+    assert client.post(f"{url}/claim", headers=reviewer2).status_code == 200
+    final = client.post(url, json=body, headers=reviewer2).json()
+    assert final["status"] == "final" and final["reviewer"] == "reviewer-2"
+    record = client.get(f"/v1/decisions/{big['decision_id']}", headers=keys["auditor"]).json()
+    kinds = [e["kind"] for e in record["entries"]]
+    assert kinds == ["decision", "review_claim", "review_first", "review_claim", "review"]
+    last = record["entries"][-1]["body"]
+    assert last["first_review"]["reviewer"] == "reviewer-1" and last["first_review"]["agrees"]
+    assert last["four_eyes"] == {"field": "amount", "value": 25_000.0, "above": 10_000.0}
 
 
 @pytest.mark.parametrize(
@@ -154,5 +218,7 @@ def test_health_metrics_and_openapi(api: Any) -> None:
         "/v1/audit/checkpoint",
         "/v1/review/queue",
         "/v1/review/{decision_id}",
+        "/v1/review/{decision_id}/claim",
+        "/v1/review/{decision_id}/release",
     ):
         assert path in spec["paths"], path

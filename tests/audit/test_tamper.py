@@ -80,10 +80,15 @@ async def _build(gateway: Gateway) -> tuple[list[dict[str, Any]], dict[str, Any]
             requests[3] = payment(customer_id=TARGET_CUSTOMER, amount=TARGET_AMOUNT)
         results += await asyncio.gather(*(decide(r) for r in requests))
     queued = next(r for r in results if r["outcome"] == "review")
+    await gateway.review_claim(queued["decision_id"], REVIEWER)
     review = await gateway.review(
         queued["decision_id"],
         REVIEWER,
-        {"outcome": "approve", "rationale": "Customer confirmed the purchase by phone."},
+        {
+            "outcome": "approve",
+            "rationale": "Customer confirmed the purchase by phone.",
+            "label": "negative",
+        },
     )
     return results, review
 
@@ -103,7 +108,8 @@ def built_log(tmp_path_factory: pytest.TempPathFactory) -> Log:
         size = conn.execute("SELECT count(*) FROM entries").fetchone()[0]
         sizes = tuple(r[0] for r in conn.execute("SELECT size FROM checkpoints ORDER BY size"))
     target = results[10 + 3]  # batch 1, request 3
-    assert size == 1 + 30 + 1  # policy activation, 30 requests (refusals included), 1 review
+    # policy activation, 30 requests (refusals included), 1 claim, 1 review
+    assert size == 1 + 30 + 1 + 1
     assert review["audit_seq"] == size - 1 and sizes[-1] == size and sizes[-2] == size - 1
     batches = [b - a for a, b in zip((0, *sizes), sizes, strict=False)]
     assert max(batches) >= 3, f"no multi-entry batch: checkpoints at {sizes}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -131,6 +132,25 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
         "Claims triage outcomes per jurisdiction",
         "Routing per jurisdiction",
         "OK every model call went to a zone its jurisdiction allows",
+        "Review workbench",
+        "/workbench/",
+        "fraud-lgbm version 1",
+        "activated by demo-model-risk-officer",
+        "fields compared, identical",
     ):
         assert expected in out, expected
     assert "llm-eu-2" in out and "llm-us-1" in out  # the EU primary was killed halfway
+    # the printed log-in keys work: the demo created them in its data directory
+    from warden.auth import KeyRing
+
+    ring = KeyRing(tmp_path / "demo" / "keys.yaml")
+    people = r"(reviewer-1|reviewer-2|auditor-1|admin-1)\W+(reviewer|auditor|admin)"
+    printed = re.findall(people + r"\W+(wk_[A-Za-z0-9_-]+)", out)
+    assert [(name, role) for name, role, _ in printed] == [
+        ("reviewer-1", "reviewer"),
+        ("reviewer-2", "reviewer"),
+        ("auditor-1", "auditor"),
+        ("admin-1", "admin"),
+    ]
+    for name, _, key in printed:
+        assert ring.authenticate(key).name == name

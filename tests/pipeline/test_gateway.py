@@ -196,11 +196,13 @@ def test_roles_are_enforced(gateway: Gateway) -> None:
             gateway.decide_sync(payment(), who)
     result = gateway.decide_sync(review_payment(), SERVICE)
     with pytest.raises(ForbiddenError):
+        asyncio.run(gateway.review_claim(result["decision_id"], AUDITOR))
+    with pytest.raises(ForbiddenError):
         asyncio.run(
             gateway.review(
                 result["decision_id"],
                 AUDITOR,
-                {"outcome": "approve", "rationale": "looks fine to me"},
+                {"outcome": "approve", "rationale": "looks fine to me", "label": "negative"},
             )
         )
     with pytest.raises(ForbiddenError):
@@ -216,40 +218,65 @@ def test_review_is_a_new_linked_entry_never_an_update(gateway: Gateway) -> None:
     decision_id = result["decision_id"]
     assert decision_id in [i["decision_id"] for i in gateway.review_queue(REVIEWER)]
     before = gateway.record(decision_id, AUDITOR)["entries"][0]
+    asyncio.run(gateway.review_claim(decision_id, REVIEWER))
     done = asyncio.run(
         gateway.review(
             decision_id,
             REVIEWER,
-            {"outcome": "decline", "rationale": "Customer confirmed the card was stolen."},
+            {
+                "outcome": "decline",
+                "rationale": "Customer confirmed the card was stolen.",
+                "label": "positive",
+            },
         )
     )
     entries = gateway.record(decision_id, AUDITOR)["entries"]
     assert entries[0] == before  # the decision entry is untouched
-    assert [e["kind"] for e in entries] == ["decision", "review"]
-    review = entries[1]["body"]
+    assert [e["kind"] for e in entries] == ["decision", "review_claim", "review"]
+    review = entries[2]["body"]
     assert review["reviewer"] == {"name": "rita-reviewer", "role": "reviewer"}
     assert review["reviews_entry"] == {"seq": before["seq"], "leaf_hash": before["leaf_hash"]}
-    assert done["audit_seq"] == entries[1]["seq"]
+    assert review["label"] == "positive" and review["stage"] == "final"
+    assert done["audit_seq"] == entries[2]["seq"]
     assert decision_id not in [i["decision_id"] for i in gateway.review_queue(REVIEWER)]
+    with pytest.raises(ConflictError, match="already reviewed by rita-reviewer"):
+        asyncio.run(gateway.review_claim(decision_id, ADMIN))
     with pytest.raises(ConflictError, match="already reviewed by rita-reviewer"):
         asyncio.run(
             gateway.review(
-                decision_id, ADMIN, {"outcome": "approve", "rationale": "Second opinion, approve."}
+                decision_id,
+                ADMIN,
+                {
+                    "outcome": "approve",
+                    "rationale": "Second opinion, approve.",
+                    "label": "negative",
+                },
             )
         )
 
 
 def test_review_needs_a_rationale_and_a_queued_case(gateway: Gateway) -> None:
     queued = gateway.decide_sync(review_payment(), SERVICE)["decision_id"]
+    asyncio.run(gateway.review_claim(queued, REVIEWER))
     with pytest.raises(RequestError, match="rationale"):
-        asyncio.run(gateway.review(queued, REVIEWER, {"outcome": "approve"}))
+        asyncio.run(gateway.review(queued, REVIEWER, {"outcome": "approve", "label": "negative"}))
     with pytest.raises(RequestError, match="rationale"):
-        asyncio.run(gateway.review(queued, REVIEWER, {"outcome": "approve", "rationale": "ok"}))
+        asyncio.run(
+            gateway.review(
+                queued, REVIEWER, {"outcome": "approve", "rationale": "ok", "label": "negative"}
+            )
+        )
+    with pytest.raises(RequestError, match="label"):
+        asyncio.run(
+            gateway.review(queued, REVIEWER, {"outcome": "approve", "rationale": "long enough"})
+        )
     approved = gateway.decide_sync(payment(), SERVICE)["decision_id"]
     with pytest.raises(ConflictError, match="not waiting for review"):
         asyncio.run(
             gateway.review(
-                approved, REVIEWER, {"outcome": "approve", "rationale": "nothing to review here"}
+                approved,
+                REVIEWER,
+                {"outcome": "approve", "rationale": "nothing to review", "label": "negative"},
             )
         )
 

@@ -67,3 +67,14 @@ def test_known_number_forms() -> None:
 def test_key_order_is_utf16() -> None:
     value = {"\U0001f600": 1, "\ufb01": 2, "a": 3, "é": 4}
     assert canonical_json(value) == rfc8785.dumps(value)
+
+
+def test_tiny_floats_take_the_fast_path_with_ecmascript_digits() -> None:
+    import warden.canonical as canonical
+
+    for number in (1.3e-05, -2.5e-06, 1e-6, 9.99e-5, 1.234e-10, 5e-324, -1e-7, 1.000001e-5):
+        value = {"score": number, "list": [number, 0.5, "x"]}
+        assert canonical_json(value) == rfc8785.dumps(value), number
+    # a string holding the placeholder mark: the reference serializer decides instead
+    sneaky = {"a": 1.3e-05, "b": canonical._MARK + "0" + canonical._MARK}
+    assert canonical_json(sneaky) == rfc8785.dumps(sneaky)

@@ -13,10 +13,12 @@ from starlette.routing import Route
 
 from warden import __version__
 from warden.api.openai_compat import install as install_chat_completions
+from warden.api.models import mount_model_routes
 from warden.auth import Principal
 from warden.errors import AuthError, RequestError, WardenError
 from warden.gateway import Gateway
 from warden.policy.errors_format import dotted
+from warden.review.web import mount_workbench
 from warden.schemas import DecisionRequestBody, DecisionResponse, ErrorBody, ReviewRequestBody
 
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -156,10 +158,37 @@ def create_app(gateway: Gateway, *, close_on_shutdown: bool = False) -> FastAPI:
     @app.post(
         "/v1/review/{decision_id}",
         responses=ERRORS,
-        summary="A reviewer's decision on a queued case (rationale mandatory)",
+        summary="A reviewer's decision on a case they claimed (rationale and label mandatory)",
     )
     async def review(decision_id: str, body: ReviewRequestBody, caller: Caller) -> dict[str, Any]:
         return await gateway.review(decision_id, caller, body.model_dump())
+
+    @app.get(
+        "/v1/review/{decision_id}",
+        responses=ERRORS,
+        summary="A queued case: who holds it, its four-eyes state and review trail",
+    )
+    def review_case(decision_id: str, caller: Caller) -> dict[str, Any]:
+        return gateway.desk.case_view(gateway.review_case(decision_id, caller))
+
+    @app.post(
+        "/v1/review/{decision_id}/claim",
+        responses=ERRORS,
+        summary="Claim a queued case: it is locked to you until released or it expires",
+    )
+    async def review_claim(decision_id: str, caller: Caller) -> dict[str, Any]:
+        return await gateway.review_claim(decision_id, caller)
+
+    @app.post(
+        "/v1/review/{decision_id}/release",
+        responses=ERRORS,
+        summary="Release a claimed case (its holder, or an admin)",
+    )
+    async def review_release(decision_id: str, caller: Caller) -> dict[str, Any]:
+        return await gateway.review_release(decision_id, caller)
+
+    mount_workbench(app, gateway)
+    mount_model_routes(app, gateway, principal, ERRORS)
 
     @app.get("/healthz", summary="Liveness and audit writer health")
     def healthz() -> dict[str, Any]:

@@ -13,8 +13,21 @@ from typing import Any
 
 from warden.canonical import canonical_json
 
-#: `intent`: written and made durable before an external model call (completeness check)
-KINDS = ("decision", "refusal", "review", "policy", "intent")
+KINDS = (
+    "decision",
+    "refusal",
+    "review",
+    "policy",
+    #: `intent`: written and made durable before an external model call (completeness check)
+    "intent",
+    # the review workbench: a claim locks a case to a reviewer, a release frees it, and a
+    # first review under four eyes is pending until a different reviewer's `review`
+    "review_claim",
+    "review_release",
+    "review_first",
+    # threshold versions: `proposed` by one admin, `activated` by a second (maker-checker)
+    "thresholds",
+)
 
 
 @dataclass(frozen=True)

@@ -70,6 +70,9 @@ class NullAuditStore:
     def review_queue(self, limit: int = 100) -> list[StoredEntry]:
         return []
 
+    def entries_of_kind(self, kind: str) -> list[StoredEntry]:
+        return []
+
     def put_blob(self, kind: str, data: bytes) -> str:
         from warden.canonical import content_id
 

@@ -61,13 +61,26 @@ def review_body(
     reviewer: dict[str, str],
     outcome: str,
     rationale: str,
+    *,
+    label: str,
+    stage: str = "final",
+    four_eyes: dict[str, Any] | None = None,
+    first_review: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """A reviewer's decision. `label` is "positive" (the risk the score estimates was real,
+    e.g. fraud) or "negative"; calibration and retraining read it. `stage` is "first" for a
+    four-eyes first review (pending, kind `review_first`) and "final" for the review that
+    finalises the case (kind `review`), which links the first one."""
     return {
         "record_format": RECORD_FORMAT,
         "decision_id": decision_id,
         "reviews_entry": {"seq": decision_seq, "leaf_hash": decision_leaf.hex()},
         "reviewer": reviewer,
         "outcome": outcome,
+        "label": label,
         "rationale": rationale,
+        "stage": stage,
+        "four_eyes": four_eyes,
+        "first_review": first_review,
         "reviewed_at": utc_now(),
     }

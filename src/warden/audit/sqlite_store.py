@@ -484,6 +484,12 @@ class SQLiteAuditStore:
         for row in cur:
             yield _row_entry(row)
 
+    def entries_of_kind(self, kind: str) -> list[StoredEntry]:
+        cur = self._connect().execute(
+            f"SELECT {_ENTRY_COLS} FROM entries WHERE kind = ? ORDER BY seq", (kind,)
+        )
+        return [_row_entry(r) for r in cur]
+
     def checkpoints(self) -> Iterator[StoredCheckpoint]:
         cur = self._connect().execute(
             "SELECT size, root, note, created_at FROM checkpoints ORDER BY size"

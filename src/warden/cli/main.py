@@ -53,7 +53,7 @@ PolicyOpt = Annotated[
         "--policy", "-p", envvar="WARDEN_POLICY", help="Policy file (default: the bundled example)."
     ),
 ]
-DEFAULT_DATA_DIR = Path("warden-data")
+DEFAULT_DATA_DIR: Path = Path("warden-data")
 
 
 def one_line_errors(fn: F) -> F:
@@ -378,6 +378,22 @@ def demo(
 
 
 import warden.cli.residency  # noqa: E402, F401  (registers audit completeness, routes verify)
+# command groups in their own modules (they use the options and helpers above)
+from warden.cli.models import (  # noqa: E402
+    audit_reproduce,
+    bands_app,
+    calibrate,
+    model_app,
+    thresholds_app,
+)
+from warden.cli.review import review_app  # noqa: E402
+
+app.add_typer(review_app, name="review")
+app.add_typer(model_app, name="model")
+app.add_typer(thresholds_app, name="thresholds")
+app.add_typer(bands_app, name="bands")
+app.command("calibrate")(calibrate)
+audit_app.command("reproduce")(audit_reproduce)
 
 
 def main() -> None:  # pragma: no cover

@@ -25,9 +25,12 @@ from warden.audit.checkpoint import CheckpointVerifier
 from warden.audit.verify import verify_log
 from warden.auth import Principal, Role
 from warden.demo.claims import ClaimsConfig, claim_requests
+from warden.demo.scoring import REGISTRY_FILES, calibrate_bands, prepare_model, print_reproduced
 from warden.demo.stream import StreamConfig, payment_requests, strip_truth
 from warden.errors import WardenError
-from warden.gateway import DEFAULT_POLICY, Gateway, RefusedError, verify_proof_document
+from warden.gateway import Gateway, RefusedError, verify_proof_document
+from warden.models.policies import SCORED_POLICY
+from warden.review.invite import print_invite
 from warden.runtime import tune_for_serving
 
 BANDS = ("auto_approve", "review", "auto_decline")
@@ -49,7 +52,10 @@ def _prepare_dir(data_dir: Path, fresh: bool) -> None:
             raise WardenError(
                 f"{data_dir} exists and is not a Warden data directory; choose another --data-dir"
             )
-        shutil.rmtree(data_dir)
+        for item in data_dir.iterdir():  # the model registry stays: training is slow
+            if item.name in REGISTRY_FILES:
+                continue
+            shutil.rmtree(item) if item.is_dir() else item.unlink()
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -158,15 +164,16 @@ def run_demo(
     stream = list(payment_requests(requests, StreamConfig(seed=seed)))
     caller = Principal("demo-payments-service", Role.SERVICE)
     reviewer = Principal("demo-reviewer", Role.REVIEWER)
+    prepare_model(data_dir, console)
     with contextlib.ExitStack() as stack:
         sims = {}
-        policy_path = None
+        policy_path = SCORED_POLICY
         if triage:  # model endpoints: simulators on free ports, the policy pointed at them
             from warden.demo.triage import demo_policy, simulators
 
             data_dir.mkdir(parents=True, exist_ok=True)
             sims = stack.enter_context(simulators(data_dir / "upstreams"))
-            policy_path = demo_policy(DEFAULT_POLICY, sims, data_dir / "policy.yaml")
+            policy_path = demo_policy(SCORED_POLICY, sims, data_dir / "policy.yaml")
         gateway = stack.enter_context(Gateway.open(data_dir, policy_path))
         console.print(f"data directory  {data_dir.resolve()}")
         console.print(f"policy          {gateway.policy.source}  version {gateway.policy.version}")
@@ -174,6 +181,7 @@ def run_demo(
             f"audit log       origin {gateway.store.origin}, verifier key {gateway.store.vkey}",
             highlight=False,
         )
+        calibrate_bands(gateway, data_dir, console, rows=min(20_000, max(6_000, 5 * requests)))
         columns = (
             TextColumn("[progress.description]{task.description}"),
             BarColumn(),
@@ -195,10 +203,14 @@ def run_demo(
         if triage:
             _run_triage(console, gateway, caller, sims, triage, seed)
         _print_audit(console, gateway, result, reviewer)
+        print_reproduced(gateway, result.review_example, console)
+        queued = len(gateway.review_queue(reviewer, limit=100_000))
     console.print(
-        f"\nNext: [bold]warden serve --data-dir {data_dir}[/] for the HTTP API; "
+        f"\nNext: [bold]warden serve --data-dir {data_dir} --policy {SCORED_POLICY}[/] for the "
+        "HTTP API with the model; "
         f"[bold]warden audit verify --data-dir {data_dir}[/] to check the log again."
     )
+    print_invite(console, data_dir, queued, policy=SCORED_POLICY)
     return result
 
 
@@ -294,7 +306,8 @@ def _print_audit(
 ) -> None:
     store = gateway.store
     decision_id = result.review_example
-    if decision_id is not None:  # a reviewer decides one queued case: a new entry, never an update
+    if decision_id is not None:  # a reviewer claims and decides one queued case: new entries
+        asyncio.run(gateway.review_claim(decision_id, reviewer))
         asyncio.run(
             gateway.review(
                 decision_id,
@@ -303,6 +316,7 @@ def _print_audit(
                     "outcome": "decline",
                     "rationale": "Demo: new device and high-risk merchant category; "
                     "customer unreachable.",
+                    "label": "positive",
                 },
             )
         )

@@ -14,5 +14,8 @@ class Gate(Protocol):
     name: str
     #: whether the gate still runs after an earlier gate stopped the flow (commit does)
     runs_after_stop: bool
+    # Optional: a gate with `runs_after_review = True` still runs after an earlier gate
+    # forced *review* (not after a refusal) so its result is recorded for the reviewer
+    # (decide and bands: the score beside the override reason). Absent means False.
 
     def run(self, ctx: DecisionContext) -> Awaitable[None] | None: ...

@@ -22,7 +22,15 @@ class Pipeline:
 
     async def run(self, ctx: DecisionContext) -> DecisionContext:
         for gate in self.gates:
-            if ctx.stopped and not gate.runs_after_stop:
+            # a gate may still add its result after a forced *review* (never a refusal)
+            if (
+                ctx.stop is not None
+                and not gate.runs_after_stop
+                and (
+                    ctx.stop.disposition != "review"
+                    or not getattr(gate, "runs_after_review", False)
+                )
+            ):
                 continue
             result = gate.run(ctx)
             if inspect.isawaitable(result):

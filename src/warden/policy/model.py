@@ -204,6 +204,23 @@ class ProposalCheck(Strict):
     message: str = Field(min_length=1)
 
 
+class DecisionTypeReview(Strict):
+    """How people review this decision type: four eyes above a limit, and the wording of
+    the label a reviewer gives (positive = the risk the score estimates was real)."""
+
+    #: a numeric input; above `four_eyes_above` a second, different reviewer must agree
+    four_eyes_field: Identifier | None = None
+    four_eyes_above: float | None = Field(default=None, ge=0)
+    positive_label: str = Field(default="Positive", min_length=1, max_length=40)
+    negative_label: str = Field(default="Negative", min_length=1, max_length=40)
+
+    @model_validator(mode="after")
+    def _both_or_neither(self) -> DecisionTypeReview:
+        if (self.four_eyes_field is None) != (self.four_eyes_above is None):
+            raise ValueError("four_eyes_field and four_eyes_above go together (set both)")
+        return self
+
+
 class DecisionType(Strict):
     description: str = ""
     surfaces: list[Surface] = Field(default_factory=lambda: list[Surface](["fields"]), min_length=1)
@@ -211,6 +228,13 @@ class DecisionType(Strict):
     rules: list[Rule] = Field(default_factory=list)
     bands: Bands
     costs: Costs | None = None
+    #: a registered scoring model, `name@alias` (e.g. `fraud-lgbm@champion`), loaded once at
+    #: start-up; its score joins the rules' score (noisy-OR) and the bands gate calibrates it
+    model: str | None = Field(
+        default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}@[A-Za-z0-9_-]{1,32}$"
+    )
+    #: threshold calibration: the most the review band may hold, as a share of decisions
+    review_capacity: float | None = Field(default=None, gt=0.0, le=1.0)
     guard: Guard = Field(default_factory=Guard)
     tools: dict[Identifier, Tool] = Field(default_factory=dict)
     #: a known-good request's inputs: documentation, and the base `warden redteam` puts
@@ -219,6 +243,19 @@ class DecisionType(Strict):
     #: a model call (see LlmSpec); its proposal is checked by `gate` before it is final
     llm: LlmSpec | None = None
     gate: list[ProposalCheck] = Field(default_factory=list)
+    review: DecisionTypeReview = Field(default_factory=DecisionTypeReview)
+
+    @model_validator(mode="after")
+    def _four_eyes_field_is_numeric(self) -> DecisionType:
+        name = self.review.four_eyes_field
+        if name is not None:
+            spec = self.inputs.get(name)
+            if spec is None or spec.type not in ("number", "integer"):
+                raise ValueError(
+                    f"review.four_eyes_field: {name!r} is not a number or integer input "
+                    "of this decision type"
+                )
+        return self
 
     @model_validator(mode="after")
     def _unique_rule_ids(self) -> DecisionType:
@@ -313,8 +350,23 @@ class RedteamThresholds(Strict):
     max_false_positive_rate: dict[ProbedSurface, float] = Field(default_factory=_max_fpr)
 
 
+ReviewRole = Literal["reviewer", "auditor", "admin"]
+
+
+def _raw_pii_roles() -> list[ReviewRole]:
+    return ["admin"]
+
+
 class ReviewSettings(Strict):
     sla_minutes: int = Field(default=240, ge=1)
+    #: a claim locks a case to one reviewer for this long unless released or renewed
+    claim_minutes: int = Field(default=30, ge=1, le=24 * 60)
+    #: a reviewer's rationale needs at least this many characters
+    min_rationale_chars: int = Field(default=10, ge=1, le=1000)
+    #: roles that see personal data unmasked on the workbench; everyone else sees it masked
+    raw_pii_roles: list[ReviewRole] = Field(default_factory=_raw_pii_roles)
+    #: workbench sessions expire after this many hours
+    session_hours: int = Field(default=12, ge=1, le=24 * 7)
 
 
 class Policy(Strict):

@@ -1,0 +1,186 @@
+"""Band monitoring: the middle-band (review) share per decision type over a sliding window,
+against a p-chart control limit — a rising review share is the first sign of distribution
+shift (or of a stale calibration).
+
+The baseline share p₀ is the review share the active thresholds version expects (measured on
+its calibration data) or, without one, the share over the first `baseline` decisions after
+start-up. The upper control limit for a window of n decisions is p₀ + 3·√(p₀(1 − p₀)/n).
+When the window's share rises above it the monitor raises an alert: a Prometheus gauge
+(`warden_band_alert`), one warning log line when it starts, and `GET /v1/bands/monitor`.
+
+`review_stats` reads reviewer decisions from the audit log: how often reviewers overrode the
+band the score alone gave, and how often their label agreed with the calibrated score."""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client import Counter, Gauge
+
+from warden.audit.entry import StoredEntry
+
+log = logging.getLogger("warden.bands")
+
+REVIEW_SHARE = Gauge(
+    "warden_band_review_share", "Review-band share over the sliding window", ["decision_type"]
+)
+REVIEW_LIMIT = Gauge(
+    "warden_band_review_share_limit", "p-chart upper control limit (3 sigma)", ["decision_type"]
+)
+ALERT = Gauge("warden_band_alert", "1 while the review share is above its limit", ["decision_type"])
+ALERTS = Counter("warden_band_alerts_total", "Review-share alerts raised", ["decision_type"])
+
+
+def control_limit(p0: float, n: int, sigmas: float = 3.0) -> float:
+    return p0 + sigmas * math.sqrt(max(p0 * (1 - p0), 0.0) / max(n, 1))
+
+
+@dataclass
+class _Series:
+    window: deque[int]
+    baseline_n: int = 0
+    baseline_hits: int = 0
+    p0: float | None = None
+    alert: bool = False
+    since: int | None = None
+    seen: int = 0
+
+
+@dataclass
+class BandMonitor:
+    window: int = 500
+    baseline: int = 1000
+    #: decision type → expected review share (from the active thresholds version)
+    expected: dict[str, float] = field(default_factory=dict)
+    _series: dict[str, _Series] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def set_expected(self, decision_type: str, share: float | None) -> None:
+        with self._lock:
+            if share is None:
+                self.expected.pop(decision_type, None)
+            else:
+                self.expected[decision_type] = share
+            self._series.pop(decision_type, None)  # a new baseline starts a new chart
+
+    def observe(self, decision_type: str, band: str) -> None:
+        hit = 1 if band == "review" else 0
+        with self._lock:
+            s = self._series.get(decision_type)
+            if s is None:
+                s = self._series[decision_type] = _Series(deque(maxlen=self.window))
+                s.p0 = self.expected.get(decision_type)
+            s.seen += 1
+            s.window.append(hit)
+            if s.p0 is None:
+                s.baseline_n += 1
+                s.baseline_hits += hit
+                if s.baseline_n >= self.baseline:
+                    s.p0 = s.baseline_hits / s.baseline_n
+                    s.window.clear()  # the monitored windows start after the baseline
+                return
+            if len(s.window) < self.window:
+                return
+            share = sum(s.window) / len(s.window)
+            limit = control_limit(s.p0, len(s.window))
+            REVIEW_SHARE.labels(decision_type).set(share)
+            REVIEW_LIMIT.labels(decision_type).set(limit)
+            alert = share > limit
+            # a new alert (counted, logged) only a full window after the last one started,
+            # so a share that hovers at the limit does not flood the log
+            if alert and not s.alert and (s.since is None or s.seen - s.since >= self.window):
+                s.since = s.seen
+                ALERTS.labels(decision_type).inc()
+                log.warning(
+                    "band alert: %s review share %.4f over the last %d decisions is above "
+                    "the control limit %.4f (baseline %.4f)",
+                    decision_type, share, len(s.window), limit, s.p0,
+                )  # fmt: skip
+            s.alert = alert
+            ALERT.labels(decision_type).set(1 if alert else 0)
+
+    def status(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        with self._lock:
+            for name, s in sorted(self._series.items()):
+                n = len(s.window)
+                share = sum(s.window) / n if n else None
+                out[name] = {
+                    "decisions_seen": s.seen,
+                    "window": self.window,
+                    "window_filled": n if s.p0 is not None else 0,
+                    "review_share": share if s.p0 is not None else None,
+                    "baseline_share": s.p0,
+                    "baseline_source": "thresholds"
+                    if name in self.expected
+                    else f"first {self.baseline} decisions",
+                    "control_limit": control_limit(s.p0, self.window) if s.p0 is not None else None,
+                    "alert": s.alert,
+                    "alert_since_decision": s.since if s.alert else None,
+                }
+        return out
+
+
+def band_history(entries: Iterable[StoredEntry], window: int = 500) -> dict[str, list[float]]:
+    """Review share per consecutive window of decisions, per decision type (from the log)."""
+    counts: dict[str, list[int]] = {}
+    for entry in entries:
+        if entry.kind != "decision":
+            continue
+        body = entry.body()
+        counts.setdefault(body["decision_type"], []).append(1 if body["outcome"] == "review" else 0)
+    return {
+        dt: [sum(v[i : i + window]) / window for i in range(0, len(v) - window + 1, window)]
+        for dt, v in counts.items()
+    }
+
+
+def _score_lean(band_by_score: str | None, score: float) -> str:
+    if band_by_score == "auto_approve":
+        return "approve"
+    if band_by_score == "auto_decline":
+        return "decline"
+    return "decline" if score >= 0.5 else "approve"
+
+
+def review_stats(
+    decisions: dict[str, dict[str, Any]], reviews: Iterable[StoredEntry]
+) -> dict[str, Any]:
+    """Per decision type: reviews, override rate (the reviewer's outcome differs from what
+    the score alone said: its band, or for middle-band cases the side of 0.5), and label
+    agreement (a positive label with a calibrated score ≥ 0.5 or a negative one below).
+    `decisions` maps decision_id → decision record."""
+    out: dict[str, dict[str, Any]] = {}
+    for entry in reviews:
+        body = entry.body()
+        decision = decisions.get(str(entry.decision_id))
+        if decision is None:
+            continue
+        bands = next((g["result"] for g in decision["gates"] if g["gate"] == "bands"), None)
+        if bands is None:
+            continue
+        score = float(bands["score"])
+        stats = out.setdefault(
+            decision["decision_type"],
+            {"reviews": 0, "overrides": 0, "labelled": 0, "agree": 0, "series": []},
+        )
+        stats["reviews"] += 1
+        override = body["outcome"] != _score_lean(bands.get("band_by_score"), score)
+        stats["overrides"] += int(override)
+        label = body.get("label")
+        agree = None
+        if label in ("positive", "negative"):
+            stats["labelled"] += 1
+            agree = (label == "positive") == (score >= 0.5)
+            stats["agree"] += int(agree)
+        stats["series"].append((int(override), agree))
+    for stats in out.values():
+        stats["override_rate"] = stats["overrides"] / stats["reviews"]
+        stats["agreement"] = stats["agree"] / stats["labelled"] if stats["labelled"] else None
+    return out
