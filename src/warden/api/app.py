@@ -12,8 +12,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.routing import Route
 
 from warden import __version__
-from warden.api.openai_compat import install as install_chat_completions
 from warden.api.models import mount_model_routes
+from warden.api.openai_compat import install as install_chat_completions
 from warden.auth import Principal
 from warden.errors import AuthError, RequestError, WardenError
 from warden.gateway import Gateway

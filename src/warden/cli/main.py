@@ -378,6 +378,7 @@ def demo(
 
 
 import warden.cli.residency  # noqa: E402, F401  (registers audit completeness, routes verify)
+
 # command groups in their own modules (they use the options and helpers above)
 from warden.cli.models import (  # noqa: E402
     audit_reproduce,
