@@ -39,8 +39,6 @@ def calibrate_bands(gateway: Gateway, data_dir: Path, console: Console, rows: in
     """Propose calibrated thresholds for payment_fraud and activate them as a second admin,
     unless the active version already fits the loaded model and rules."""
     from warden.gates.bands import applicable
-    from warden.models.calibrate import calibrate
-    from warden.models.report import write_calibration_report
 
     compiled = gateway.policy.decision_types["payment_fraud"]
     model = gateway.models.get(compiled.spec.model or "")
@@ -50,14 +48,11 @@ def calibrate_bands(gateway: Gateway, data_dir: Path, console: Console, rows: in
         console.print(f"thresholds      {active.version} (active, fitted for this model)")
         return
     started = time.perf_counter()
-    result = calibrate(gateway.policy, gateway.models, gateway.store, "payment_fraud",
-                       generator_rows=rows)  # fmt: skip
-    proposed = asyncio.run(gateway.propose_thresholds(PROPOSER, result.document, result.summary))
+    proposed = asyncio.run(gateway.calibrate_thresholds(PROPOSER, "payment_fraud", rows=rows))
     version = proposed["thresholds_version"]
     asyncio.run(gateway.approve_thresholds(version, APPROVER))
-    report = data_dir / "reports" / version.split(":")[1][:12]
-    write_calibration_report(result, report)
-    s = result.summary
+    report = Path(proposed["report"][0]).parent if proposed["report"] else data_dir
+    s = proposed["summary"]
     console.print(
         f"thresholds      {version}: approve ≤ {s['chosen']['approve_at_or_below']:.4f}, "
         f"decline ≥ {s['chosen']['decline_at_or_above']:.4f} on the calibrated score "
