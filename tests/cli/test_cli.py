@@ -122,7 +122,8 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
         "verified: entry",
         "Review workbench",
         "/workbench/",
-        "fraud-lgbm version 1",
+        "fraud-lgbm@champion = version 1",
+        "fraud-lgbm@challenger = version 2",
         "activated by demo-model-risk-officer",
         "fields compared, identical",
     ):

@@ -21,18 +21,30 @@ APPROVER = Principal("demo-model-risk-officer", Role.ADMIN)
 
 
 def prepare_model(data_dir: Path, console: Console) -> None:
-    from warden.models.serving import ensure_model
+    from warden.models.serving import ensure_model, train_and_register
+    from warden.models.train import TrainConfig
 
     started = time.perf_counter()
-    version, trained = ensure_model(ModelRegistry(data_dir))
+    registry = ModelRegistry(data_dir)
+    version, trained = ensure_model(registry)
     took = time.perf_counter() - started
     verb = "trained and registered" if trained else "loaded from the registry"
     console.print(
-        f"model           fraud-lgbm version {version.version} ({verb} in {took:.1f}s; "
-        f"MLflow sqlite:///{data_dir.resolve() / 'mlflow.db'})\n"
+        f"model           fraud-lgbm@champion = version {version.version} ({verb} in "
+        f"{took:.1f}s; MLflow sqlite:///{data_dir.resolve() / 'mlflow.db'})\n"
         f"                artifact {version.sha256}",
         highlight=False,
     )
+    if trained:  # a challenger beside it: another seed, the same data (not served)
+        challenger, _ = train_and_register(
+            registry, "fraud-lgbm", ("challenger",), TrainConfig(seed=TrainConfig().seed + 1)
+        )
+        console.print(
+            f"                fraud-lgbm@challenger = version {challenger.version} "
+            f"({challenger.sha256}); promote with: warden model alias "
+            f"{challenger.version} champion --data-dir {data_dir}",
+            highlight=False,
+        )
 
 
 def calibrate_bands(gateway: Gateway, data_dir: Path, console: Console, rows: int = 20_000) -> None:
