@@ -134,7 +134,8 @@ def test_demo_runs_end_to_end(tmp_path: Path) -> None:
         "OK every model call went to a zone its jurisdiction allows",
         "Review workbench",
         "/workbench/",
-        "fraud-lgbm version 1",
+        "fraud-lgbm@champion = version 1",
+        "fraud-lgbm@challenger = version 2",
         "activated by demo-model-risk-officer",
         "fields compared, identical",
     ):

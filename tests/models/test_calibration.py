@@ -46,7 +46,7 @@ def test_calibration_lowers_the_held_out_error() -> None:
 
 
 def test_chosen_thresholds_are_the_brute_force_optimum() -> None:
-    scores, labels = _miscalibrated(600, 4)
+    scores, labels = _miscalibrated(250, 4)
     chosen = choose_thresholds(scores, labels, COSTS)
     grid = np.concatenate(([0.0], np.unique(scores), [1.0]))
     best = min(

@@ -13,8 +13,9 @@ from prometheus_client import REGISTRY
 from typer.testing import CliRunner
 
 from tests.conftest import REVIEWER, SERVICE, payment, review_payment
-from tests.helpers_server import WardenServer, create_key
+from tests.helpers_server import WardenServer
 from warden.audit.tools import read_only
+from warden.auth import KeyRing, Role
 from warden.cli.main import app
 from warden.demo.stream import StreamConfig, payment_requests, strip_truth
 from warden.gateway import Gateway
@@ -91,13 +92,15 @@ def test_bands_report_plots_review_share_overrides_and_agreement(
 
 def test_model_routes_over_http(tmp_path: Path) -> None:
     data = tmp_path / "data"
+    data.mkdir()
+    ring = KeyRing(data / "keys.yaml")
     keys = {
-        name: create_key(data, name, role)
+        name: ring.create(name, role)
         for name, role in (
-            ("ada-admin", "admin"),
-            ("bo-admin", "admin"),
-            ("al-auditor", "auditor"),
-            ("svc", "service"),
+            ("ada-admin", Role.ADMIN),
+            ("bo-admin", Role.ADMIN),
+            ("al-auditor", Role.AUDITOR),
+            ("svc", Role.SERVICE),
         )
     }
     calibrated = CliRunner().invoke(

@@ -181,7 +181,7 @@ def run_demo(
             f"audit log       origin {gateway.store.origin}, verifier key {gateway.store.vkey}",
             highlight=False,
         )
-        calibrate_bands(gateway, data_dir, console, rows=min(20_000, max(6_000, 5 * requests)))
+        calibrate_bands(gateway, data_dir, console, rows=min(20_000, max(10_000, 5 * requests)))
         columns = (
             TextColumn("[progress.description]{task.description}"),
             BarColumn(),

@@ -21,26 +21,36 @@ APPROVER = Principal("demo-model-risk-officer", Role.ADMIN)
 
 
 def prepare_model(data_dir: Path, console: Console) -> None:
-    from warden.models.serving import ensure_model
+    from warden.models.serving import ensure_model, train_and_register
+    from warden.models.train import TrainConfig
 
     started = time.perf_counter()
-    version, trained = ensure_model(ModelRegistry(data_dir))
+    registry = ModelRegistry(data_dir)
+    version, trained = ensure_model(registry)
     took = time.perf_counter() - started
     verb = "trained and registered" if trained else "loaded from the registry"
     console.print(
-        f"model           fraud-lgbm version {version.version} ({verb} in {took:.1f}s; "
-        f"MLflow sqlite:///{data_dir.resolve() / 'mlflow.db'})\n"
+        f"model           fraud-lgbm@champion = version {version.version} ({verb} in "
+        f"{took:.1f}s; MLflow sqlite:///{data_dir.resolve() / 'mlflow.db'})\n"
         f"                artifact {version.sha256}",
         highlight=False,
     )
+    if trained:  # a challenger beside it: another seed, the same data (not served)
+        challenger, _ = train_and_register(
+            registry, "fraud-lgbm", ("challenger",), TrainConfig(seed=TrainConfig().seed + 1)
+        )
+        console.print(
+            f"                fraud-lgbm@challenger = version {challenger.version} "
+            f"({challenger.sha256}); promote with: warden model alias "
+            f"{challenger.version} champion --data-dir {data_dir}",
+            highlight=False,
+        )
 
 
 def calibrate_bands(gateway: Gateway, data_dir: Path, console: Console, rows: int = 20_000) -> None:
     """Propose calibrated thresholds for payment_fraud and activate them as a second admin,
     unless the active version already fits the loaded model and rules."""
     from warden.gates.bands import applicable
-    from warden.models.calibrate import calibrate
-    from warden.models.report import write_calibration_report
 
     compiled = gateway.policy.decision_types["payment_fraud"]
     model = gateway.models.get(compiled.spec.model or "")
@@ -50,14 +60,11 @@ def calibrate_bands(gateway: Gateway, data_dir: Path, console: Console, rows: in
         console.print(f"thresholds      {active.version} (active, fitted for this model)")
         return
     started = time.perf_counter()
-    result = calibrate(gateway.policy, gateway.models, gateway.store, "payment_fraud",
-                       generator_rows=rows)  # fmt: skip
-    proposed = asyncio.run(gateway.propose_thresholds(PROPOSER, result.document, result.summary))
+    proposed = asyncio.run(gateway.calibrate_thresholds(PROPOSER, "payment_fraud", rows=rows))
     version = proposed["thresholds_version"]
     asyncio.run(gateway.approve_thresholds(version, APPROVER))
-    report = data_dir / "reports" / version.split(":")[1][:12]
-    write_calibration_report(result, report)
-    s = result.summary
+    report = Path(proposed["report"][0]).parent if proposed["report"] else data_dir
+    s = proposed["summary"]
     console.print(
         f"thresholds      {version}: approve ≤ {s['chosen']['approve_at_or_below']:.4f}, "
         f"decline ≥ {s['chosen']['decline_at_or_above']:.4f} on the calibrated score "
