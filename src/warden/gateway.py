@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from warden import metrics
-from warden.audit.entry import NewEntry, StoredEntry, record_document
+from warden.audit.entry import NewEntry, StoredEntry, final_record, record_document
 from warden.audit.merkle import leaf_hash, verify_inclusion
 from warden.audit.sqlite_store import SQLiteAuditStore, utc_now
 from warden.audit.store import AuditStore
@@ -328,7 +328,7 @@ class Gateway:
         entries = self.store.entries_for(decision_id)
         if not entries:
             raise NotFoundError(f"no decision with id {decision_id!r}")
-        first = entries[0].body()
+        first = final_record(entries).body()
         if (
             not caller.can(Permission.READ_ANY_DECISION)
             and first.get("caller", {}).get("name") != caller.name
@@ -346,12 +346,12 @@ class Gateway:
 
     @staticmethod
     def proof_for(store: AuditStore, decision_id: str, caller: Principal) -> dict[str, Any]:
-        """Inclusion proof of the decision's first entry against the latest checkpoint."""
+        """Inclusion proof of the decision's record against the latest checkpoint."""
         caller.require(Permission.READ_DECISION)
         entries = store.entries_for(decision_id)
         if not entries:
             raise NotFoundError(f"no decision with id {decision_id!r}")
-        entry = entries[0]
+        entry = final_record(entries)
         checkpoint = store.latest_checkpoint()
         if checkpoint is None or checkpoint.size <= entry.seq:
             raise NotFoundError(f"decision {decision_id} is not covered by a checkpoint yet")

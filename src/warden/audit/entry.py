@@ -132,3 +132,14 @@ def record_document(decision_id: str, entries: list[StoredEntry]) -> dict[str, A
             for e in entries
         ],
     }
+
+
+def final_record(entries: list[StoredEntry]) -> StoredEntry:
+    """The decision's own record among its entries: the `decision` (or `refusal`) entry.
+    A model-calling decision has an `intent` entry before it, and reviews, claims and
+    actions follow it, so the first entry is not always the record. With no record (an
+    intent cut off by a crash) the first entry is returned."""
+    for entry in entries:
+        if entry.kind in ("decision", "refusal"):
+            return entry
+    return entries[0]

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from warden.audit.entry import StoredEntry
+from warden.audit.entry import StoredEntry, final_record
 from warden.audit.store import AuditStore
 from warden.auth import Principal, Role
 from warden.errors import ConflictError, NotFoundError
@@ -131,7 +131,7 @@ def _gate_result(record: dict[str, Any], gate: str) -> dict[str, Any] | None:
 
 
 def reproduce_entries(store: AuditStore, entries: list[StoredEntry]) -> ReproduceReport:
-    decision = entries[0]
+    decision = final_record(entries)
     if decision.kind not in ("decision", "refusal"):
         raise ConflictError(f"entry {decision.seq} is a {decision.kind!r}, not a decision")
     record = decision.body()

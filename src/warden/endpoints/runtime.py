@@ -38,10 +38,14 @@ class EndpointRuntime:
             )
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
+        """Stop what belongs to the running loop: its connection pool, and the health
+        checks if they were started on it (a `decide_sync` loop must not cancel the
+        server's checks, which run on another loop)."""
+        task = self._task
+        if task is not None and task.get_loop() is asyncio.get_running_loop():
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+                await task
             self._task = None
         await self.client.aclose()
 

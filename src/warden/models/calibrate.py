@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from warden.audit.entry import final_record
 from warden.audit.store import AuditStore
 from warden.errors import RequestError
 from warden.gates.decide import combine, evaluate
@@ -102,7 +103,7 @@ def reviewer_outcomes(
         label = body.get("label")
         if label not in ("positive", "negative") or entry.decision_id is None:
             continue
-        decision = store.entries_for(entry.decision_id)[0].body()
+        decision = final_record(store.entries_for(entry.decision_id)).body()
         if decision.get("decision_type") != decision_type:
             continue
         decide = next((g["result"] for g in decision["gates"] if g["gate"] == "decide"), None)

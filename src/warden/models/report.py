@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from warden.audit.entry import final_record
 from warden.audit.store import AuditStore
 from warden.models.calibrate import CalibrationResult
 from warden.models.calibration import cost_surface, reliability
@@ -153,7 +154,7 @@ def bands_report(store: AuditStore, window: int, out: Path) -> dict[str, Any]:
     decisions = {}
     for entry in reviews:
         if entry.decision_id is not None and entry.decision_id not in decisions:
-            decisions[entry.decision_id] = store.entries_for(entry.decision_id)[0].body()
+            decisions[entry.decision_id] = final_record(store.entries_for(entry.decision_id)).body()
     stats = review_stats(decisions, reviews)
     plots = write_bands_report(history, baseline, window, stats, out)
     summary: dict[str, Any] = {}

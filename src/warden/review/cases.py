@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any
 
-from warden.audit.entry import StoredEntry
+from warden.audit.entry import StoredEntry, final_record
 from warden.policy.loader import LoadedPolicy
 
 #: entry kinds that change a case's review state (each one bumps its generation)
@@ -88,9 +88,11 @@ class CaseState:
 
 def derive(entries: list[StoredEntry], now: datetime) -> CaseState:
     """The state of one case from its entries in log order (the decision entry first)."""
-    decision = entries[0]
+    decision = final_record(entries)
     state = CaseState(decision)
-    for entry in entries[1:]:
+    for entry in entries:
+        if entry.seq <= decision.seq:
+            continue
         if entry.kind not in WORKFLOW_KINDS:
             continue
         body = entry.body()
