@@ -201,3 +201,53 @@ def test_a_slow_endpoint_times_out_and_the_call_fails_over_within_the_list(
         ("llm-eu-2", None),
     ]
     assert llm["served_by"]["endpoint"] == "llm-eu-2" and result["outcome"] == "auto_approve"
+
+
+def test_llm_decisions_reproduce_from_the_recorded_raw_response_without_calling(
+    world: World, tmp_path: Path
+) -> None:
+    """A triaged claim, a parse failure (US: malformed JSON) and a failed-over call are
+    re-run with every upstream dead: the recorded raw responses are replayed, the prompt
+    rendered again from the recorded template version, and every field is identical."""
+    from warden.audit.reproduce import reproduce
+
+    with Gateway.open(tmp_path / "data", world.policy) as gw:
+        approved = gw.decide_sync(claim("EU"), SERVICE)["decision_id"]
+        unparsed = gw.decide_sync(claim("US"), SERVICE)["decision_id"]
+        world.upstreams["llm-eu-1"].kill()
+        failed_over = gw.decide_sync(claim("EU", claim_amount=95.0), SERVICE)["decision_id"]
+        assert gate(gw, failed_over, "llm")["served_by"]["endpoint"] == "llm-eu-2"
+        for upstream in world.upstreams.values():
+            upstream.kill()
+        served_before = {r: len(e) for r, e in world.requests_by_region().items()}
+        for decision_id in (approved, unparsed, failed_over):
+            report = reproduce(gw.store, decision_id)
+            assert report.identical, (decision_id, report.as_dict()["different"])
+            paths = {f.path for f in report.fields if f.status == "same"}
+            assert {"llm.raw_response", "outcome"} <= paths
+            assert any(p.startswith("llm.messages[") for p in paths)
+        assert {r: len(e) for r, e in world.requests_by_region().items()} == served_before
+        # a forged raw response in a copy of the record is caught field by field
+        entries = gw.store.entries_for(approved)
+        record = entries[-1].body()
+        llm = next(g["result"] for g in record["gates"] if g["gate"] == "llm")
+        forged = json.loads(llm["raw_response"])
+        content = json.loads(forged["choices"][0]["message"]["content"])
+        content["payout_amount"] = 10_000.0
+        forged["choices"][0]["message"]["content"] = json.dumps(content)
+        llm["raw_response"] = json.dumps(forged)
+        from warden.audit.entry import StoredEntry
+        from warden.audit.reproduce import reproduce_entries
+        from warden.canonical import canonical_json
+
+        fake = StoredEntry(
+            entries[-1].seq,
+            "decision",
+            approved,
+            entries[-1].ts,
+            entries[-1].leaf_hash,
+            canonical_json({**entries[-1].envelope(), "body": record}),
+        )
+        report = reproduce_entries(gw.store, [entries[0], fake])
+        assert not report.identical
+        assert "outcome" in report.as_dict()["different"]

@@ -9,8 +9,9 @@ gates run again without the commit gate — nothing is written — and every lea
 gate's result, the outcome, score and thresholds version are compared. Timings (fields
 named `*_us`, `*_ms`, `latency*`) differ by nature and are listed as skipped.
 
-Recorded LLM calls (when a record holds them) are replayed from their recorded raw output;
-this branch's pipeline makes none."""
+Recorded LLM calls are replayed from their recorded raw response body (candidates,
+attempts and skips as they happened); the prompt is rendered again from the recorded
+template version and compared, and nothing is sent to any endpoint."""
 
 from __future__ import annotations
 
@@ -28,14 +29,18 @@ from warden.gates.admission import AdmissionGate
 from warden.gates.bands import BandsGate
 from warden.gates.decide import DecideGate
 from warden.gates.inputs import InputsGate
+from warden.gates.llm import LlmGate
 from warden.gates.outputs import OutputsGate
+from warden.gates.proposal import ProposalGate
 from warden.gates.residency import ResidencyGate
 from warden.models.loaded import LoadedModel
 from warden.models.serving import model_from_store
 from warden.models.thresholds import ThresholdsVersion, load_version
 from warden.pipeline.context import DecisionContext, DecisionRequest
 from warden.pipeline.runner import Pipeline
+from warden.policy.compiled import CompiledDecisionType
 from warden.policy.loader import load_policy_bytes
+from warden.prompts.registry import parse_template
 
 _VOLATILE_SUFFIXES = ("_us", "_ms", "_seconds")
 
@@ -152,6 +157,13 @@ def reproduce_entries(store: AuditStore, entries: list[StoredEntry]) -> Reproduc
     if compiled is not None and version and version != compiled.thresholds_version:
         thresholds[compiled.name] = load_version(store, version)
 
+    llm = _gate_result(record, "llm")
+    recorded_template = (llm or {}).get("template")
+    if compiled is not None and compiled.prompt is not None and recorded_template:
+        _use_recorded_template(store, compiled, recorded_template)
+    chat = None
+    if llm and llm.get("mode") == "chat":  # the front door's body, as the gate recorded it
+        chat = {"messages": llm.get("messages", []), **llm.get("request_params", {})}
     request = DecisionRequest(
         record["decision_type"],
         record["jurisdiction"],
@@ -159,14 +171,22 @@ def reproduce_entries(store: AuditStore, entries: list[StoredEntry]) -> Reproduc
         record["request"].get("idempotency_key"),
         record["request"].get("request_hash"),
         record["request"].get("tool_calls"),
+        data_class=record["request"].get("data_class"),
+        context=record["request"].get("context"),
+        chat=chat,
     )
     caller = Principal(record["caller"]["name"], Role(record["caller"]["role"]))
     ctx = DecisionContext(record["decision_id"], request, caller, policy, record["received_at"])
+    # the per-request canary went into the recorded prompt; the same one renders it again
+    ctx.canary = (llm or {}).get("canary")
     pipeline = Pipeline(
         [
             AdmissionGate(),
             ResidencyGate(),
             InputsGate(),
+            # model calls are replayed from their recorded raw response, never re-sent
+            LlmGate(None, None, recorded=llm or {}),
+            ProposalGate(),
             DecideGate(models),
             BandsGate(thresholds),
             OutputsGate(),
@@ -205,6 +225,24 @@ def reproduce_entries(store: AuditStore, entries: list[StoredEntry]) -> Reproduc
     recorded_top = {key: record.get(key) for key in reproduced_top}
     report.fields = _compare(recorded_top, reproduced_top, "") + report.fields
     return report
+
+
+def _use_recorded_template(
+    store: AuditStore, compiled: CompiledDecisionType, template: dict[str, str]
+) -> None:
+    """Render with the prompt template version the record names, fetched from the audit
+    store (stored at policy activation), even if the shipped template has changed since.
+    `compiled` belongs to this reproduction's freshly loaded policy, so this changes
+    nothing that serves requests."""
+    assert compiled.prompt is not None
+    if compiled.prompt.version == template["version"]:
+        return
+    blob = store.get_blob(template["version"])
+    if blob is None:
+        raise NotFoundError(
+            f"prompt template {template['id']} {template['version']} is not in the audit store"
+        )
+    compiled.prompt = parse_template(template["id"], blob[1])
 
 
 def _in_loop() -> bool:

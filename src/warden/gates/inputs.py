@@ -56,7 +56,8 @@ class InputsGate:
             ctx.halt(self.name, exc.code, "refuse", exc.message, field=exc.field)
             return
         ctx.recorded_inputs = recorded
-        ctx.canary = _new_canary()
+        if ctx.canary is None:  # preset only when a recorded decision is reproduced
+            ctx.canary = _new_canary()
         self._count(findings)
         hits = [f for f in findings if f.hit]
         result: dict[str, Any] = {

@@ -9,6 +9,10 @@ template id and version, the rendered messages, the endpoint that answered (regi
 zone), the model name it reported, the raw response body before parsing, token counts,
 latency, every attempt and every skipped candidate, and the residency policy version.
 
+Reproducing a decision (`warden audit reproduce`) runs this gate with the call it
+recorded: the prompt is rendered again and compared, but nothing is sent anywhere and no
+intent is written; the model's answer is the recorded raw response body.
+
 No allowed endpoint answering → review or a 503 refusal, as the jurisdiction's
 `on_unavailable` says; never another endpoint. A structured answer that does not parse or
 does not match the schema is recorded and sends the decision to review."""
@@ -16,6 +20,7 @@ does not match the schema is recorded and sends the decision to review."""
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from warden.audit.entry import NewEntry
@@ -24,6 +29,7 @@ from warden.endpoints.client import CallResult
 from warden.endpoints.runtime import EndpointRuntime
 from warden.pipeline.context import DecisionContext
 from warden.policy.model import Endpoint, LlmSpec
+from warden.policy.residency import RoutePlan
 
 #: front-door body keys passed upstream as they came (everything else is dropped)
 CHAT_PASSTHROUGH = (
@@ -46,9 +52,19 @@ class LlmGate:
     name = "llm"
     runs_after_stop = False
 
-    def __init__(self, store: AuditStore, runtime: EndpointRuntime) -> None:
+    def __init__(
+        self,
+        store: AuditStore | None,
+        runtime: EndpointRuntime | None,
+        *,
+        recorded: Mapping[str, Any] | None = None,
+    ) -> None:
+        """`recorded`: replay this recorded `llm` result instead of calling (reproduce)."""
+        if recorded is None and (store is None or runtime is None):
+            raise ValueError("a calling LLM gate needs the audit store and the endpoints")
         self.store = store
         self.runtime = runtime
+        self.recorded = recorded
 
     async def run(self, ctx: DecisionContext) -> None:
         compiled = ctx.decision_type
@@ -85,29 +101,10 @@ class LlmGate:
             )
             return
         body, template = self._request_body(ctx, spec)
-        routing = self.runtime.router.route(plan)
-        intents: list[dict[str, Any]] = []
-
-        async def before_call(name: str, endpoint: Endpoint) -> None:
-            intent = {
-                "decision_id": ctx.decision_id,
-                "decision_type": compiled.name,
-                "jurisdiction": request.jurisdiction,
-                "data_class": data_class,
-                "endpoint": name,
-                "region": endpoint.region,
-                "zone": endpoint.zone,
-                "request": {**body, "model": endpoint.model},
-                "template": template,
-                "residency_policy_version": policy.routes.version,
-                "policy_version": policy.version,
-                "caller": ctx.caller.name,
-                "received_at": ctx.received_at,
-            }
-            done = await self.store.submit_async(NewEntry.of("intent", ctx.decision_id, intent))
-            intents.append({"endpoint": name, "seq": done.seq})
-
-        call = await self.runtime.client.complete(routing, body, ctx.decision_id, before_call)
+        if self.recorded is not None:
+            candidates, call, intents = self._replayed(self.recorded)
+        else:
+            candidates, call, intents = await self._call(ctx, plan, body, template, data_class)
         result: dict[str, Any] = {
             "called": bool(call.attempts),
             "mode": spec.mode,
@@ -116,12 +113,13 @@ class LlmGate:
             "request_params": {k: v for k, v in body.items() if k != "messages"},
             "data_class": data_class,
             "route": plan.route,
-            "candidates": list(routing.candidates),
+            "candidates": candidates,
             "skipped": call.skipped,
             "attempts": call.attempts,
             "intents": intents,
             "residency_policy_version": policy.routes.version,
             "allowed_zones": list(plan.allowed_zones),
+            "canary": ctx.canary,
         }
         if not call.ok:
             result["served_by"] = None
@@ -160,6 +158,70 @@ class LlmGate:
             )
             return
         ctx.proposal = proposal
+
+    async def _call(
+        self,
+        ctx: DecisionContext,
+        plan: RoutePlan,
+        body: dict[str, Any],
+        template: dict[str, str] | None,
+        data_class: str,
+    ) -> tuple[list[str], CallResult, list[dict[str, Any]]]:
+        """Route, write an intent before each external call, call; return the candidates,
+        the call (every attempt) and the intents written."""
+        assert self.store is not None and self.runtime is not None
+        store = self.store
+        routing = self.runtime.router.route(plan)
+        intents: list[dict[str, Any]] = []
+
+        async def before_call(name: str, endpoint: Endpoint) -> None:
+            intent = {
+                "decision_id": ctx.decision_id,
+                "decision_type": ctx.request.decision_type,
+                "jurisdiction": ctx.request.jurisdiction,
+                "data_class": data_class,
+                "endpoint": name,
+                "region": endpoint.region,
+                "zone": endpoint.zone,
+                "request": {**body, "model": endpoint.model},
+                "template": template,
+                "residency_policy_version": ctx.policy.routes.version,
+                "policy_version": ctx.policy.version,
+                "caller": ctx.caller.name,
+                "received_at": ctx.received_at,
+            }
+            done = await store.submit_async(NewEntry.of("intent", ctx.decision_id, intent))
+            intents.append({"endpoint": name, "seq": done.seq})
+
+        call = await self.runtime.client.complete(routing, body, ctx.decision_id, before_call)
+        return list(routing.candidates), call, intents
+
+    @staticmethod
+    def _replayed(
+        recorded: Mapping[str, Any],
+    ) -> tuple[list[str], CallResult, list[dict[str, Any]]]:
+        """The recorded call as it happened: candidates, attempts, skips and the raw body."""
+        served = recorded.get("served_by")
+        raw = recorded.get("raw_response")
+        try:
+            body = json.loads(raw) if isinstance(raw, str) else None
+        except json.JSONDecodeError:
+            body = None
+        call = CallResult(
+            ok=served is not None,
+            attempts=list(recorded.get("attempts", [])),
+            skipped=list(recorded.get("skipped", [])),
+            endpoint=served["endpoint"] if served else None,
+            region=served["region"] if served else None,
+            zone=served["zone"] if served else None,
+            status=recorded.get("status"),
+            raw=raw,
+            body=body if isinstance(body, dict) else None,
+            latency_ms=float(recorded.get("latency_ms", 0.0)),
+            model=recorded.get("model_reported"),
+            usage=dict(recorded.get("usage") or {}),
+        )
+        return list(recorded.get("candidates", [])), call, list(recorded.get("intents", []))
 
     def _request_body(
         self, ctx: DecisionContext, spec: LlmSpec
