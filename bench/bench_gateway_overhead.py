@@ -336,6 +336,7 @@ def warden_server(tmp: Path, upstream: str) -> Iterator[Target]:
                 "X-Warden-Decision-Type: assistant_chat",
             ],
         )
+        target.notes["pid"] = proc.pid
         yield target
         try:
             metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
