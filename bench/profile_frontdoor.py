@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -78,6 +79,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8)
     parser.add_argument("--warmup", type=float, default=2)
     parser.add_argument("--py-spy", action="store_true", help="also sample a profile")
+    parser.add_argument("--keep", type=Path, help="copy py-spy's folded stacks here")
     args = parser.parse_args()
     if not LOADGEN.exists():
         subprocess.run(["make", "-C", str(LOADGEN.parent), "loadgen"], check=True)
@@ -99,8 +101,8 @@ def main() -> None:
             spy = None
             if args.py_spy:
                 out = tmp / f"spy-{c}.txt"
-                spy_argv = [py_spy, "record", "-p", str(pid), "-r", "250", "-d", str(args.seconds)]
-                spy_argv += ["-f", "raw", "-o", str(out), "--threads", "--nonblocking"]
+                spy_argv = [py_spy, "record", "-p", str(pid), "-r", "250", "-d", str(math.ceil(args.seconds))]
+                spy_argv += ["-f", "raw", "-o", str(out), "--threads"]
                 spy = subprocess.Popen(
                     spy_argv,
                     stdout=subprocess.DEVNULL,
@@ -121,6 +123,9 @@ def main() -> None:
             if spy is not None:
                 spy.wait(timeout=args.seconds + 60)
                 total, rows = fold(out)
+                if args.keep is not None:
+                    args.keep.mkdir(parents=True, exist_ok=True)
+                    shutil.copy(out, args.keep / out.name)
                 for row, _ in PARTS:
                     print(f"      {rows[row] / max(total, 1):6.1%}  {row}")
 
