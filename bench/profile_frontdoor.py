@@ -27,6 +27,7 @@ from collections import Counter
 from contextlib import ExitStack
 from pathlib import Path
 
+import httpx
 from bench_gateway_overhead import (
     LOADGEN,
     bodies,
@@ -55,9 +56,22 @@ PARTS: tuple[tuple[str, str], ...] = (
 )
 
 
-def cpu_seconds(pid: int) -> float:
+def commit_counts(base_url: str) -> tuple[float, float]:
+    """(commits, entries) so far, from the server's /metrics."""
+    commits = entries = 0.0
+    for line in httpx.get(f"{base_url}/metrics", timeout=10).text.splitlines():
+        if line.startswith("warden_audit_batch_entries_count"):
+            commits = float(line.split()[-1])
+        elif line.startswith("warden_audit_batch_entries_sum"):
+            entries = float(line.split()[-1])
+    return commits, entries
+
+
+def cpu_split(pid: int) -> tuple[float, float]:
+    """(user, system) CPU seconds of the whole process."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    tick = os.sysconf("SC_CLK_TCK")
+    return int(fields[11]) / tick, int(fields[12]) / tick
 
 
 def fold(collapsed: Path) -> tuple[int, Counter[str]]:
@@ -101,23 +115,38 @@ def main() -> None:
             spy = None
             if args.py_spy:
                 out = tmp / f"spy-{c}.txt"
-                spy_argv = [py_spy, "record", "-p", str(pid), "-r", "250", "-d", str(math.ceil(args.seconds))]
+                spy_argv = [
+                    py_spy,
+                    "record",
+                    "-p",
+                    str(pid),
+                    "-r",
+                    "250",
+                    "-d",
+                    str(math.ceil(args.seconds)),
+                ]
                 spy_argv += ["-f", "raw", "-o", str(out), "--threads"]
                 spy = subprocess.Popen(
                     spy_argv,
                     stdout=subprocess.DEVNULL,
                     stderr=subprocess.DEVNULL,
                 )
-            before = cpu_seconds(pid)
+            base_url = target.url.split("/v1/")[0]
+            commits0, entries0 = commit_counts(base_url)
+            user0, sys0 = cpu_split(pid)
             t0 = time.monotonic()
             run = run_loadgen(target.url, target.headers, body_file, c, args.seconds, 0.0)
             elapsed = time.monotonic() - t0
-            cpu = cpu_seconds(pid) - before
-            n = int(run["requests"]) if "requests" in run else round(run["rps"] * args.seconds)
+            user1, sys1 = cpu_split(pid)
+            commits1, entries1 = commit_counts(base_url)
+            cpu = user1 - user0 + sys1 - sys0
+            n = int(run["requests"])
+            per = 1000 / max(n, 1)
             print(
                 f"{c:>3} clients: {run['rps']:8.1f} req/s  p50 {run['p50_ms']:7.2f} ms  "
-                f"server CPU {1000 * cpu / max(n, 1):5.2f} ms/request "
-                f"({cpu / elapsed:.2f} cores)",
+                f"server CPU {cpu * per:5.2f} ms/request (user {(user1 - user0) * per:.2f}, "
+                f"system {(sys1 - sys0) * per:.2f}; {cpu / elapsed:.2f} cores), "
+                f"{(entries1 - entries0) / max(commits1 - commits0, 1):.2f} entries/commit",
                 flush=True,
             )
             if spy is not None:
