@@ -9,11 +9,11 @@ surface (evidence, not verdicts; the outputs gate applies the policy):
     lengths (default 500) fed through :meth:`OutputAnomalyChecker.observe`. Statistics are
     robust — median and MAD of log(1 + length) — so a few odd answers do not move the
     baseline; the window is kept sorted as it rolls, so both are exact and cost O(log n)
-    per answer, not a sort of the window. Flagged only after ``min_observations`` (default 30), when the robust z-score
-    is at least ``z_threshold`` (default 4) *and* the answer is at least ``min_ratio``
-    (default 3×) longer or shorter than the median. A floor on the spread (``min_spread``,
-    ≈ ±15 %) keeps a very regular baseline from flagging small changes. Names:
-    ``too_long``, ``too_short``.
+    per answer, not a sort of the window. Flagged only after ``min_observations``
+    (default 30), when the robust z-score is at least ``z_threshold`` (default 4) *and*
+    the answer is at least ``min_ratio`` (default 3×) longer or shorter than the median.
+    A floor on the spread (``min_spread``, ≈ ±15 %) keeps a very regular baseline from
+    flagging small changes. Names: ``too_long``, ``too_short``.
 
 ``output.content_type``
     Content that does not belong in a decision's answer: fenced or indented code
