@@ -336,7 +336,9 @@ def warden_server(tmp: Path, upstream: str) -> Iterator[Target]:
                 "X-Warden-Decision-Type: assistant_chat",
             ],
         )
+        target.notes["pid"] = proc.pid
         yield target
+        target.notes.pop("pid", None)  # for profile_frontdoor.py only
         try:
             metrics = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
             target.notes["entries_per_commit"] = entries_per_commit(metrics)

@@ -9,6 +9,7 @@ from rich.console import Console
 
 from warden.api.app import create_app
 from warden.gateway import Gateway
+from warden.guard.surfaces import warm_up
 from warden.runtime import tune_for_serving
 
 
@@ -40,6 +41,7 @@ def serve(data_dir: Path, policy: Path | None, host: str, port: int) -> None:
             proxy_headers=False,
             server_header=False,
         )
+        warm_up(t.spec.guard.output for t in gateway.policy.decision_types.values())
         tune_for_serving()
         uvicorn.Server(config).run()
     finally:

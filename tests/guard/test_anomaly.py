@@ -1,9 +1,12 @@
 from __future__ import annotations
 
 import base64
+import math
 import random
 import re
+import statistics
 import threading
+from collections import deque
 
 import pytest
 
@@ -306,3 +309,21 @@ def test_thread_safety_smoke() -> None:
         baseline = checker.baseline(dt)
         assert baseline is not None and baseline.n == 200
     assert checker.check_length(30_000, decision_type="type0") is not None
+
+
+def test_rolling_baseline_is_exactly_median_and_mad_of_the_window() -> None:
+    """The incremental window (sorted list + bisect) gives statistics.median's figures."""
+    rng = random.Random(5)
+    for _ in range(60):
+        size = rng.randint(2, 40)
+        checker = OutputAnomalyChecker(window=size, min_observations=2)
+        ref: deque[float] = deque(maxlen=size)
+        for _ in range(rng.randint(1, 120)):
+            length = rng.choice([rng.randint(0, 40), rng.randint(0, 4000), 100])
+            checker.observe("t", length)
+            ref.append(math.log1p(length))
+            base = checker.baseline("t")
+            assert base is not None
+            med = statistics.median(ref)
+            assert (base.n, base.log_median) == (len(ref), med)
+            assert base.log_mad == statistics.median(abs(v - med) for v in ref)

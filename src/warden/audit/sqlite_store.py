@@ -335,14 +335,17 @@ class SQLiteAuditStore:
 
     def _write_loop(self) -> None:
         conn = self._connect()
+        last_batch = 1
         while True:
             first = self._queue.get()
             if first is None:
                 return
             batch = [first]
-            if self._queue.empty() and self.commit_delay:
+            if self._queue.empty() and self.commit_delay and last_batch > 1:
                 # let concurrent callers join this commit (like PostgreSQL's commit_delay):
-                # a short sleep hands the GIL to the request threads for a moment
+                # a short sleep hands the GIL to the request threads for a moment. Only
+                # when the previous commit had company (like its commit_siblings): a lone
+                # caller would just wait the delay out (~0.3 ms per commit, measured)
                 time.sleep(self.commit_delay)
             while len(batch) < MAX_BATCH:
                 try:
@@ -353,6 +356,7 @@ class SQLiteAuditStore:
                     self._queue.put(None)  # finish this batch, then stop
                     break
                 batch.append(item)
+            last_batch = len(batch)
             self._commit_batch(conn, batch)
 
     def set_busy_timeout(self, milliseconds: int) -> None:

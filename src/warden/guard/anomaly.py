@@ -8,11 +8,12 @@ surface (evidence, not verdicts; the outputs gate applies the policy):
     The answer's length against a rolling baseline per decision type: the last ``window``
     lengths (default 500) fed through :meth:`OutputAnomalyChecker.observe`. Statistics are
     robust — median and MAD of log(1 + length) — so a few odd answers do not move the
-    baseline. Flagged only after ``min_observations`` (default 30), when the robust z-score
-    is at least ``z_threshold`` (default 4) *and* the answer is at least ``min_ratio``
-    (default 3×) longer or shorter than the median. A floor on the spread (``min_spread``,
-    ≈ ±15 %) keeps a very regular baseline from flagging small changes. Names:
-    ``too_long``, ``too_short``.
+    baseline; the window is kept sorted as it rolls, so both are exact and cost O(log n)
+    per answer, not a sort of the window. Flagged only after ``min_observations``
+    (default 30), when the robust z-score is at least ``z_threshold`` (default 4) *and*
+    the answer is at least ``min_ratio`` (default 3×) longer or shorter than the median.
+    A floor on the spread (``min_spread``, ≈ ±15 %) keeps a very regular baseline from
+    flagging small changes. Names: ``too_long``, ``too_short``.
 
 ``output.content_type``
     Content that does not belong in a decision's answer: fenced or indented code
@@ -39,10 +40,10 @@ Thread-safe: the baselines sit behind one lock; ``check`` only reads them.
 from __future__ import annotations
 
 import base64
+import bisect
 import math
 import re
 import secrets
-import statistics
 import threading
 import unicodedata
 from collections import OrderedDict, deque
@@ -99,11 +100,66 @@ class LengthBaseline:
 
 
 class _Window:
-    __slots__ = ("cached", "values")
+    """The last ``size`` values in arrival order and the same values sorted, so that the
+    median and the MAD come out exactly as :func:`statistics.median` would compute them
+    over the window, in O(log n) instead of two sorts of the whole window per answer."""
+
+    __slots__ = ("cached", "order", "size", "sorted")
 
     def __init__(self, size: int) -> None:
-        self.values: deque[float] = deque(maxlen=size)
+        self.size = size
+        self.order: deque[float] = deque()
+        self.sorted: list[float] = []
         self.cached: LengthBaseline | None = None
+
+    def add(self, value: float) -> None:
+        if len(self.order) == self.size:
+            old = self.order.popleft()
+            del self.sorted[bisect.bisect_left(self.sorted, old)]
+        self.order.append(value)
+        bisect.insort(self.sorted, value)
+        self.cached = None
+
+    def baseline(self) -> LengthBaseline:
+        s = self.sorted
+        n = len(s)
+        half = n // 2
+        med = s[half] if n % 2 else (s[half - 1] + s[half]) / 2
+        # deviations |v - med| form two sorted runs: below the median (read downwards) and
+        # from it up; their median is a k-th-smallest of two sorted sequences
+        split = bisect.bisect_left(s, med)
+
+        def dev(i: int) -> float:  # the i-th smallest deviation
+            return _kth_of_two(s, split, med, i)
+
+        mad = dev(half) if n % 2 else (dev(half - 1) + dev(half)) / 2
+        return LengthBaseline(n, med, mad)
+
+
+def _kth_of_two(s: list[float], split: int, med: float, k: int) -> float:
+    """The k-th smallest (0-based) of ``med - s[split-1], med - s[split-2], …`` (a) and
+    ``s[split] - med, s[split+1] - med, …`` (b), both ascending, by binary search on how
+    many of the first k+1 come from a."""
+    len_a, len_b = split, len(s) - split
+
+    def a(i: int) -> float:
+        return abs(s[split - 1 - i] - med)
+
+    def b(j: int) -> float:
+        return abs(s[split + j] - med)
+
+    lo, hi = max(0, k + 1 - len_b), min(k + 1, len_a)
+    while True:
+        i = (lo + hi) // 2
+        j = k + 1 - i
+        if i < len_a and j > 0 and b(j - 1) > a(i):
+            lo = i + 1
+        elif i > 0 and j < len_b and a(i - 1) > b(j):
+            hi = i - 1
+        else:
+            left_a = a(i - 1) if i > 0 else -math.inf
+            left_b = b(j - 1) if j > 0 else -math.inf
+            return max(left_a, left_b)
 
 
 # --------------------------------------------------------------------------- content
@@ -419,20 +475,16 @@ class OutputAnomalyChecker:
                 w = self._windows[decision_type] = _Window(self.window)
                 while len(self._windows) > self.max_decision_types:
                     self._windows.popitem(last=False)
-            w.values.append(value)
-            w.cached = None
+            w.add(value)
 
     def baseline(self, decision_type: str) -> LengthBaseline | None:
         """The decision type's current baseline, or None before any observation."""
         with self._lock:
             w = self._windows.get(decision_type)
-            if w is None or not w.values:
+            if w is None or not w.order:
                 return None
             if w.cached is None:
-                values = list(w.values)
-                med = statistics.median(values)
-                mad = statistics.median(abs(v - med) for v in values)
-                w.cached = LengthBaseline(len(values), med, mad)
+                w.cached = w.baseline()
             return w.cached
 
     def check_length(self, length: int, *, decision_type: str) -> Signal | None:

@@ -40,6 +40,11 @@ named-entity recognition and downloads it when it is missing. Warden ships none 
 Names (PERSON), street addresses and the like need an NER model, which Warden does not ship;
 they are deliberately out of scope here (see ``evaluate_pii``).
 
+Before the analyzer runs, a necessary condition per entity type (a digit pattern, an "@",
+a recognizer's own first step; see ``_possible_entities``) leaves out the types that cannot
+be in the text, and the analyzer is not run at all when none can: same findings (checked on
+the whole evaluation dataset), ~4x less time on a typical answer without PII.
+
 The engine is built once per process (:meth:`PiiRedactor.default`) and warmed up so that
 lazy regex compilation happens before concurrent use.
 """
@@ -49,12 +54,13 @@ from __future__ import annotations
 import re
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
 import phonenumbers
 import phonenumbers.phonenumbermatcher
+import regex
 import tldextract
 from presidio_analyzer import (
     AnalysisExplanation,
@@ -337,13 +343,8 @@ class _PrefilteredPhoneRecognizer(PhoneRecognizer):
         self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None
     ) -> list[RecognizerResult]:
         results: list[RecognizerResult] = []
-        for m in self._CANDIDATE.finditer(text):
+        for m in self.candidates(text):
             candidate = m.group()
-            n_digits = sum(c.isdigit() for c in candidate)
-            if not 6 <= n_digits <= (17 if candidate.startswith(("+", "00")) else 15):
-                continue
-            if self._NOT_PHONE.fullmatch(candidate):
-                continue
             # "+…" parses the same whatever the region
             regions = self.supported_regions[:1] if candidate[0] == "+" else self.supported_regions
             for region in regions:
@@ -354,6 +355,19 @@ class _PrefilteredPhoneRecognizer(PhoneRecognizer):
                     results.extend(found)
                     break
         return list(EntityRecognizer.remove_duplicates(results))
+
+    def candidates(self, text: str) -> Iterator[re.Match[str]]:
+        """Step 1: the digit runs that can be a phone number (nothing else is parsed)."""
+        for m in self._CANDIDATE.finditer(text):
+            candidate = m.group()
+            if len(candidate) < 6:  # fewer than 6 characters: fewer than 6 digits
+                continue
+            n_digits = sum(c.isdigit() for c in candidate)
+            if not 6 <= n_digits <= (17 if candidate.startswith(("+", "00")) else 15):
+                continue
+            if self._NOT_PHONE.fullmatch(candidate):
+                continue
+            yield m
 
     def _match(self, text: str, start: int, end: int, region: str) -> list[RecognizerResult]:
         matcher = phonenumbers.PhoneNumberMatcher(text, region, leniency=self._leniency)
@@ -605,10 +619,67 @@ class BankAccountRecognizer(_ContextGatedRecognizer):
         return results
 
 
+# --------------------------------------------------------------------------- prefilters
+
+#: Necessary conditions, one per entity type: a text failing an entity's test cannot give
+#: any of its recognizers a result, so the analyzer is asked only for the entity types
+#: that pass (and not run at all when none does). Each test is a pattern that every match
+#: of every pattern of that entity's recognizers contains as a substring — checked
+#: recognizer by recognizer — or the recognizer's own first step:
+#:
+#: * CREDIT_CARD — presidio ``CreditCardRecognizer`` (``regex`` module; at least 4+3+3+3
+#:   digits, an optional "-" or " " between groups) and :class:`CardBrandRecognizer`
+#:   (``\d(?:[ -]?\d){11,18}``) both contain 12 digits each followed by at most one "-" or
+#:   " ". The test runs in the ``regex`` module, whose ``\d`` (Unicode decimal digits, a
+#:   stable set) is at least ``re``'s.
+#: * IBAN_CODE — presidio ``IbanRecognizer``: ``[A-Z]{2}[0-9]{2}(?:[ -]?[A-Z0-9]{4}){2,6}…``;
+#:   :class:`_AnyCaseIbanRecognizer` runs it on an ASCII-upper-cased copy too, so the test
+#:   takes either case.
+#: * US_SSN — presidio ``UsSsnRecognizer``'s five patterns (ddddd-dddd, ddd-dddddd,
+#:   ddd-dd-dddd, 9 digits, ddd[- .]dd[- .]dddd) all contain ddd[- .]?dd[- .]?dddd.
+#: * EMAIL_ADDRESS — :class:`_OfflineEmailRecognizer` looks only around an "@".
+#: * PHONE_NUMBER — :meth:`_PrefilteredPhoneRecognizer.candidates`, its own first step.
+#: * SWIFT_BIC — :class:`SwiftBicRecognizer`'s pattern with an ISO country, its own test.
+#:   These two are tested only when no other type passed (they cost as much as running
+#:   the recognizers, so they are worth it only to skip the analyzer altogether).
+#: * BANK_ACCOUNT — :class:`BankAccountRecognizer`'s four patterns all need 6 digits each
+#:   followed by at most one "-" or " " (account: ``\d(?:[ -]?\d){5,16}``; sort code
+#:   dd-dd-dd; routing 9 digits).
+_CARD_HINT = regex.compile(r"\d(?:[- ]?\d){11}")
+#: anchored on the check digits (digits are rarer than letters: a much faster scan)
+_IBAN_HINT = re.compile(r"(?<=[A-Za-z]{2})[0-9]{2}(?:[ -]?[A-Za-z0-9]{4}){2}")
+_SSN_HINT = re.compile(r"[0-9]{3}[- .]?[0-9]{2}[- .]?[0-9]{4}")
+_BANK_HINT = re.compile(r"\d(?:[ -]?\d){5}")
+
+
+def _possible_entities(text: str, phone: _PrefilteredPhoneRecognizer) -> set[str]:
+    """The entity types some recognizer could report in ``text`` (see above)."""
+    out: set[str] = set()
+    if _CARD_HINT.search(text):
+        out.add("CREDIT_CARD")
+    if _IBAN_HINT.search(text):
+        out.add("IBAN_CODE")
+    if _SSN_HINT.search(text):
+        out.add("US_SSN")
+    if "@" in text:
+        out.add("EMAIL_ADDRESS")
+    if _BANK_HINT.search(text):
+        out.add("BANK_ACCOUNT")
+    if out:
+        # the analyzer runs anyway: the phone and SWIFT recognizers' own first steps (which
+        # are their tests here) decide, rather than scanning the text twice
+        return out | {"PHONE_NUMBER", "SWIFT_BIC"}
+    if next(phone.candidates(text), None) is not None:
+        out.add("PHONE_NUMBER")
+    if any(m.group(1) in ISO_3166_ALPHA2 for m in SwiftBicRecognizer._PATTERN.finditer(text)):
+        out.add("SWIFT_BIC")
+    return out
+
+
 # --------------------------------------------------------------------------- the redactor
 
 
-def _build_analyzer(phone_regions: Sequence[str]) -> AnalyzerEngine:
+def _build_analyzer(phone: _PrefilteredPhoneRecognizer) -> AnalyzerEngine:
     registry = RecognizerRegistry(supported_languages=["en"])
     for recognizer in (
         CreditCardRecognizer(),
@@ -616,7 +687,7 @@ def _build_analyzer(phone_regions: Sequence[str]) -> AnalyzerEngine:
         _AnyCaseIbanRecognizer(),
         UsSsnRecognizer(),
         _OfflineEmailRecognizer(),
-        _PrefilteredPhoneRecognizer(supported_regions=tuple(phone_regions)),
+        phone,
         SwiftBicRecognizer(),
         BankAccountRecognizer(),
     ):
@@ -648,10 +719,15 @@ class PiiRedactor:
         *,
         score_threshold: float = DEFAULT_SCORE_THRESHOLD,
         phone_regions: Sequence[str] = DEFAULT_PHONE_REGIONS,
+        prefilter: bool = True,
     ) -> None:
         self.score_threshold = score_threshold
         self.phone_regions: tuple[str, ...] = tuple(phone_regions)
-        self._analyzer = _build_analyzer(self.phone_regions)
+        #: ask the analyzer only for entity types that can be in the text (same findings;
+        #: off only to check exactly that)
+        self.prefilter = prefilter
+        self._phone = _PrefilteredPhoneRecognizer(supported_regions=self.phone_regions)
+        self._analyzer = _build_analyzer(self._phone)
         self.find(_WARM_UP)  # compile every pattern now, not under the first request
 
     @classmethod
@@ -681,6 +757,9 @@ class PiiRedactor:
             unknown = set(entities) - set(ENTITIES)
             if unknown:
                 raise ValueError(f"unknown entity types: {sorted(unknown)}")
+        if self.prefilter:
+            possible = _possible_entities(text, self._phone)
+            wanted = [e for e in wanted if e in possible]
         if not wanted:
             return []
         raw = self._analyzer.analyze(

@@ -9,6 +9,7 @@ import base64
 import binascii
 import functools
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from dataclasses import field as dc_field
 from typing import Any
@@ -214,6 +215,17 @@ def anomaly_checker() -> Any:
     from warden.guard.anomaly import OutputAnomalyChecker
 
     return OutputAnomalyChecker()
+
+
+def warm_up(output_guards: Iterable[OutputGuard]) -> None:
+    """Build the process-wide detectors now, before the first request: the injection
+    models, the anomaly checker and — when some decision type redacts or reviews PII —
+    Presidio (its import alone takes seconds on a loaded 2-core VM, and a first request
+    that builds it stalls every request in flight behind it)."""
+    injection_detector()
+    anomaly_checker()
+    if any(guard.pii != "off" for guard in output_guards):
+        pii_redactor()
 
 
 @dataclass
