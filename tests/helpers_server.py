@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
@@ -49,6 +50,30 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def wait_until_answering(
+    proc: subprocess.Popen[bytes],
+    url: str,
+    timeout: float,
+    what: str,
+    output: Callable[[], str],
+    give_up: Callable[[], None],
+) -> None:
+    """Poll `url` until it answers 200; fail with the process's output if it exits first
+    or does not answer within `timeout` seconds (then `give_up` stops it)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"{what} exited with {proc.returncode} at start:\n{output()}")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+    give_up()
+    raise AssertionError(f"{what} did not answer {url} in {timeout} s:\n{output()}")
+
+
 class WardenServer:
     """`python -m warden serve` on a data directory; a fresh free port on every start."""
 
@@ -86,20 +111,9 @@ class WardenServer:
                 stdin=subprocess.DEVNULL,
                 env=cli_env(),
             )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(
-                    f"warden serve exited with {self.proc.returncode} at start:\n{self.log()}"
-                )
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-        self.close()
-        raise AssertionError(f"warden serve did not answer /healthz in {timeout} s:\n{self.log()}")
+        wait_until_answering(
+            self.proc, f"{self.url}/healthz", timeout, "warden serve", self.log, self.close
+        )
 
     def kill(self) -> None:
         """SIGKILL: no shutdown code runs, exactly like a crash."""

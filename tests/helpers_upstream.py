@@ -22,16 +22,14 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-import httpx
 import pytest
 
-from tests.helpers_server import cli_env, free_port
+from tests.helpers_server import cli_env, free_port, wait_until_answering
 
 SIMULATOR = [sys.executable, "-m", "warden", "dev", "upstream"]
 
@@ -83,20 +81,10 @@ class Upstream:
                 stdin=subprocess.DEVNULL,
                 env=cli_env(),
             )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(
-                    f"simulator exited with {self.proc.returncode} at start:\n{self.output()}"
-                )
-            try:
-                if httpx.get(f"{self.base}/health", timeout=1).status_code == 200:
-                    return self
-            except httpx.TransportError:
-                pass
-            time.sleep(0.05)
-        self.stop()
-        raise AssertionError(f"simulator did not answer /health in {timeout} s:\n{self.output()}")
+        wait_until_answering(
+            self.proc, f"{self.base}/health", timeout, "simulator", self.output, self.stop
+        )
+        return self
 
     def kill(self) -> None:
         """SIGKILL: no shutdown code runs, exactly like a crash."""
