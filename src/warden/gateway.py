@@ -39,7 +39,7 @@ from warden.models.monitor import BandMonitor
 from warden.models.registry import ModelRegistry
 from warden.pipeline.context import DecisionContext, DecisionRequest
 from warden.pipeline.runner import Pipeline
-from warden.policy.errors_format import dotted
+from warden.policy.errors_format import request_error
 from warden.policy.loader import LoadedPolicy, load_policy_file
 from warden.review.cases import CaseState
 from warden.review.desk import ReviewDesk
@@ -72,19 +72,8 @@ def parse_decision_request(payload: Any, idempotency_key: str | None = None) -> 
     try:
         body = DecisionRequestBody.model_validate(payload)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        path = dotted(tuple(first["loc"])) if first["loc"] else "body"
-        if first["type"] == "extra_forbidden":
-            msg = (
-                f"{path}: unknown field "
-                "(allowed: decision_type, jurisdiction, inputs, tool_calls, idempotency_key)"
-            )
-        elif first["type"] == "missing":
-            msg = f"{path}: required field is missing"
-        elif first["type"] == "model_type":
-            msg = "request body must be a JSON object"
-        else:
-            msg = f"{path}: {first['msg']}"
+        allowed = ", ".join(DecisionRequestBody.model_fields)
+        path, msg = request_error(exc.errors()[0], allowed=allowed)
         raise RequestError(msg, code="request.invalid", field=path) from None
     if idempotency_key and body.idempotency_key and idempotency_key != body.idempotency_key:
         raise RequestError(

@@ -17,7 +17,7 @@ from warden.api.openai_compat import install as install_chat_completions
 from warden.auth import Principal
 from warden.errors import AuthError, RequestError, WardenError
 from warden.gateway import Gateway
-from warden.policy.errors_format import dotted
+from warden.policy.errors_format import request_error
 from warden.review.web import mount_workbench
 from warden.schemas import DecisionRequestBody, DecisionResponse, ErrorBody, ReviewRequestBody
 
@@ -71,17 +71,7 @@ def create_app(gateway: Gateway, *, close_on_shutdown: bool = False) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-        first = exc.errors()[0]
-        loc = tuple(p for p in first["loc"] if p != "body")
-        path = dotted(loc) if loc else "body"
-        if first["type"] == "json_invalid":
-            message = f"body: not valid JSON ({first.get('ctx', {}).get('error', 'parse error')})"
-        elif first["type"] == "missing":
-            message = f"{path}: required field is missing"
-        elif first["type"] == "extra_forbidden":
-            message = f"{path}: unknown field"
-        else:
-            message = f"{path}: {first['msg']}"
+        path, message = request_error(exc.errors()[0])
         body = {"code": "request.invalid", "message": message, "field": path}
         return JSONResponse({"error": body}, status_code=422)
 

@@ -115,3 +115,21 @@ def format_validation_error(
         where = f"{source}:{line}" if line is not None else source
         lines.append(f"{where}: {dotted(loc)}: {describe(dict(error), schema)}")
     return lines
+
+
+def request_error(error: Any, *, allowed: str | None = None) -> tuple[str, str]:
+    """`(path, message)` for the first pydantic error of a request body (HTTP or Python
+    API): the field path, then what is wrong with it; `allowed` lists the body's keys for
+    an unknown-field error."""
+    loc = tuple(p for p in error["loc"] if p != "body")
+    path = dotted(loc) if loc else "body"
+    kind = error["type"]
+    if kind == "json_invalid":
+        return path, f"body: not valid JSON ({error.get('ctx', {}).get('error', 'parse error')})"
+    if kind == "model_type" and not loc:
+        return path, "request body must be a JSON object"
+    if kind == "missing":
+        return path, f"{path}: required field is missing"
+    if kind == "extra_forbidden":
+        return path, f"{path}: unknown field" + (f" (allowed: {allowed})" if allowed else "")
+    return path, f"{path}: {error['msg']}"

@@ -19,7 +19,7 @@ from warden.audit.record import review_body
 from warden.audit.store import AuditStore
 from warden.auth import Permission, Principal
 from warden.errors import ConflictError, RequestError
-from warden.policy.errors_format import dotted
+from warden.policy.errors_format import request_error
 from warden.policy.loader import LoadedPolicy
 from warden.review.cases import (
     CaseState,
@@ -262,14 +262,7 @@ class ReviewDesk:
         try:
             body = ReviewRequestBody.model_validate(payload)
         except ValidationError as exc:
-            first = exc.errors()[0]
-            path = dotted(tuple(first["loc"])) or "body"
-            if first["type"] == "missing":
-                msg = f"{path}: required field is missing"
-            elif first["type"] == "extra_forbidden":
-                msg = f"{path}: unknown field (allowed: outcome, rationale, label)"
-            else:
-                msg = f"{path}: {first['msg']}"
+            path, msg = request_error(exc.errors()[0], allowed="outcome, rationale, label")
             raise RequestError(msg, field=path) from None
         minimum = self.policy.policy.review.min_rationale_chars
         if len(body.rationale.strip()) < minimum:
