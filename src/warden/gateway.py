@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -33,6 +34,7 @@ from warden.gates.llm import LlmGate
 from warden.gates.outputs import OutputsGate
 from warden.gates.proposal import ProposalGate
 from warden.gates.residency import ResidencyGate
+from warden.guard.pii import PiiRedactor
 from warden.ids import new_decision_id
 from warden.models.loaded import LoadedModel
 from warden.models.monitor import BandMonitor
@@ -43,6 +45,7 @@ from warden.policy.errors_format import request_error
 from warden.policy.loader import LoadedPolicy, load_policy_file
 from warden.review.cases import CaseState
 from warden.review.desk import ReviewDesk
+from warden.review.masking import mask, may_see_raw_pii
 from warden.schemas import DecisionRequestBody
 
 DEFAULT_POLICY = Path(__file__).parent / "demo" / "policy.yaml"
@@ -326,12 +329,30 @@ class Gateway:
         return entries
 
     def record(self, decision_id: str, caller: Principal) -> dict[str, Any]:
+        """The decision's full record; personal data masked for people who read other
+        callers' decisions and whose role the policy does not let see it raw
+        (`review.raw_pii_roles`, the same rule as the workbench)."""
         entries = self.entries(decision_id, caller)
-        return record_document(decision_id, entries)
+        document = record_document(decision_id, entries)
+        if not self.sees_raw_pii(caller):
+            document, count = mask(document, PiiRedactor.default())
+            document["pii_masked"] = count
+        return document
+
+    def sees_raw_pii(self, caller: Principal) -> bool:
+        """A service reads back only what it sent itself; people reading any decision see
+        raw personal data only when their role is in `review.raw_pii_roles`."""
+        return not caller.can(Permission.READ_ANY_DECISION) or may_see_raw_pii(caller, self.policy)
 
     def proof(self, decision_id: str, caller: Principal) -> dict[str, Any]:
         self.entries(decision_id, caller)  # the same read check as the record itself
-        return self.proof_for(self.store, decision_id, caller)
+        document = self.proof_for(self.store, decision_id, caller)
+        if not self.sees_raw_pii(caller):
+            masked, count = mask(json.loads(document["entry"]), PiiRedactor.default())
+            document["entry"] = None
+            document["entry_masked"] = masked
+            document["pii_masked"] = count
+        return document
 
     @staticmethod
     def proof_for(store: AuditStore, decision_id: str, caller: Principal) -> dict[str, Any]:
@@ -460,12 +481,19 @@ def verify_proof_document(doc: dict[str, Any], vkey: str) -> str:
     from warden.audit.checkpoint import CheckpointVerifier
 
     checkpoint = CheckpointVerifier(vkey).verify(doc["checkpoint"])
-    lh = leaf_hash(doc["entry"].encode())
-    if base64.b64encode(lh).decode() != doc["leaf_hash"]:
-        raise ValueError("entry does not hash to the stated leaf hash")
+    if doc.get("entry") is None:
+        # masked for the caller's role: the inclusion of the leaf hash can still be proven,
+        # that the content hashes to it only by a role that may see the raw entry
+        lh = base64.b64decode(doc["leaf_hash"])
+        content = "; its content is masked for this role, so only the leaf hash was checked"
+    else:
+        lh = leaf_hash(doc["entry"].encode())
+        if base64.b64encode(lh).decode() != doc["leaf_hash"]:
+            raise ValueError("entry does not hash to the stated leaf hash")
+        content = ""
     proof = [base64.b64decode(p) for p in doc["proof"]]
     verify_inclusion(lh, doc["leaf_index"], checkpoint.size, proof, checkpoint.root)
     return (
         f"entry {doc['leaf_index']} is included in the log of size {checkpoint.size} "
-        f"signed by {vkey.split('+')[0]}"
+        f"signed by {vkey.split('+')[0]}{content}"
     )

@@ -47,6 +47,33 @@ def test_decide_then_read_record_proof_and_checkpoint(api: Any) -> None:
     assert checkpoint["note"].startswith(checkpoint["origin"] + "\n")
 
 
+def test_people_reading_any_decision_see_personal_data_masked_unless_policy_allows(
+    api: Any,
+) -> None:
+    """`review.raw_pii_roles` (admin in the example policy) governs the API as it does the
+    workbench; a service reads back its own request raw."""
+    client, keys = api
+    email = "jane.doe@example.com"
+    body = client.post(
+        "/v1/decisions", json=payment(customer_id=email), headers=keys["service"]
+    ).json()
+    url = f"/v1/decisions/{body['decision_id']}"
+    checkpoint = client.get("/v1/audit/checkpoint", headers=keys["auditor"]).json()
+    for role in ("reviewer", "auditor"):
+        record = client.get(url, headers=keys[role]).json()
+        assert email not in str(record) and "<EMAIL_ADDRESS>" in str(record)
+        assert record["pii_masked"] >= 1
+        proof = client.get(f"{url}/proof", headers=keys[role]).json()
+        assert proof["entry"] is None and email not in str(proof)
+        assert "masked" in verify_proof_document(proof, checkpoint["vkey"])
+    for role in ("admin", "service"):
+        record = client.get(url, headers=keys[role]).json()
+        assert email in str(record) and "pii_masked" not in record
+        proof = client.get(f"{url}/proof", headers=keys[role]).json()
+        assert email in proof["entry"]
+        assert "masked" not in verify_proof_document(proof, checkpoint["vkey"])
+
+
 def test_authentication_and_roles_per_route(api: Any) -> None:
     client, keys = api
     assert client.post("/v1/decisions", json=payment()).status_code == 401
