@@ -6,9 +6,10 @@ after a crash, or a request still in flight. Older than the grace period, it is 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
+from warden.audit.entry import store_ts
 from warden.audit.store import AuditStore
 
 FINAL_KINDS = frozenset({"decision", "refusal"})
@@ -56,28 +57,32 @@ def check_completeness(
     any later time)."""
     now = now or datetime.now(UTC)
     report = CompletenessReport(day.isoformat(), grace_minutes)
-    finals: set[str] = set()
+    start = datetime.combine(day, time.min, tzinfo=UTC)
     intents: dict[str, list[dict[str, Any]]] = {}
-    for entry in store.iter_entries():
-        if entry.kind in FINAL_KINDS and entry.decision_id:
-            finals.add(entry.decision_id)
-        elif entry.kind == "intent" and entry.decision_id:
-            ts = parse_ts(entry.ts)
-            if ts.date() != day:
-                continue
-            body = entry.body()
-            intents.setdefault(entry.decision_id, []).append(
-                {
-                    "decision_id": entry.decision_id,
-                    "seq": entry.seq,
-                    "ts": entry.ts,
-                    "endpoint": body.get("endpoint"),
-                    "region": body.get("region"),
-                    "jurisdiction": body.get("jurisdiction"),
-                    "decision_type": body.get("decision_type"),
-                    "_ts": ts,
-                }
-            )
+    for entry in store.entries_between(
+        store_ts(start), store_ts(start + timedelta(days=1)), ("intent",)
+    ):
+        if not entry.decision_id:
+            continue
+        body = entry.body()
+        intents.setdefault(entry.decision_id, []).append(
+            {
+                "decision_id": entry.decision_id,
+                "seq": entry.seq,
+                "ts": entry.ts,
+                "endpoint": body.get("endpoint"),
+                "region": body.get("region"),
+                "jurisdiction": body.get("jurisdiction"),
+                "decision_type": body.get("decision_type"),
+                "_ts": parse_ts(entry.ts),
+            }
+        )
+    # a final record may land after midnight: look each decision up by id (indexed)
+    finals = {
+        decision_id
+        for decision_id in intents
+        if any(e.kind in FINAL_KINDS for e in store.entries_for(decision_id))
+    }
     grace = timedelta(minutes=grace_minutes)
     report.intents = sum(len(v) for v in intents.values())
     report.decisions_with_intents = len(intents)

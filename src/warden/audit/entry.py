@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from warden.canonical import canonical_json
@@ -143,3 +144,11 @@ def final_record(entries: list[StoredEntry]) -> StoredEntry:
         if entry.kind in ("decision", "refusal"):
             return entry
     return entries[0]
+
+
+def store_ts(moment: datetime) -> str:
+    """`moment` as the log writes entry times (UTC, microseconds, `Z`): such strings sort
+    in time order, which is what `entries_between` relies on."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")

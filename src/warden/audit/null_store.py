@@ -9,7 +9,7 @@ whole group commit with one wake-up — so a benchmark compares writing and fsyn
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from concurrent.futures import Future
 
 from warden.audit.entry import AppendResult, NewEntry, StoredCheckpoint, StoredEntry
@@ -69,6 +69,11 @@ class NullAuditStore:
 
     def review_queue(self, limit: int = 100) -> list[StoredEntry]:
         return []
+
+    def entries_between(
+        self, since: str, until: str, kinds: Collection[str] | None = None
+    ) -> Iterator[StoredEntry]:
+        return iter(())
 
     def entries_of_kind(self, kind: str) -> list[StoredEntry]:
         return []

@@ -20,13 +20,20 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from concurrent.futures import Future
 from datetime import UTC, datetime
 from pathlib import Path
 
 from warden.audit.checkpoint import Checkpoint, CheckpointError, CheckpointSigner
-from warden.audit.entry import AppendResult, NewEntry, StoredCheckpoint, StoredEntry, envelope_bytes
+from warden.audit.entry import (
+    AppendResult,
+    NewEntry,
+    StoredCheckpoint,
+    StoredEntry,
+    envelope_bytes,
+    store_ts,
+)
 from warden.audit.merkle import MerkleTree, leaf_hash
 from warden.canonical import content_id
 from warden.errors import AuditCommitError, DataDirBusyError, WardenError
@@ -44,6 +51,7 @@ CREATE TABLE IF NOT EXISTS entries (
     data BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS entries_by_decision ON entries (decision_id);
+CREATE INDEX IF NOT EXISTS entries_by_time ON entries (ts);
 CREATE UNIQUE INDEX IF NOT EXISTS entries_by_unique_key ON entries (unique_key)
     WHERE unique_key IS NOT NULL;
 CREATE INDEX IF NOT EXISTS entries_by_outcome ON entries (outcome) WHERE outcome = 'review';
@@ -65,7 +73,7 @@ MAX_BATCH = 512
 
 
 def utc_now() -> str:
-    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    return store_ts(datetime.now(UTC))
 
 
 def _row_entry(row: tuple[int, str, str | None, str, bytes, bytes]) -> StoredEntry:
@@ -486,6 +494,17 @@ class SQLiteAuditStore:
             f"SELECT {_ENTRY_COLS} FROM entries WHERE seq >= ? ORDER BY seq", (start,)
         )
         for row in cur:
+            yield _row_entry(row)
+
+    def entries_between(
+        self, since: str, until: str, kinds: Collection[str] | None = None
+    ) -> Iterator[StoredEntry]:
+        query = f"SELECT {_ENTRY_COLS} FROM entries WHERE ts >= ? AND ts < ?"
+        args: list[str] = [since, until]
+        if kinds is not None:
+            query += f" AND kind IN ({', '.join('?' * len(kinds))})"
+            args.extend(kinds)
+        for row in self._connect().execute(query + " ORDER BY seq", args):
             yield _row_entry(row)
 
     def entries_of_kind(self, kind: str) -> list[StoredEntry]:

@@ -4,7 +4,7 @@ SQLite store and a scaled-out store are interchangeable."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from concurrent.futures import Future
 from typing import Protocol
 
@@ -28,6 +28,13 @@ class AuditStore(Protocol):
     def entries_for(self, decision_id: str) -> list[StoredEntry]: ...
     def by_unique_key(self, key: str) -> StoredEntry | None: ...
     def iter_entries(self, start: int = 0) -> Iterator[StoredEntry]: ...
+    def entries_between(
+        self, since: str, until: str, kinds: Collection[str] | None = None
+    ) -> Iterator[StoredEntry]:
+        """Entries written at `since` <= ts < `until` (times as `store_ts` writes them),
+        optionally of some kinds only, in log order — from a time index, not a scan."""
+        ...
+
     def entries_of_kind(self, kind: str) -> list[StoredEntry]:
         """Every entry of one kind (e.g. `thresholds`), in log order."""
         ...

@@ -22,6 +22,7 @@ from typing import Any
 from rich.table import Table
 
 from warden.audit.completeness import parse_ts
+from warden.audit.entry import store_ts
 from warden.audit.store import AuditStore
 from warden.policy.model import Policy
 
@@ -96,12 +97,14 @@ def verify_routes(
 ) -> RoutesReport:
     report = RoutesReport(since.isoformat(), until.isoformat())
     jurisdiction_of: dict[str, str | None] = {}
-    for entry in store.iter_entries():
-        if entry.kind not in ("decision", "refusal", "intent") or not entry.decision_id:
+    for entry in store.entries_between(
+        store_ts(since), store_ts(until), ("decision", "refusal", "intent")
+    ):
+        if not entry.decision_id:
             continue
         body = entry.body()
         jurisdiction_of.setdefault(entry.decision_id, body.get("jurisdiction"))
-        if entry.kind == "intent" or not since <= parse_ts(entry.ts) < until:
+        if entry.kind == "intent":
             continue
         jurisdiction = body.get("jurisdiction")
         stop = body.get("stop") or {}
@@ -143,8 +146,28 @@ def verify_routes(
                 stats.review_unavailable += 1
     paths = list(access_logs)
     if paths:
-        report.access_log = _cross_check(report, policy, since, until, paths, jurisdiction_of)
+        report.access_log = _cross_check(
+            report, policy, since, until, paths, _JurisdictionLookup(store, jurisdiction_of)
+        )
     return report
+
+
+class _JurisdictionLookup:
+    """Jurisdiction of a decision id: from the entries in the window, else from the log by
+    id (a call logged upstream just inside the window may belong to an intent written
+    just before it)."""
+
+    def __init__(self, store: AuditStore, seen: dict[str, str | None]) -> None:
+        self.store = store
+        self.seen = seen
+
+    def get(self, decision_id: str) -> tuple[bool, str | None]:
+        if decision_id not in self.seen:
+            entries = self.store.entries_for(decision_id)
+            if not entries:
+                return False, None
+            self.seen[decision_id] = entries[0].body().get("jurisdiction")
+        return True, self.seen[decision_id]
 
 
 def _cross_check(
@@ -153,7 +176,7 @@ def _cross_check(
     since: datetime,
     until: datetime,
     paths: list[Path],
-    jurisdiction_of: dict[str, str | None],
+    jurisdiction_of: _JurisdictionLookup,
 ) -> dict[str, Any]:
     zone_of_region = {e.region: e.zone for e in policy.endpoints.values()}
     summary: dict[str, Any] = {
@@ -183,10 +206,10 @@ def _cross_check(
                     summary["without_decision_id"] += 1
                     continue
                 summary["with_decision_id"] += 1
-                if decision_id not in jurisdiction_of:
+                known, jurisdiction = jurisdiction_of.get(decision_id)
+                if not known:
                     summary["unknown_decision"].append(decision_id)
                     continue
-                jurisdiction = jurisdiction_of[decision_id]
                 rule = policy.residency.get(str(jurisdiction))
                 zone = zone_of_region.get(region)
                 if rule is None or zone is None or zone not in rule.allowed_zones:
