@@ -9,12 +9,14 @@ import pytest
 from sklearn.isotonic import IsotonicRegression
 
 from warden.models.calibration import (
+    CalibrationMap,
     Costs,
     apply_many,
     band_cost,
     best_single_threshold,
     choose_thresholds,
     expected_calibration_error,
+    fit_calibration,
     fit_isotonic,
 )
 
@@ -43,6 +45,22 @@ def test_calibration_lowers_the_held_out_error() -> None:
     before = expected_calibration_error(scores[1::2], labels[1::2])
     after = expected_calibration_error(apply_many(cal, scores[1::2]), labels[1::2])
     assert before > 0.05 and after < 0.02, (before, after)
+
+
+def test_few_labels_get_a_smooth_platt_map_not_an_isotonic_staircase() -> None:
+    scores, labels = _miscalibrated(400, 5)
+    assert 5 <= labels.sum() < 50
+    iso = fit_isotonic(scores, labels)
+    cal = fit_calibration(scores, labels)
+    assert cal.method == "platt" and CalibrationMap.from_dict(cal.as_dict()) == cal
+    probe = np.linspace(0.05, 0.95, 19)
+    platt = apply_many(cal, probe)
+    assert np.all(np.diff(platt) > 0)  # strictly increasing: every score keeps its rank
+    assert len(set(apply_many(iso, probe))) < len(set(platt))  # isotonic: a few steps
+    before = expected_calibration_error(scores, labels)
+    assert expected_calibration_error(apply_many(cal, scores), labels) < before
+    many_scores, many_labels = _miscalibrated(20_000, 6)
+    assert fit_calibration(many_scores, many_labels).method == "isotonic"
 
 
 def test_chosen_thresholds_are_the_brute_force_optimum() -> None:

@@ -51,7 +51,7 @@ def test_maker_checker_activation_and_decisions_record_the_version(
     assert response["thresholds_version"] == version
     record = gw.record(response["decision_id"], ADMIN)["entries"][0]["body"]
     bands = next(g["result"] for g in record["gates"] if g["gate"] == "bands")
-    assert bands["calibration"] == "isotonic"
+    assert bands["calibration"] == "platt"  # 6,000 rows hold ~36 fraud cases in the fit half
     assert bands["thresholds"] == result.document["bands"]
     assert bands["score"] != bands["raw_score"] or bands["raw_score"] == 0
 

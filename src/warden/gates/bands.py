@@ -59,7 +59,7 @@ class BandsGate:
             score = version.calibrate(raw)
             thresholds = version.bands
             thresholds_version = version.version
-            calibration = "isotonic" if version.calibration is not None else "none"
+            calibration = version.calibration.method if version.calibration is not None else "none"
         else:
             score = raw
             thresholds = dict(compiled.bands)

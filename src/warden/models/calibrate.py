@@ -9,7 +9,8 @@ Labelled outcomes come from two sources:
 * reviewer labels from the audit log: every final `review` entry with a `label`
   (`positive`: the risk was real) joined to its decision record's raw score.
 
-The labelled rows are split in half: the first half fits the isotonic map and chooses the
+The labelled rows are split in half: the first half fits the calibration map (isotonic; Platt
+scaling when a class has fewer than 50 rows) and chooses the
 thresholds, the second (held out) gives the figures — PR-AUC, expected calibration error
 before and after calibration, and the expected cost of the chosen thresholds against two
 naive baselines: the policy's fixed static bands on the raw score, and the best single
@@ -36,7 +37,7 @@ from warden.models.calibration import (
     best_single_threshold,
     choose_thresholds,
     expected_calibration_error,
-    fit_isotonic,
+    fit_calibration,
 )
 from warden.models.loaded import LoadedModel
 from warden.models.thresholds import thresholds_document
@@ -192,7 +193,7 @@ def calibrate(
     fit_idx = np.arange(len(scores)) % 2 == 0
     test_idx = ~fit_idx
     capacity = review_capacity if review_capacity is not None else spec.review_capacity
-    cal = fit_isotonic(scores[fit_idx], labels[fit_idx])
+    cal = fit_calibration(scores[fit_idx], labels[fit_idx])
     chosen = choose_thresholds(apply_many(cal, scores[fit_idx]), labels[fit_idx], costs, capacity)
     # the review share the monitor expects: on representative (generated) traffic if any
     gen_mask = np.array([True] * len(generated.scores) + [False] * len(reviewed.scores))

@@ -4,6 +4,10 @@
   keeps it as a piecewise-linear map (its breakpoints, rounded to 6 decimals). The map, not
   the sklearn object, is what is stored, versioned and applied — `apply_map` is the one
   function that turns a raw score into a calibrated one, at fit time and on the request path.
+* `fit_platt` fits a logistic curve on the logit of the score (Platt scaling) and samples
+  it into the same kind of map. Isotonic regression on a handful of positives is a staircase
+  of a few steps that snaps scores to 0 or 1; two parameters cannot overfit like that.
+  `fit_calibration` takes isotonic when both classes have enough rows, else Platt.
 * `choose_thresholds` picks the two band thresholds on the calibrated score that minimise the
   expected cost per decision on labelled outcomes: a false approve (a positive approved), a
   false decline (a negative declined) and a review (every case in the middle band, whatever
@@ -23,19 +27,30 @@ import numpy as np
 Scores = Sequence[float] | np.ndarray[Any, Any]
 
 
+#: below this many rows of either class, `fit_calibration` uses Platt scaling
+MIN_ROWS_PER_CLASS_FOR_ISOTONIC = 50
+#: the Platt curve is stored as this many breakpoints, evenly spaced over [0, 1]
+PLATT_POINTS = 201
+
+
 @dataclass(frozen=True)
 class CalibrationMap:
     x: tuple[float, ...]
     y: tuple[float, ...]
+    method: str = "isotonic"
 
     def as_dict(self) -> dict[str, object]:
-        return {"method": "isotonic", "x": list(self.x), "y": list(self.y)}
+        return {"method": self.method, "x": list(self.x), "y": list(self.y)}
 
     @classmethod
     def from_dict(cls, data: dict[str, object]) -> CalibrationMap:
         xs, ys = data["x"], data["y"]
         assert isinstance(xs, list) and isinstance(ys, list)
-        return cls(tuple(float(v) for v in xs), tuple(float(v) for v in ys))
+        return cls(
+            tuple(float(v) for v in xs),
+            tuple(float(v) for v in ys),
+            str(data.get("method", "isotonic")),
+        )
 
 
 def apply_map(cal: CalibrationMap, score: float) -> float:
@@ -73,6 +88,37 @@ def fit_isotonic(scores: Scores, labels: Scores) -> CalibrationMap:
             px.append(x)
             py.append(y)
     return CalibrationMap(tuple(px), tuple(py))
+
+
+def fit_platt(scores: Scores, labels: Scores) -> CalibrationMap:
+    """Logistic regression of the outcome on logit(score), sampled at `PLATT_POINTS`."""
+    from sklearn.linear_model import LogisticRegression
+
+    def logit(p: np.ndarray) -> np.ndarray:
+        q: np.ndarray = np.clip(p, 1e-6, 1 - 1e-6)
+        out: np.ndarray = np.log(q / (1 - q)).reshape(-1, 1)
+        return out
+
+    fit = LogisticRegression(C=1e4, solver="lbfgs")
+    fit.fit(logit(np.asarray(scores, dtype=np.float64)), np.asarray(labels, dtype=np.float64))
+    xs = np.linspace(0.0, 1.0, PLATT_POINTS)
+    ys = fit.predict_proba(logit(xs))[:, 1]
+    return CalibrationMap(
+        tuple(round(float(v), 6) for v in xs),
+        tuple(round(float(v), 6) for v in np.maximum.accumulate(ys)),
+        "platt",
+    )
+
+
+def fit_calibration(
+    scores: Scores, labels: Scores, min_per_class: int = MIN_ROWS_PER_CLASS_FOR_ISOTONIC
+) -> CalibrationMap:
+    """Isotonic when both classes have `min_per_class` rows, else Platt scaling."""
+    y = np.asarray(labels, dtype=np.float64)
+    positives = int(y.sum())
+    if min(positives, len(y) - positives) >= min_per_class:
+        return fit_isotonic(scores, labels)
+    return fit_platt(scores, labels)
 
 
 def expected_calibration_error(probs: Scores, labels: Scores, bins: int = 10) -> float:
