@@ -100,8 +100,8 @@ def _print_report(report: object, per_set: int, seed: int, n_probes: int) -> Non
         "needs",
         "verdict",
         title=f"Red team against {where}",
-        caption=f"{n_probes} probes: up to {per_set} per attack or benign set, sampled per "
-        f"decision type with seed {seed}",
+        caption=f"{n_probes} probes: up to {per_set} per attack or benign set, the same "
+        f"sample (seed {seed}) for every decision type",
     )
     for r in report.results:
         table.add_row(

@@ -128,7 +128,7 @@ def build_probes(
         if not target.probed:
             continue
         compiled = policy.decision_types[target.decision_type]
-        rng = random.Random(f"{seed}/{target.decision_type}")
+        rng = random.Random(seed)  # the same sample for every decision type: comparable
         maker = _Maker(target, compiled, label)
         for surface in target.probed:
             probes += {
