@@ -560,8 +560,8 @@ def answer(body: dict[str, Any], seed: int, model: str, *, scripted: bool = Fals
         for message in messages:
             content = message.get("content")
             is_system = message.get("role") == "system" and isinstance(content, str)
-            if is_system and content.startswith(SCRIPT_PREFIX):
-                return Answer(content[len(SCRIPT_PREFIX) :], "stop", False)
+            if is_system and str(content).startswith(SCRIPT_PREFIX):
+                return Answer(str(content)[len(SCRIPT_PREFIX) :], "stop", False)
     key = json.dumps(
         [seed, messages, body.get("response_format")], sort_keys=True, default=str
     ).encode()

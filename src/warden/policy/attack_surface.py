@@ -15,7 +15,7 @@ from warden.policy.model import DecisionType, Policy
 def attack_surfaces(spec: DecisionType) -> list[str]:
     """The guarded surfaces of one decision type, in pipeline order."""
     found = {field.input_surface for field in spec.inputs.values()}
-    out = [s for s in ("text", "document") if s in found]
+    out: list[str] = [s for s in ("text", "document") if s in found]
     if spec.tools:
         out.append("tool_args")
     if spec.llm is not None and spec.llm.mode == "chat":  # only chat answers leave Warden
