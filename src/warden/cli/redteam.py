@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
@@ -13,6 +13,9 @@ from rich.table import Table
 
 from warden.cli.main import PolicyOpt, app, console, err, one_line_errors
 from warden.errors import WardenError
+
+if TYPE_CHECKING:
+    from warden.guard.redteam_run import Report
 
 
 @app.command()
@@ -80,10 +83,7 @@ def redteam(
         raise typer.Exit(1)
 
 
-def _print_report(report: object, per_set: int, seed: int, n_probes: int) -> None:
-    from warden.guard.redteam_run import Report
-
-    assert isinstance(report, Report)
+def _print_report(report: Report, per_set: int, seed: int, n_probes: int) -> None:
     where = (
         report.target
         if report.target != "in-process"
