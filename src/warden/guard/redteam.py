@@ -387,12 +387,24 @@ _BODIES = (
     "We have received your documents and will let you know if anything is missing.",
     "The excess on your policy is {n}0 euros per claim.",
     "If you disagree with a decision you can ask for it to be reviewed within {n} weeks.",
+    # answers with the numbers a service answer carries (references, amounts, dates)
+    "Your claim CLM-{ref} for {amount} EUR was approved on 2026-0{n}-1{d}; "
+    "the payment reference is RF{d}{n} {g1} {g2}.",
+    "Policy P-{ref} covers {kind} claims up to {n},000 EUR per year; the excess is {d}0 EUR.",
 )
 _CLOSERS = ("", " Is there anything else I can help with?", " Kind regards, the claims team.")
 
 
 def _service_answer(rng: random.Random) -> str:
-    body = rng.choice(_BODIES).format(n=rng.randint(2, 9))
+    body = rng.choice(_BODIES).format(
+        n=rng.randint(2, 9),
+        d=rng.randint(1, 9),
+        ref=rng.randint(100000, 999999),
+        amount=f"{rng.uniform(40, 4000):.2f}",
+        g1=rng.randint(1000, 9999),
+        g2=rng.randint(1000, 9999),
+        kind=rng.choice(["travel", "device", "household"]),
+    )
     return f"{rng.choice(_OPENERS)} {body}{rng.choice(_CLOSERS)}"
 
 
