@@ -179,7 +179,9 @@ class _Maker:
         headers = {JURISDICTION: self.label, DECISION_TYPE: self.target.decision_type}
         return Probe(surface, self.target.decision_type, attack, kind, body, "chat", headers)
 
-    def field(self, surface: str) -> str:
+    def input_for(self, surface: str) -> str:
+        """The input the probes of a surface go into: the first one on it (every input of
+        a surface passes the same guard)."""
         return next(k for k, s in self.compiled.surfaces.items() if s == surface)
 
 
@@ -203,7 +205,7 @@ def _text_probes(maker: _Maker, corpus: Any, rng: random.Random, per_set: int) -
         for items, attack in ((direct, True), (benign, False)):
             out += [maker.chat("text", attack, i.source, i.text[:_TEXT_LIMIT]) for i in items]
         return out
-    name = maker.field("text")
+    name = maker.input_for("text")
     limit = _max_length(maker.compiled, name)
     for items, attack in ((direct, True), (benign, False)):
         out += [maker.decision("text", attack, i.source, {name: i.text[:limit]}) for i in items]
@@ -243,7 +245,7 @@ def _document_probes(maker: _Maker, corpus: Any, rng: random.Random, per_set: in
 
     emails = sorted(corpus.emails, key=lambda i: i.key)
     attacks = sorted(corpus.text_attacks, key=lambda i: i.key)
-    name = maker.field("document")
+    name = maker.input_for("document")
     out = []
     for i in range(per_set):
         email, attack = rng.choice(emails), rng.choice(attacks)
