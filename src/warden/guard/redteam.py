@@ -5,13 +5,14 @@ door that decision type is called through — `POST /v1/decisions` with the deci
 them and judging the audit records is `warden.guard.redteam_run`.
 
 Attacks come from the HELD-OUT split of the injection data (the classifier never saw
-them), sampled per decision type with a fixed seed: jailbreaks as free text; BIPIA
+them), the same seeded sample for every decision type: jailbreaks as free text; BIPIA
 instructions inserted at the start, middle or end of held-out clean e-mails as documents
 (plain text and PDF), and hidden in PDFs (invisible, white, transparent, tiny text);
 forged tool calls (amounts above the claim or the cap, wrong currency, unknown tools,
 extra arguments, injected strings); and, for chat decision types, model answers that leak
 personal data (e-mail, phone, IBAN, card, SSN, BIC) or carry data out (markdown and HTML
-images, links and bare URLs to an attacker's host, shell commands, script tags), scripted into the upstream simulator (`warden dev upstream --scripted`).
+images, links and bare URLs to an attacker's host, shell commands, script tags), scripted
+into the upstream simulator (`warden dev upstream --scripted`).
 Benign sets: held-out trigger-word prompts, wildguard prompts and normal instructions;
 held-out clean e-mails as documents; valid tool calls; ordinary service answers."""
 
@@ -117,8 +118,9 @@ def _max_length(compiled: CompiledDecisionType, name: str) -> int:
 def build_probes(
     policy: LoadedPolicy, *, per_set: int = 120, seed: int = 5, output: bool = True
 ) -> list[Probe]:
-    """Probes for every probed surface of every decision type (`plan`); each decision
-    type draws its own sample of the corpora from a generator seeded by (seed, name)."""
+    """Probes for every probed surface of every decision type (`plan`). Each decision type
+    draws from a generator seeded with `seed` afresh, so all of them get the same sample
+    and their figures differ only by their door and guards."""
     from warden.guard.train_injection import load_corpus
 
     corpus = load_corpus().of("test")
