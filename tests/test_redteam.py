@@ -133,7 +133,10 @@ def test_against_a_served_gateway_by_url(upstreams: Any, tmp_path: Path) -> None
         server.start()
         args = ["redteam", "-p", str(blind), "--url", server.url, "--api-key", key]
         result = run_cli(*args, "--per-set", PER_SET, "--scripted-upstreams", "--json", timeout=240)
+        bogus = run_cli(*args[:-1], "wk_not_a_key", "--per-set", "2", timeout=120)
     assert result.returncode == 1, result.stdout + result.stderr + server.log()
+    # a key the gateway does not know stops the run at once, with one line saying why
+    assert bogus.returncode == 2 and "HTTP 401 (unknown API key)" in bogus.stderr, bogus.stderr
     report = _json(result.stdout)
     assert report["target"] == server.url and report["simulators"] == {}
     rows = _rows(report)

@@ -274,6 +274,8 @@ def _drive_over_http(
 ) -> list[Verdict]:
     import httpx
 
+    from warden.errors import AuthError
+
     out = []
     with httpx.Client(base_url=url, headers={"X-API-Key": api_key}, timeout=60) as http:
         for probe in probes:
@@ -286,6 +288,12 @@ def _drive_over_http(
                 except ValueError:
                     error = {}
                 decision_id = error.get("decision_id")
+                if response.status_code in (401, 403):  # every probe would fail alike
+                    raise AuthError(
+                        f"{url}{path}: HTTP {response.status_code} "
+                        f"({error.get('message', 'not allowed')}): pass the key of a service "
+                        "that may decide with --api-key or WARDEN_API_KEY"
+                    )
                 if decision_id is None:
                     message = error.get("message") or response.text[:200]
                     detail = f"HTTP {response.status_code}: {message}"
