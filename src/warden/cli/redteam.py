@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
@@ -126,7 +127,9 @@ def _print_report(report: Report, per_set: int, seed: int, n_probes: int) -> Non
             "each",
             "[green]pass[/]" if t.passed else f"[red]FAIL[/] ({', '.join(t.failed)})",
         )
-    console.print(table)
+    # a CI log is not a terminal (Rich assumes 80 columns there): do not truncate the names
+    wide = console if console.is_terminal else Console(width=max(console.width, 120))
+    wide.print(table)
     for target in report.targets:
         if not target.surfaces:
             console.print(
