@@ -164,7 +164,10 @@ def test_verdict_reads_the_probed_surface_off_the_gate_results() -> None:
     assert judge(text_probe, _record("review", [{"surface": "text", "hit": True}])).signal
     out_probe = Probe("output", "assistant_chat", True, "pii-email", {})
     redacted = [{"surface": "output", "hit": False, "redacted": True}]
-    assert judge(out_probe, _record("auto_approve", redacted, "outputs")).signal
+    assert judge(out_probe, _record("auto_approve", redacted, "outputs")).redacted
+    image = [{"surface": "output", "hit": True, "code": "outputs.anomaly"}]
+    seen = judge(out_probe, _record("review", image, "outputs"))
+    assert seen.signal and not seen.redacted
     unreached = {
         "decision_id": "d",
         "outcome": "refused",
@@ -183,6 +186,18 @@ def test_a_flagged_attack_that_is_auto_approved_fails_whatever_the_rate() -> Non
     [result] = summarise(policy, probes, verdicts)
     assert result.attacks == 1 and result.detected == 0 and result.flagged_but_approved == 1
     assert not result.passed and "1 flagged attacks auto-approved" in result.problems()
+
+
+def test_an_output_hit_must_stop_the_answer_a_redaction_need_not() -> None:
+    policy = load(EXAMPLE)
+    probes = [Probe("output", "assistant_chat", True, k, {}) for k in ("img", "pii", "img2")]
+    verdicts = [
+        Verdict("d-1", "review", True),
+        Verdict("d-2", "auto_approve", True, redacted=True),
+        Verdict("d-3", "auto_approve", True),  # a hit the pipeline let through
+    ]
+    [result] = summarise(policy, probes, verdicts)
+    assert result.detected == 2 and result.flagged_but_approved == 1 and not result.passed
 
 
 def test_a_probe_without_a_decision_fails_its_surface() -> None:
