@@ -28,12 +28,15 @@ def redteam(
     per_set: Annotated[
         int, typer.Option(min=1, max=2000, help="Probes per attack or benign set.")
     ] = 120,
-    seed: Annotated[int, typer.Option(help="Seed of the per-decision-type samples.")] = 5,
+    seed: Annotated[
+        int, typer.Option(help="Seed of the corpus sample (the same for every decision type).")
+    ] = 5,
     scripted_upstreams: Annotated[
         bool,
         typer.Option(
+            "--scripted-upstreams",
             help="With --url: the gateway's upstreams are simulators started with "
-            "--scripted, so the output surface can be probed too."
+            "--scripted, so the output surface can be probed too.",
         ),
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
