@@ -68,7 +68,8 @@ class Upstream:
         args = [*SIMULATOR, "--region", self.region, "--port", str(self.port)]
         args += ["--access-log", str(self.access_log)]
         for key, value in self.opts.items():
-            args += [f"--{key.replace('_', '-')}", str(value)]
+            flag = f"--{key.replace('_', '-')}"
+            args += [flag] if value is True else [flag, str(value)]
         return args
 
     def start(self, timeout: float = 20) -> Upstream:

@@ -36,6 +36,13 @@ def upstream(
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of answers, failures and jitter.")] = 0,
     model: Annotated[str, typer.Option(help="Model name the simulator reports.")] = "sim-triage-1",
+    scripted: Annotated[
+        bool,
+        typer.Option(
+            help="Answer with the text of a system message starting '[simulator-script] ' "
+            "(red-team probes of the output guard)."
+        ),
+    ] = False,
 ) -> None:
     """Run an OpenAI chat-completions SIMULATOR (not a model): /v1/chat/completions,
     /v1/models, /health; plausible claims-triage JSON, configurable latency and failures."""
@@ -52,13 +59,15 @@ def upstream(
         bad_json_rate=bad_json_rate,
         seed=seed,
         access_log=access_log,
+        scripted=scripted,
     )
     console = Console(stderr=True)
 
     def ready() -> None:
         console.print(
             f"upstream SIMULATOR {model} ({region}) on http://{host}:{port}/v1"
-            + (f", access log {access_log}" if access_log else ""),
+            + (f", access log {access_log}" if access_log else "")
+            + (", scripted answers on" if scripted else ""),
             highlight=False,
             soft_wrap=True,
         )

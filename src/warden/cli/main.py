@@ -269,88 +269,6 @@ def guard_stats_cmd(data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
 
 @app.command()
 @one_line_errors
-def redteam(
-    policy: PolicyOpt = None,
-    url: Annotated[str | None, typer.Option(help="Attack a running gateway instead.")] = None,
-    api_key: Annotated[str | None, typer.Option(envvar="WARDEN_API_KEY")] = None,
-    per_set: Annotated[int, typer.Option(help="Probes per attack or benign set.")] = 120,
-    data_dir: Annotated[
-        Path | None, typer.Option(help="Keep the in-process run's audit log here.")
-    ] = None,
-) -> None:
-    """Run the attack corpora and benign sets against every surface; exit 1 on a miss."""
-    import tempfile
-
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
-    from warden.gateway import DEFAULT_POLICY
-    from warden.guard.redteam import build_probes, run_redteam
-    from warden.policy.loader import load_policy_file
-
-    loaded = load_policy_file(policy or DEFAULT_POLICY)
-    probes = build_probes(loaded, per_set=per_set)
-    with (
-        tempfile.TemporaryDirectory(prefix="warden-redteam-") as tmp,
-        Progress(
-            TextColumn("red team"), BarColumn(), MofNCompleteColumn(), console=err
-        ) as progress,
-    ):
-        task = progress.add_task("probes", total=len(probes))
-        results = run_redteam(
-            loaded,
-            probes,
-            data_dir=data_dir or Path(tmp),
-            url=url,
-            api_key=api_key,
-            progress=lambda: progress.advance(task),
-        )
-    table = Table(
-        "decision type",
-        "surface",
-        "attacks",
-        "detected",
-        "detection",
-        "benign",
-        "false pos.",
-        "FPR",
-        "needs",
-        "verdict",
-        title=f"Red team against {url or 'the in-process gateway'}",
-    )
-    for r in results:
-        table.add_row(
-            r.decision_type,
-            r.surface,
-            str(r.attacks),
-            str(r.detected),
-            f"{r.detection_rate:.1%}",
-            str(r.benign),
-            str(r.false_positives),
-            f"{r.false_positive_rate:.1%}",
-            f"≥{r.min_detection:.0%} / ≤{r.max_fpr:.0%}",
-            "[green]pass[/]" if r.passed else "[red]FAIL[/]",
-        )
-    console.print(table)
-    failed = [r for r in results if not r.passed]
-    for r in failed:
-        misses = ", ".join(sorted(set(r.misses))) or "-"
-        alarms = ", ".join(sorted(set(r.false_alarms))) or "-"
-        console.print(
-            f"[red]FAIL[/] {r.decision_type}/{r.surface}: missed {misses}; "
-            f"false alarms on {alarms}",
-            highlight=False,
-        )
-    if not results:
-        raise WardenError(
-            "no decision type declares text, document or tool_args surfaces "
-            "with example_inputs: nothing to attack"
-        )
-    if failed:
-        raise typer.Exit(1)
-
-
-@app.command()
-@one_line_errors
 def demo(
     data_dir: DataDir = Path("warden-demo"),
     requests: Annotated[int, typer.Option("--requests", "-n", help="How many payments.")] = 5000,
@@ -377,6 +295,7 @@ def demo(
     )
 
 
+import warden.cli.redteam  # noqa: E402  (registers redteam)
 import warden.cli.residency  # noqa: E402, F401  (registers audit completeness, routes verify)
 
 # command groups in their own modules (they use the options and helpers above)

@@ -38,6 +38,8 @@ import httptools
 DEFAULT_MODEL = "sim-triage-1"
 SERVER_NAME = "warden-upstream-simulator"
 DECISION_HEADER = b"x-warden-decision-id"
+#: a system message starting with this is the scripted answer (only with `scripted`)
+SCRIPT_PREFIX = "[simulator-script] "
 MAX_BODY = 8 * 1024 * 1024
 
 #: claims at or below this amount with no fraud indicators are fast-tracked
@@ -107,6 +109,9 @@ class SimulatorConfig:
     bad_json_rate: float = 0.0
     seed: int = 0
     access_log: Path | None = None
+    #: answer with the text of a `SCRIPT_PREFIX` system message when a request carries one
+    #: (red-team probes of the output guard: the "model" leaks what the probe scripts)
+    scripted: bool = False
 
 
 class BadRequest(Exception):
@@ -548,9 +553,15 @@ class Answer:
     is_json: bool
 
 
-def answer(body: dict[str, Any], seed: int, model: str) -> Answer:
+def answer(body: dict[str, Any], seed: int, model: str, *, scripted: bool = False) -> Answer:
     """The assistant message for a validated request, deterministic given (seed, request)."""
     messages: list[dict[str, Any]] = body["messages"]
+    if scripted:
+        for message in messages:
+            content = message.get("content")
+            is_system = message.get("role") == "system" and isinstance(content, str)
+            if is_system and str(content).startswith(SCRIPT_PREFIX):
+                return Answer(str(content)[len(SCRIPT_PREFIX) :], "stop", False)
     key = json.dumps(
         [seed, messages, body.get("response_format")], sort_keys=True, default=str
     ).encode()
@@ -724,7 +735,9 @@ class Simulator:
                 requested_model=body["model"],
                 stream=bool(body.get("stream")),
                 include_usage=isinstance(options, dict) and bool(options.get("include_usage")),
-                answer=answer(body, self.config.seed, self.config.model),
+                answer=answer(
+                    body, self.config.seed, self.config.model, scripted=self.config.scripted
+                ),
                 prompt_tokens=sum(
                     count_tokens(message_text([m], tuple(_ROLES))) + 3 for m in body["messages"]
                 ),

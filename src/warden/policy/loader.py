@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from warden.canonical import content_id
 from warden.errors import PolicyError
+from warden.policy.attack_surface import check_redteam
 from warden.policy.compiled import CompiledDecisionType, compile_decision_type
 from warden.policy.errors_format import format_validation_error
 from warden.policy.model import Policy
@@ -69,6 +70,7 @@ def load_policy_bytes(raw: bytes, source: str = "<policy>") -> LoadedPolicy:
     except ValidationError as exc:
         lines = format_validation_error(exc, Policy, source, root)
         raise PolicyError("\n".join(lines)) from None
+    check_redteam(policy, source=source, root=root)
     compiled = {}
     for name, spec in policy.decision_types.items():
         compiled[name] = compile_decision_type(name, spec, source=source, root=root)
