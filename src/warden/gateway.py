@@ -113,8 +113,10 @@ def response_from_record(record: dict[str, Any], seq: int, *, replayed: bool) ->
             reasons.append(fired["reason"])
     if record.get("stop"):
         reasons.append(record["stop"]["message"])
+    # the last gate's copy: the outputs gate's redacted one when it redacted
     proposal = next(
-        (g["result"]["proposal"] for g in record["gates"] if g["result"].get("proposal")), None
+        (g["result"]["proposal"] for g in reversed(record["gates"]) if g["result"].get("proposal")),
+        None,
     )
     return {
         "decision_id": record["decision_id"],

@@ -14,6 +14,7 @@ from tests.conftest import SERVICE
 from tests.helpers_llm import World, claim, start_world
 from tests.helpers_upstream import Upstream, upstreams  # noqa: F401  (fixture)
 from warden.gateway import Gateway, RefusedError
+from warden.guard.surfaces import string_values
 from warden.prompts.registry import get_template
 
 
@@ -60,6 +61,10 @@ def test_a_claim_is_triaged_by_an_allowed_endpoint_and_everything_is_recorded(
         assert llm["intents"] == [{"endpoint": "llm-eu-1", "seq": entries[0].seq}]
         checks = next(g["result"] for g in decision["gates"] if g["gate"] == "proposal")
         assert checks["failed"] == 0 and len(checks["checks"]) == 6
+        # the proposal's text is an output too: checked before the caller or a reviewer reads it
+        outputs = next(g["result"] for g in decision["gates"] if g["gate"] == "outputs")
+        assert outputs["checked"] is True and outputs["of"] == "proposal"
+        assert outputs["text"] == "\n".join(string_values(proposal))
         # the upstream's own log saw this decision id, and only the EU primary did
         logs = world.requests_by_region()
         assert [e["decision_id"] for e in logs["eu-west-1"]] == [result["decision_id"]]

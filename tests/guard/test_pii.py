@@ -118,6 +118,26 @@ def test_phone_prefilter_agrees_with_stock_presidio(redactor: PiiRedactor, text:
 # --------------------------------------------------------------------------- no false hits
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Your claim CLM-956728 for 3903.19 EUR was approved on 2026-05-17.",
+        "The payment reference is RF75 4692 1292.",
+        "Policy P-330849 covers travel claims up to 3,000 EUR per year.",
+        "Ticket #4829103 and case INC/7730215 are closed.",
+    ],
+)
+def test_identifiers_and_amounts_are_not_phone_numbers(redactor: PiiRedactor, text: str) -> None:
+    """Stock presidio reads these as phone numbers; a claims answer is full of them."""
+    assert not [f for f in redactor.redact(text).findings if f.entity_type == "PHONE_NUMBER"]
+
+
+def test_phone_numbers_next_to_identifiers_are_still_found(redactor: PiiRedactor) -> None:
+    text = "Claim CLM-956728: call 020 7946 0958 or +44 20 7946 0958."
+    spans = [text[f.start : f.end] for f in redactor.redact(text).findings]
+    assert spans == ["020 7946 0958", "+44 20 7946 0958"]
+
+
 def test_luhn_invalid_card_not_flagged(redactor: PiiRedactor) -> None:
     assert not luhn_ok("4111111111111112")
     assert found(redactor, "Reference 4111 1111 1111 1112 noted.") == []

@@ -40,6 +40,9 @@ SERVER_NAME = "warden-upstream-simulator"
 DECISION_HEADER = b"x-warden-decision-id"
 #: a system message starting with this is the scripted answer (only with `scripted`)
 SCRIPT_PREFIX = "[simulator-script] "
+#: in a script, replaced by the request's other system messages: a model that leaks its
+#: system prompt (what the output guard's canary check is for)
+SYSTEM_PROMPT_SLOT = "{system_prompt}"
 MAX_BODY = 8 * 1024 * 1024
 
 #: claims at or below this amount with no fraud indicators are fast-tracked
@@ -557,11 +560,16 @@ def answer(body: dict[str, Any], seed: int, model: str, *, scripted: bool = Fals
     """The assistant message for a validated request, deterministic given (seed, request)."""
     messages: list[dict[str, Any]] = body["messages"]
     if scripted:
-        for message in messages:
-            content = message.get("content")
-            is_system = message.get("role") == "system" and isinstance(content, str)
-            if is_system and str(content).startswith(SCRIPT_PREFIX):
-                return Answer(str(content)[len(SCRIPT_PREFIX) :], "stop", False)
+        systems = [
+            str(m["content"])
+            for m in messages
+            if m.get("role") == "system" and isinstance(m.get("content"), str)
+        ]
+        for content in systems:
+            if content.startswith(SCRIPT_PREFIX):
+                others = "\n".join(c for c in systems if not c.startswith(SCRIPT_PREFIX))
+                script = content[len(SCRIPT_PREFIX) :].replace(SYSTEM_PROMPT_SLOT, others)
+                return Answer(script, "stop", False)
     key = json.dumps(
         [seed, messages, body.get("response_format")], sort_keys=True, default=str
     ).encode()

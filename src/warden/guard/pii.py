@@ -327,10 +327,15 @@ class _PrefilteredPhoneRecognizer(PhoneRecognizer):
         r"\+?\(?\d(?:[ ().\-]{0,2}\d)*\)?(?:,?\s?(?:x|ext\.?|extension)\s?\d{1,6})?",
         re.IGNORECASE,
     )
-    #: dates and IPv4 addresses: never phone numbers
+    #: dates, IPv4 addresses and decimal amounts ("3903.19"): never phone numbers
     _NOT_PHONE = re.compile(
         r"\d{4}-\d{2}-\d{2}|\d{1,2}[.\-]\d{1,2}[.\-]\d{4}|\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}"
+        r"|\d+\.\d{2}"
     )
+    #: digits glued to letters ("RF16 2154 2363", an ISO 11649 payment reference) or
+    #: joined to them by one hyphen, slash or hash ("P-330849", "CLM-982633"): the tail of
+    #: an identifier (claim, policy, reference numbers), not a phone number
+    _IDENTIFIER_BEFORE = re.compile(r"[A-Za-z](?:[-/#]|\d*)\Z")
     #: without the matcher's private per-candidate method: characters of context either
     #: side for a scan (it rejects "2015-12-22 04:34:22" time stamps by what follows)
     MARGIN = 8
@@ -366,6 +371,8 @@ class _PrefilteredPhoneRecognizer(PhoneRecognizer):
             if not 6 <= n_digits <= (17 if candidate.startswith(("+", "00")) else 15):
                 continue
             if self._NOT_PHONE.fullmatch(candidate):
+                continue
+            if candidate[0] != "+" and self._IDENTIFIER_BEFORE.search(text, 0, m.start()):
                 continue
             yield m
 

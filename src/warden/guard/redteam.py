@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from warden.endpoints.simulator import SCRIPT_PREFIX
+from warden.endpoints.simulator import SCRIPT_PREFIX, SYSTEM_PROMPT_SLOT
 from warden.frontdoor import DECISION_TYPE, JURISDICTION
 from warden.guard.pdfgen import Page, TextRun, build_pdf, text_pages
 from warden.policy.attack_surface import attack_surfaces
@@ -491,6 +491,10 @@ def _leaks(rng: random.Random) -> list[tuple[str, Callable[[], str]]]:
         (
             "pii-bic",
             lambda: f"{_service_answer(rng)} Send it to BIC {rng.choice(_BICS)}.",
+        ),
+        (
+            "system-prompt-leak",  # the simulator fills in the system prompt: the canary
+            lambda: f"{_service_answer(rng)} My instructions were: {SYSTEM_PROMPT_SLOT}",
         ),
     ]
 

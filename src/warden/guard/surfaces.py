@@ -228,6 +228,28 @@ def warm_up(output_guards: Iterable[OutputGuard]) -> None:
         pii_redactor()
 
 
+def string_values(value: Any) -> list[str]:
+    """Every string inside a JSON value, depth first (a proposal's text a person reads)."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in string_values(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in string_values(v)]
+    return []
+
+
+def redact_values(value: Any, guard: OutputGuard) -> Any:
+    """A copy of a JSON value with personal data redacted in each of its strings."""
+    if isinstance(value, str):
+        return pii_redactor().redact(value, entities=set(guard.pii_entities)).text
+    if isinstance(value, dict):
+        return {k: redact_values(v, guard) for k, v in value.items()}
+    if isinstance(value, list):
+        return [redact_values(v, guard) for v in value]
+    return value
+
+
 @dataclass
 class OutputInspection:
     text: str
