@@ -8,30 +8,25 @@ at once. A span's feature vector is the bucket counts of the n-grams that *start
 it, divided by ``n**alpha`` (``n`` = number of n-grams in the span). The model is logistic
 regression: one weight per bucket and an intercept, per head.
 
-Three heads, trained on different questions (see ``MODEL_CARD.md``):
+Two heads, trained on different questions (see ``MODEL_CARD.md``):
 
 * ``prompt`` — is this text, sent as a prompt, a jailbreak or an instruction override?
   Scores overlapping 512-byte windows. Used on every surface.
 * ``document`` — is this sentence of a document (an e-mail, a letter, a code answer) an
   instruction planted for the model that reads it? Scores sentence-like segments. Used on
   the document surface.
-* ``task`` — is this sentence of a document a *task addressed to an assistant* (a question
-  or a request of the kind users type into a chat box) that does not belong there? The
-  same segments and features as ``document``, trained with thousands of ordinary user
-  prompts planted into documents as extra positives. Used on the document surface; the
-  detector takes the higher of the two document heads, each at its own threshold.
 
 Because a span's logit is ``b + sum(w[bucket]) / n**alpha`` and every n-gram has a
 position, scoring any number of spans of a text costs one pass over the text plus one
 prefix sum.
 
-The document-surface heads also read dense features of each segment (:mod:`warden.guard.embedding`:
+The document head also reads dense features of each segment (:mod:`warden.guard.embedding`:
 the summed static word-piece vectors of the segment, normalised, its cosine with the rest
-of the document, and whether it is a question), one more weight each per head.
+of the document, and whether it is a question), one more weight each.
 
-The model is stored without pickle: ``injection-clf-v3.npz`` holds the weight matrix, the
-intercepts and the document-surface heads' dense weights (written with fixed zip timestamps,
-so a rebuild is byte-identical), ``injection-clf-v3.json`` the hyper-parameters, the operating
+The model is stored without pickle: ``injection-clf-v2.npz`` holds the weight matrix, the
+intercepts and the document head's dense weights (written with fixed zip timestamps, so a
+rebuild is byte-identical), ``injection-clf-v2.json`` the hyper-parameters, the operating
 thresholds, the training data hashes, the SHA-256 of the ``.npz`` and of the embedding
 table, which :meth:`InjectionClassifier.load` checks.
 """
@@ -61,13 +56,11 @@ from warden.guard.embedding import (
 )
 from warden.guard.npz import npz_bytes
 
-Head = Literal["prompt", "document", "task"]
-HEADS: tuple[Head, ...] = ("prompt", "document", "task")
-#: the heads that score sentence-like segments of a document, with the dense features
-SEGMENT_HEADS: tuple[Head, ...] = ("document", "task")
+Head = Literal["prompt", "document"]
+HEADS: tuple[Head, ...] = ("prompt", "document")
 
 MODELS_DIR = Path(__file__).parent / "models"
-MODEL_NAME = "injection-clf-v3"
+MODEL_NAME = "injection-clf-v2"
 DEFAULT_NPZ = MODELS_DIR / f"{MODEL_NAME}.npz"
 DEFAULT_JSON = MODELS_DIR / f"{MODEL_NAME}.json"
 
@@ -319,8 +312,8 @@ def window_array(length: int, size: int, stride: int) -> SpanArray:
 
 def unit_array(text: str, head: Head, spec: FeatureSpec, low: str | None = None) -> SpanArray:
     """The spans a head scores, as byte offsets into ``text.lower()`` encoded as UTF-8:
-    overlapping windows for the prompt head, sentence-like segments for the document-surface
-    heads (found in the original case; a capital letter after a full stop starts a sentence)."""
+    overlapping windows for the prompt head, sentence-like segments for the document head
+    (found in the original case; a capital letter after a full stop starts a sentence)."""
     low = text.lower() if low is None else low
     low_raw = low.encode("utf-8", "surrogatepass")
     if head == "prompt":
@@ -408,8 +401,7 @@ class InjectionClassifier:
     thresholds: dict[str, float]
     sha256: str
     meta: dict[str, Any] = field(default_factory=dict)
-    #: the segment heads' weights for the dense segment features, one row per head of
-    #: ``SEGMENT_HEADS`` (None: n-grams only)
+    #: the document head's weights for the dense segment features (None: n-grams only)
     dense: npt.NDArray[np.float32] | None = None
     embedding: StaticEmbedding | None = None
 
@@ -444,7 +436,7 @@ class InjectionClassifier:
                 )
             except (KeyError, EmbeddingError) as exc:
                 raise ModelError(f"{npz_path.name}: dense features: {exc}") from exc
-            if dense.shape != (len(SEGMENT_HEADS), embedding.dims + DENSE_EXTRA):
+            if dense.shape != (embedding.dims + DENSE_EXTRA,):
                 raise ModelError(f"{npz_path.name}: dense weights do not fit the table")
         return cls(spec, weights, intercepts, thresholds, digest, meta, dense, embedding)
 
@@ -453,41 +445,22 @@ class InjectionClassifier:
         return _default()
 
     # ------------------------------------------------------------------ scoring
-    def dense_features(self, low_raw: bytes, spans: SpanArray) -> npt.NDArray[np.float32] | None:
-        """The dense features of each segment (None without an embedding table); shared by
-        the segment heads, so a caller scoring both computes them once."""
+    def dense_logits(self, low_raw: bytes, spans: SpanArray) -> FloatArray:
+        """The dense features' share of the document head's logit for each segment."""
         if self.dense is None or self.embedding is None:
-            return None
-        return segment_features(self.embedding, low_raw, spans.reshape(-1, 2))
-
-    def dense_logits(
-        self,
-        low_raw: bytes,
-        spans: SpanArray,
-        head: Head = "document",
-        features: npt.NDArray[np.float32] | None = None,
-    ) -> FloatArray:
-        """The dense features' share of a segment head's logit for each segment."""
-        if self.dense is None or self.embedding is None or head not in SEGMENT_HEADS:
             return np.zeros(len(spans))
-        x = segment_features(self.embedding, low_raw, spans) if features is None else features
-        out: FloatArray = (x @ self.dense[SEGMENT_HEADS.index(head)]).astype(np.float64)
+        x = segment_features(self.embedding, low_raw, spans)
+        out: FloatArray = (x @ self.dense).astype(np.float64)
         return out
 
     def head_logits(
-        self,
-        feats: Features,
-        spans: SpanArray,
-        head: Head,
-        low_raw: bytes,
-        dense_features: npt.NDArray[np.float32] | None = None,
+        self, feats: Features, spans: SpanArray, head: Head, low_raw: bytes
     ) -> FloatArray:
         """What the detector scores: :meth:`span_logits`, plus the dense features on the
-        segment heads. ``low_raw`` is the lower-cased text's UTF-8; ``dense_features``, if
-        given, are :meth:`dense_features` of these spans."""
+        document head. ``low_raw`` is the lower-cased text's UTF-8."""
         z = self.span_logits(feats, spans, head)
-        if head in SEGMENT_HEADS and self.dense is not None:
-            z = z + self.dense_logits(low_raw, spans.reshape(-1, 2), head, dense_features)
+        if head == "document" and self.dense is not None:
+            z = z + self.dense_logits(low_raw, spans.reshape(-1, 2))
         return z
 
     def span_logits(

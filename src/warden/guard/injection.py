@@ -9,12 +9,11 @@ its own signals, and combines them into one score in [0, 1]:
 2. **signature** (``injection.signature``) — the curated, versioned rule set in
    ``rules/injection_signatures.yaml``; base64/hex payloads are decoded and rescanned.
 3. **classifier** (``injection.classifier``) — hashed n-gram logistic regression
-   (``models/injection-clf-v3.*``, see ``MODEL_CARD.md``). Its *prompt* head scores windows
+   (``models/injection-clf-v2.*``, see ``MODEL_CARD.md``). Its *prompt* head scores windows
    of any text for jailbreak/override language; on the *document* surface its *document*
-   and *task* heads also score every sentence-like segment for an instruction planted for
-   the model (document) or a task addressed to an assistant (task), from its n-grams and
-   from static word-piece embeddings (what the sentence is about, and how far that is
-   from the rest of the document).
+   head also scores every sentence-like segment for an instruction planted for the model,
+   from its n-grams and from static word-piece embeddings (what the sentence is about,
+   and how far that is from the rest of the document).
 
 Texts longer than one chunk, and every document, are read as overlapping chunks of
 ``CHUNK_BYTES`` bytes (UTF-8) advancing by half a chunk, so an instruction that straddles a
@@ -38,7 +37,6 @@ from typing import Any, ClassVar
 import numpy as np
 
 from warden.guard.classifier import (
-    SEGMENT_HEADS,
     Head,
     InjectionClassifier,
     featurize,
@@ -180,14 +178,11 @@ class InjectionDetector:
         if raw:
             feats = featurize(low, spec)
             heads: tuple[Head, ...] = (
-                ("prompt", *SEGMENT_HEADS) if surface == "document" else ("prompt",)
+                ("prompt", "document") if surface == "document" else ("prompt",)
             )
-            segs = unit_array(t, "document", spec, low) if surface == "document" else None
-            dense = None if segs is None else self.classifier.dense_features(raw, segs)
             for head in heads:
-                spans = chunk_spans_b if segs is None or head == "prompt" else segs
-                z = self.classifier.head_logits(feats, spans, head, raw, dense)
-                z = z - self._offsets[head]
+                spans = chunk_spans_b if head == "prompt" else unit_array(t, "document", spec, low)
+                z = self.classifier.head_logits(feats, spans, head, raw) - self._offsets[head]
                 scores = 1.0 / (1.0 + np.exp(-np.clip(z, -50.0, 50.0)))
                 chunk_idx = np.minimum(spans[:, 0] // self.CHUNK_STEP, n_chunks - 1)
                 np.maximum.at(clf_chunk, chunk_idx, scores)
@@ -208,7 +203,6 @@ class InjectionDetector:
             what = {
                 "prompt": "jailbreak/override language (prompt head)",
                 "document": "instruction planted for the model (document head)",
-                "task": "task addressed to an assistant, planted in the document (task head)",
                 "decoded": "jailbreak/override language in a decoded payload",
             }[source]
             signals.append(

