@@ -277,3 +277,18 @@ def test_training_is_reproducible(tmp_path: Path) -> None:
     assert digests[0] == digests[1]
     for name in ("m.npz", "m.json"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+
+
+def test_cascade_study_reproduces_the_shipped_document_head_cv() -> None:
+    """The round-3 study (static second stage, the fast path) starts from the same
+    out-of-fold document head as the shipped training: same threshold, and its second
+    stage never adds a false positive beyond the 1 % allowance on a clean kind."""
+    from warden.guard.cascade_study import study
+
+    t, _, rates = study("static")
+    meta = json.loads(DEFAULT_JSON.read_text())
+    assert t == pytest.approx(meta["threshold_logits"]["document"], abs=1e-5)
+    for kind in ("email", "email_thread", "code", "presidio", "email+request"):
+        _, head, cascade = rates[kind]
+        assert cascade <= max(0.01, head) + 1e-9
+    assert rates["email+text_attack"][1] == pytest.approx(0.638, abs=0.001)
