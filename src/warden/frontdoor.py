@@ -5,6 +5,8 @@ body (after the output guard), and the decision id goes back in `X-Warden-Decisi
     X-Warden-Jurisdiction   required (unlabeled / unknown: 422, counted, recorded)
     X-Warden-Decision-Type  required; a decision type with `llm: {mode: chat}`
     X-Warden-Data-Class     optional; the decision type's `llm.data_class` by default
+    Idempotency-Key         optional; the same key and body answers the first decision again
+                            (from its record: no second model call), a different body is 409
 
 A decision that is not auto-approved (review, decline) is answered 409 with its
 decision id: no automated answer leaves Warden for it."""
@@ -16,21 +18,28 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from warden.auth import Principal
+from warden.audit.entry import StoredEntry
+from warden.auth import Permission, Principal
 from warden.canonical import request_hash
-from warden.errors import RequestError, WardenError
-from warden.gateway import Gateway, RefusedError
+from warden.errors import ConflictError, RequestError, WardenError
+from warden.gates.commit import idempotency_unique_key
+from warden.gateway import Gateway, RefusedError, response_from_record
 from warden.pipeline.context import DecisionRequest
 
 JURISDICTION = "X-Warden-Jurisdiction"
 DECISION_TYPE = "X-Warden-Decision-Type"
 DATA_CLASS = "X-Warden-Data-Class"
+IDEMPOTENCY_KEY = "Idempotency-Key"
+MAX_IDEMPOTENCY_KEY = 200
 _HEADER_FOR_FIELD = {
     "jurisdiction": JURISDICTION,
     "data_class": DATA_CLASS,
     "decision_type": DECISION_TYPE,
 }
 MAX_MESSAGES = 200
+#: the status of a replayed refusal (the record keeps the code, not the status); a replayed
+#: outage stays a 503 — the key is spent, a retry needs a new one
+_REFUSAL_STATUS = {"llm.unavailable": 503}
 
 
 class NotAnsweredError(WardenError):
@@ -51,6 +60,8 @@ class ChatAnswer:
     decision_id: str
     body: bytes  # the upstream's response body (content redacted if the guard said so)
     outcome: str
+    #: answered again from the record of an earlier request with the same Idempotency-Key
+    replayed: bool = False
 
 
 def _text_of(content: Any, path: str) -> str:
@@ -113,6 +124,12 @@ def parse_chat_request(
             field=DATA_CLASS,
         )
     jurisdiction = headers.get(JURISDICTION) or None
+    key = headers.get(IDEMPOTENCY_KEY)
+    if key is not None and not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY:
+        raise RequestError(
+            f"{IDEMPOTENCY_KEY}: must be 1 to {MAX_IDEMPOTENCY_KEY} characters",
+            field=IDEMPOTENCY_KEY,
+        )
     inputs = {"user_text": "\n\n".join(user_texts)}
     meaning = {
         "door": "chat.completions",
@@ -125,7 +142,7 @@ def parse_chat_request(
         decision_type,
         jurisdiction,
         inputs,
-        None,
+        key,
         request_hash(meaning),
         None,
         data_class=data_class,
@@ -137,32 +154,103 @@ async def chat_completion(
     gateway: Gateway, payload: Any, headers: Mapping[str, str], caller: Principal
 ) -> ChatAnswer:
     request = parse_chat_request(payload, headers, gateway)
+    held = _held(gateway, request, caller)
+    if held is not None:
+        return _replayed(gateway, held, request)
     ctx = await gateway.run_request(request, caller)
+    conflict = ctx.results["commit"].get("conflict_seq")
+    if conflict is not None:  # a concurrent request with the same key won the race
+        entry = gateway.store.entry(int(conflict))
+        assert entry is not None
+        return _replayed(gateway, entry, request)
     try:
         response = gateway.response_for(ctx)
     except RefusedError as exc:
-        header = _HEADER_FOR_FIELD.get(exc.field or "")
-        if header is not None:  # name the header the caller sent, not the internal field
-            message = exc.message.replace(f"{exc.field}:", f"{header}:", 1)
-            raise RefusedError(
-                message,
-                code=exc.code,
-                field=header,
-                decision_id=exc.decision_id,
-                http_status=exc.http_status,
-            ) from None
-        raise
-    if response["outcome"] != "auto_approve" or ctx.llm_response is None:
-        raise NotAnsweredError(
-            f"decision {response['outcome']}: " + ("; ".join(response["reasons"]) or "-"),
-            code=f"decision.{response['outcome']}",
-            decision_id=ctx.decision_id,
+        raise _named_for_header(exc) from None
+    return _answer(
+        ctx.decision_id,
+        response["outcome"],
+        "; ".join(response["reasons"]),
+        ctx.results.get("llm"),
+        ctx.results.get("outputs", {}),
+        replayed=False,
+    )
+
+
+def _held(gateway: Gateway, request: DecisionRequest, caller: Principal) -> StoredEntry | None:
+    if not request.idempotency_key:
+        return None
+    caller.require(Permission.DECIDE)
+    return gateway.store.by_unique_key(idempotency_unique_key(caller.name, request.idempotency_key))
+
+
+def _replayed(gateway: Gateway, held: StoredEntry, request: DecisionRequest) -> ChatAnswer:
+    """The first decision with this key, answered again from its record."""
+    record = held.body()
+    if record["request"]["request_hash"] != request.request_hash:
+        raise ConflictError(
+            f"{IDEMPOTENCY_KEY}: key {request.idempotency_key!r} was already used with a "
+            f"different request (decision {held.decision_id})",
+            code="idempotency.conflict",
+            field=IDEMPOTENCY_KEY,
         )
-    llm = ctx.results["llm"]
+    gates = {g["gate"]: g["result"] for g in record["gates"]}
+    stop = record.get("stop") or {}
+    if record["outcome"] == "refused":
+        raise _named_for_header(
+            RefusedError(
+                stop.get("message", "refused"),
+                code=stop.get("code", "refused"),
+                field=stop.get("field"),
+                decision_id=record["decision_id"],
+                http_status=_REFUSAL_STATUS.get(str(stop.get("code")), 422),
+            )
+        )
+    reasons = response_from_record(record, held.seq, replayed=True)["reasons"]
+    return _answer(
+        record["decision_id"],
+        record["outcome"],
+        "; ".join(reasons),
+        gates.get("llm"),
+        gates.get("outputs", {}),
+        replayed=True,
+    )
+
+
+def _named_for_header(exc: RefusedError) -> RefusedError:
+    """A refusal about a header names the header the caller sent, not the internal field."""
+    header = _HEADER_FOR_FIELD.get(exc.field or "")
+    if header is None:
+        return exc
+    return RefusedError(
+        exc.message.replace(f"{exc.field}:", f"{header}:", 1),
+        code=exc.code,
+        field=header,
+        decision_id=exc.decision_id,
+        http_status=exc.http_status,
+    )
+
+
+def _answer(
+    decision_id: str,
+    outcome: str,
+    reasons: str,
+    llm: dict[str, Any] | None,
+    outputs: dict[str, Any],
+    *,
+    replayed: bool,
+) -> ChatAnswer:
+    """The caller's answer: the upstream's body (content redacted if the output guard
+    redacted it); 409 when the decision is not auto-approved."""
+    if outcome != "auto_approve" or not llm or not llm.get("raw_response"):
+        raise NotAnsweredError(
+            f"decision {outcome}: " + (reasons or "-"),
+            code=f"decision.{outcome}",
+            decision_id=decision_id,
+        )
     body = str(llm["raw_response"]).encode()
-    outputs = ctx.results.get("outputs", {})
     if outputs.get("redacted"):
         answer = json.loads(body)
         answer["choices"][0]["message"]["content"] = outputs["text"]
         body = json.dumps(answer, ensure_ascii=False).encode()
-    return ChatAnswer(ctx.decision_id, body, response["outcome"])
+    return ChatAnswer(decision_id, body, outcome, replayed)

@@ -208,3 +208,34 @@ def test_an_answer_leaking_the_system_prompt_canary_goes_to_review(
     assert body["stop"]["code"] == "outputs.canary_leak"
     outputs = next(g["result"] for g in body["gates"] if g["gate"] == "outputs")
     assert [f["code"] for f in outputs["findings"] if f.get("hit")] == ["outputs.canary_leak"]
+
+
+def test_idempotency_key_answers_the_first_decision_again_without_a_second_model_call(
+    served: tuple[World, WardenServer, str, str],
+) -> None:
+    world, server, key, _ = served
+    url = f"{server.url}/v1/chat/completions"
+    headers = {
+        "Authorization": f"Bearer {key}",
+        "X-Warden-Jurisdiction": "EU",
+        "X-Warden-Decision-Type": "assistant_chat",
+        "Idempotency-Key": "chat-0001",
+    }
+    body = {"model": "x", "messages": [{"role": "user", "content": "Is my phone covered?"}]}
+    first = httpx.post(url, json=body, headers=headers, timeout=20)
+    again = httpx.post(url, json=body, headers=headers, timeout=20)
+    assert first.status_code == again.status_code == 200
+    decision_id = first.headers["X-Warden-Decision-Id"]
+    assert again.headers["X-Warden-Decision-Id"] == decision_id
+    assert again.json() == first.json()
+    calls = [e for log in world.requests_by_region().values() for e in log]
+    assert [e["decision_id"] for e in calls] == [decision_id]  # one model call, not two
+
+    other = {"model": "x", "messages": [{"role": "user", "content": "Something else"}]}
+    conflict = httpx.post(url, json=other, headers=headers, timeout=20)
+    assert conflict.status_code == 409
+    error = conflict.json()["error"]
+    assert error["code"] == "idempotency.conflict" and error["field"] == "Idempotency-Key"
+    too_long = httpx.post(url, json=body, headers={**headers, "Idempotency-Key": "k" * 201})
+    assert too_long.status_code == 422
+    assert too_long.json()["error"]["field"] == "Idempotency-Key"
