@@ -439,20 +439,28 @@ class Gateway:
     ) -> dict[str, Any]:
         """Calibrate, propose the thresholds version and write the PNG report (default:
         `reports/<version>` in the data directory). Runs off the event loop."""
-        from warden.models.calibrate import calibrate
-        from warden.models.report import write_calibration_report
-
         caller.require(Permission.ADMIN)
-        result = await asyncio.to_thread(
-            calibrate, self.policy, self.models, self.store, decision_type,
-            generator_rows=rows, seed=seed, review_capacity=review_capacity,
-        )  # fmt: skip
+
+        def fit() -> Any:  # scikit-learn and matplotlib import here, off the loop too
+            from warden.models.calibrate import calibrate
+
+            return calibrate(
+                self.policy, self.models, self.store, decision_type,
+                generator_rows=rows, seed=seed, review_capacity=review_capacity,
+            )  # fmt: skip
+
+        def report(out: Path) -> list[Path]:
+            from warden.models.report import write_calibration_report
+
+            return write_calibration_report(result, out)
+
+        result = await asyncio.to_thread(fit)
         proposed = await self.propose_thresholds(caller, result.document, result.summary)
         home = getattr(self.store, "data_dir", None)
         out = report_dir or (
             Path(home) / "reports" / proposed["thresholds_version"][7:19] if home else None
         )
-        paths = await asyncio.to_thread(write_calibration_report, result, out) if out else []
+        paths = await asyncio.to_thread(report, out) if out else []
         return {**proposed, "summary": result.summary, "report": [str(p) for p in paths]}
 
     async def approve_thresholds(self, version: str, caller: Principal) -> dict[str, Any]:

@@ -151,7 +151,10 @@ def test_model_routes_over_http(tmp_path: Path) -> None:
         assert httpx.post(url, json=body, headers=h("al-auditor")).status_code == 403
         bad = httpx.post(url, json={**body, "rows": -1}, headers=h("bo-admin"))
         assert bad.status_code == 422 and bad.json()["error"]["field"] == "rows"
-        unknown = httpx.post(url, json={**body, "decision_type": "loans"}, headers=h("bo-admin"))
+        # the first calibration imports scikit-learn and matplotlib: slow on a loaded machine
+        unknown = httpx.post(
+            url, json={**body, "decision_type": "loans"}, headers=h("bo-admin"), timeout=60
+        )
         assert unknown.status_code == 422 and "unknown decision type" in unknown.text
         second = httpx.post(url, json=body, headers=h("bo-admin"), timeout=60)
         assert second.status_code == 200, second.text
