@@ -494,6 +494,11 @@ class SQLiteAuditStore:
         )
         return [_row_entry(r) for r in cur]
 
+    def kinds_since(self, start: int) -> set[str]:
+        """The kinds of the entries from `start` on (a worker watching for activations)."""
+        cur = self._connect().execute("SELECT DISTINCT kind FROM entries WHERE seq >= ?", (start,))
+        return {row[0] for row in cur}
+
     def checkpoints(self) -> Iterator[StoredCheckpoint]:
         cur = self._connect().execute(
             "SELECT size, root, note, created_at FROM checkpoints ORDER BY size"
@@ -536,8 +541,16 @@ class SQLiteAuditStore:
         return (row[0], bytes(row[1])) if row else None
 
     def refresh(self) -> None:
-        """Re-read the tree (read-only opens, after the writer appended)."""
-        self._load_tree()
+        """Catch the tree up with what the writer appended since (read-only opens): reads
+        only the new leaves, so a worker can call it on every size or proof request."""
+        tree = self._tree
+        cur = self._connect().execute(
+            "SELECT seq, leaf_hash FROM entries WHERE seq >= ? ORDER BY seq", (tree.size,)
+        )
+        for seq, lh in cur:
+            if seq != tree.size:
+                break  # a gap: as in _load_tree, serve only the contiguous prefix
+            tree.append(bytes(lh))
 
     def close(self) -> None:
         """Stop the writer (after it commits what is queued), close every connection this
