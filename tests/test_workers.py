@@ -7,6 +7,7 @@ workers with it."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -166,7 +167,8 @@ def test_killed_worker_is_restarted_and_nothing_acknowledged_is_lost(
                     else:
                         errors.append(f"{response.status_code} {response.text[:200]}")
 
-    pids = {r.headers[WORKER] for r in until_both_workers(lambda: httpx.get(server.url + "/healthz"))}
+    healthz = until_both_workers(lambda: httpx.get(server.url + "/healthz"))
+    pids = {r.headers[WORKER] for r in healthz}
     threads = [threading.Thread(target=client, args=(n,), daemon=True) for n in range(6)]
     for thread in threads:
         thread.start()
@@ -176,10 +178,8 @@ def test_killed_worker_is_restarted_and_nothing_acknowledged_is_lost(
     os.kill(victim, signal.SIGKILL)
     new_pids: set[str] = set()
     for _ in range(600):  # until the supervisor has a replacement answering
-        try:
+        with contextlib.suppress(httpx.TransportError):
             new_pids = {httpx.get(server.url + "/healthz").headers[WORKER]} - pids
-        except httpx.TransportError:
-            pass
         if new_pids:
             break
         time.sleep(0.1)

@@ -68,6 +68,6 @@ def exposition() -> bytes:
     (PROMETHEUS_MULTIPROC_DIR set) every worker's and the audit writer's together."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
-        MultiProcessCollector(registry)
+        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
         return generate_latest(registry)
     return generate_latest()

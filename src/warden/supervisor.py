@@ -113,7 +113,10 @@ class Supervisor:
         # a session of its own: a terminal's Ctrl-C reaches the parent, which stops the
         # workers in order (stop accepting, finish in-flight requests, then the writer)
         proc = subprocess.Popen(
-            argv, pass_fds=(self.listener.fileno(),), stdin=subprocess.DEVNULL, start_new_session=True
+            argv,
+            pass_fds=(self.listener.fileno(),),
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
         return Worker(index, proc)
 
@@ -125,7 +128,7 @@ class Supervisor:
             code = worker.proc.poll()
             if code is None:
                 continue
-            multiprocess.mark_process_dead(worker.proc.pid)
+            multiprocess.mark_process_dead(worker.proc.pid)  # type: ignore[no-untyped-call]
             lived = time.monotonic() - worker.started
             self.console.print(
                 f"[yellow]worker {worker.index} (pid {worker.proc.pid}) exited with "

@@ -73,7 +73,8 @@ async def follow_thresholds(gateway: Any) -> None:
             held = gateway.bands.thresholds.get(name)
             if held is None or held.version != version.version:
                 gateway.bands.thresholds[name] = version
-                gateway.monitor.set_expected(name, version.document["fitted_on"].get("review_share"))
+                expected = version.document["fitted_on"].get("review_share")
+                gateway.monitor.set_expected(name, expected)
 
 
 def open_gateway(data_dir: Path, socket_path: Path, policy_source: str, version: str) -> Any:

@@ -41,6 +41,7 @@ class _AsyncLink(asyncio.Protocol):
         self.ids = itertools.count(1)
         self.buffer = bytearray()
         self.lost: str | None = None
+        self.connecting: asyncio.Task[None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
@@ -171,7 +172,7 @@ class RemoteAuditStore:
             if self._lost is not None or self._closed:
                 link.lost = self._lost or "audit store closed"
             else:
-                loop.create_task(link.connect(self.socket_path))
+                link.connecting = loop.create_task(link.connect(self.socket_path))
         return link.submit(entry)
 
     async def connect(self) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 from pathlib import Path
@@ -59,11 +60,11 @@ class _WriterProtocol(asyncio.Protocol):
         try:
             if op == wire.APPEND:
                 future = store.submit_async(wire.decode_append(payload))
-                future.add_done_callback(lambda f, r=request_id: self._answered(r, f))
+                future.add_done_callback(functools.partial(self._answered, request_id))
             elif op == wire.BLOB:
                 kind, data = wire.decode_blob(payload)
                 done = self.loop.run_in_executor(None, store.put_blob, kind, data)
-                done.add_done_callback(lambda f, r=request_id: self._blob_answered(r, f))
+                done.add_done_callback(functools.partial(self._blob_answered, request_id))
             else:
                 raise ValueError(f"unknown op {op}")
         except ValueError as exc:
