@@ -67,6 +67,8 @@ def read_fields(payload: bytes, count: int) -> list[bytes | None]:
     out: list[bytes | None] = []
     offset = 0
     for _ in range(count):
+        if offset + 4 > len(payload):
+            raise ValueError(f"audit wire: frame ends before field {len(out) + 1} of {count}")
         (length,) = _LEN.unpack_from(payload, offset)
         offset += 4
         if length < 0:
