@@ -52,6 +52,7 @@ def serve(data_dir: Path, policy: Path | None, host: str, port: int, workers: in
         serve_workers(data_dir, policy, host, port, workers)
         return
     from warden.api.app import create_app
+    from warden.api.openai_compat import FrontDoorFirst
     from warden.gateway import Gateway
     from warden.guard.surfaces import warm_up
 
@@ -59,7 +60,8 @@ def serve(data_dir: Path, policy: Path | None, host: str, port: int, workers: in
     gateway = Gateway.open(data_dir, policy)
     try:
         banner(console, gateway, data_dir, host, port)
-        config = uvicorn_config(create_app(gateway, close_on_shutdown=True), host=host, port=port)
+        app = FrontDoorFirst(create_app(gateway, close_on_shutdown=True), gateway)
+        config = uvicorn_config(app, host=host, port=port)
         warm_up(t.spec.guard.output for t in gateway.policy.decision_types.values())
         tune_for_serving()
         uvicorn.Server(config).run()

@@ -109,11 +109,11 @@ async def run(gateway: Any, listener: socket.socket) -> None:
     import uvicorn
 
     from warden.api.app import create_app
+    from warden.api.openai_compat import FrontDoorFirst
     from warden.server import uvicorn_config
 
-    server = uvicorn.Server(
-        uvicorn_config(WorkerHeader(create_app(gateway, close_on_shutdown=True)))
-    )
+    app = FrontDoorFirst(create_app(gateway, close_on_shutdown=True), gateway)
+    server = uvicorn.Server(uvicorn_config(WorkerHeader(app)))
 
     def writer_lost(reason: str) -> None:
         print(f"warden worker {os.getpid()}: {reason}; stopping", file=sys.stderr, flush=True)

@@ -95,9 +95,7 @@ def test_pipelined_appends_conflicts_blobs_and_reads(writer: Writer, tmp_path: P
     remote.close()
 
 
-def test_a_lost_writer_fails_everything_in_flight_and_after(
-    writer: Writer, tmp_path: Path
-) -> None:
+def test_a_lost_writer_fails_everything_in_flight_and_after(writer: Writer, tmp_path: Path) -> None:
     remote = RemoteAuditStore(tmp_path, writer.path)
     lost: list[str] = []
     remote.on_lost = lost.append
