@@ -177,7 +177,8 @@ def main() -> None:
             if kids:
                 split = ", ".join(
                     f"{'writer' if p == pid else f'worker {p}'} "
-                    f"{(sum(after[p]) - sum(before[p])) * per:.2f}"
+                    f"{(sum(after[p]) - sum(before[p])) * per:.2f} "
+                    f"(user {(after[p][0] - before[p][0]) * per:.2f})"
                     for p in after
                 )
                 print(f"    per process (ms CPU/request): {split}", flush=True)

@@ -3,7 +3,7 @@ writer, in front of real simulator processes. Both workers serve decisions and c
 completions; the log stays one consistent log (verify passes, seq contiguous, checkpoints
 valid); idempotency keys hold across workers; a worker killed with -9 is restarted and
 nothing acknowledged is lost; SIGTERM stops everything cleanly; a killed parent takes its
-workers with it."""
+workers with it; a thresholds activation made through one worker reaches the other."""
 
 from __future__ import annotations
 
@@ -19,10 +19,14 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.conftest import payment
 from tests.helpers_llm import World, claim, start_world
 from tests.helpers_server import WardenServer, create_key, run_cli
 from tests.helpers_upstream import upstreams  # noqa: F401  (fixture)
 from warden.audit.sqlite_store import SQLiteAuditStore
+from warden.audit.tools import read_only
+from warden.auth import KeyRing, Role
+from warden.models.thresholds import proposals
 
 WORKER = "X-Warden-Worker"
 CHAT_HEADERS = {"X-Warden-Decision-Type": "assistant_chat", "X-Warden-Jurisdiction": "EU"}
@@ -234,3 +238,38 @@ def _alive(pid: int) -> bool:
     # a zombie (exited, not yet reaped by anyone) counts as gone
     status = Path(f"/proc/{pid}/status")
     return status.exists() and "State:\tZ" not in status.read_text()
+
+
+def test_a_thresholds_activation_reaches_every_worker(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    ring = KeyRing(data / "keys.yaml")
+    keys = {n: ring.create(n, r) for n, r in (("ada", Role.ADMIN), ("bo", Role.ADMIN))}
+    svc = {"X-API-Key": ring.create("svc", Role.SERVICE)}
+    calibrated = run_cli(
+        "calibrate", "--api-key", keys["ada"], "--rows", "3000",
+        "--report", str(tmp_path / "report"), "--data-dir", str(data),
+    )  # fmt: skip
+    assert calibrated.returncode == 0, calibrated.stdout + calibrated.stderr
+    with read_only(data) as store:
+        (proposal,) = proposals(store)
+    version = proposal["thresholds_version"]
+    with WardenServer(data, tmp_path / "serve.log", workers=2) as server:
+        server.start(timeout=60)
+        done = httpx.post(
+            f"{server.url}/v1/thresholds/{version}/approve", headers={"X-API-Key": keys["bo"]}
+        )
+        assert done.status_code == 200, done.text
+        approver = done.headers[WORKER]
+        seen: dict[str, set[str | None]] = {}
+        for _ in range(400):  # fresh connections until both workers decided with it
+            decided = httpx.post(f"{server.url}/v1/decisions", json=payment(), headers=svc)
+            assert decided.status_code == 200, decided.text
+            seen.setdefault(decided.headers[WORKER], set()).add(
+                decided.json()["thresholds_version"]
+            )
+            if len(seen) == 2 and all(version in v for v in seen.values()):
+                break
+            time.sleep(0.02)
+        assert version in seen[approver]
+        assert len(seen) == 2 and all(version in v for v in seen.values()), (seen, server.log())

@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import contextlib
 import ctypes
+import logging
 import os
 import signal
 import socket
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 THRESHOLDS_POLL_SECONDS = 1.0
+log = logging.getLogger("warden.worker")
 PR_SET_PDEATHSIG = 1
 
 
@@ -54,27 +56,34 @@ class WorkerHeader:
         await self.app(scope, receive, send_with_header)
 
 
-async def follow_thresholds(gateway: Any) -> None:
-    """Apply threshold activations another worker logged (each worker holds its own)."""
+async def follow_thresholds(gateway: Any, seen: int) -> None:
+    """Apply threshold activations another worker logged from entry `seen` on (each worker
+    holds its own; `seen` is the log's size before the gateway read the active ones, so
+    an activation landing while this worker starts is not missed)."""
     from warden.models.thresholds import active_thresholds
 
     store = gateway.store
-    seen = store.size()
     while True:
         await asyncio.sleep(THRESHOLDS_POLL_SECONDS)
-        size = store.size()
-        if size == seen:
-            continue
-        fresh = "thresholds" in store.kinds_since(seen)
-        seen = size
-        if not fresh:
-            continue
-        for name, version in active_thresholds(store).items():
-            held = gateway.bands.thresholds.get(name)
-            if held is None or held.version != version.version:
-                gateway.bands.thresholds[name] = version
-                expected = version.document["fitted_on"].get("review_share")
-                gateway.monitor.set_expected(name, expected)
+        try:
+            size = store.size()
+            if size == seen:
+                continue
+            fresh = "thresholds" in store.kinds_since(seen)
+            seen = size
+            if fresh:
+                apply_thresholds(gateway, active_thresholds(store))
+        except Exception:  # keep following: a failed read is retried on the next tick
+            log.exception("worker: reading threshold activations failed")
+
+
+def apply_thresholds(gateway: Any, active: dict[str, Any]) -> None:
+    for name, version in active.items():
+        held = gateway.bands.thresholds.get(name)
+        if held is None or held.version != version.version:
+            gateway.bands.thresholds[name] = version
+            expected = version.document["fitted_on"].get("review_share")
+            gateway.monitor.set_expected(name, expected)
 
 
 def open_gateway(data_dir: Path, socket_path: Path, policy_source: str, version: str) -> Any:
@@ -96,6 +105,7 @@ def open_gateway(data_dir: Path, socket_path: Path, policy_source: str, version:
         if blob is None or blob[0] != "policy":
             raise WardenError(f"policy {version} is not in the audit store")
         policy = load_policy_bytes(blob[1], source=policy_source)
+        store.opened_at_size = store.size()  # before the gateway reads active thresholds
         models = {}
         if referenced_models(policy):
             models = load_policy_models(policy, ModelRegistry(data_dir), store)
@@ -121,7 +131,7 @@ async def run(gateway: Any, listener: socket.socket) -> None:
 
     gateway.store.on_lost = writer_lost
     await gateway.store.connect()
-    follower = asyncio.create_task(follow_thresholds(gateway))
+    follower = asyncio.create_task(follow_thresholds(gateway, gateway.store.opened_at_size))
     try:
         await server.serve(sockets=[listener])
     finally:

@@ -162,6 +162,8 @@ class RemoteAuditStore:
         self._tree_lock = threading.Lock()
         self._lost: str | None = None
         self._closed = False
+        #: the log's size when the worker started reading its state (see warden.worker)
+        self.opened_at_size = 0
 
     # -- writing -------------------------------------------------------------------------
     def submit_async(self, entry: NewEntry) -> asyncio.Future[AppendResult]:
