@@ -189,7 +189,8 @@ def serve_workers(data_dir: Path, policy: Path | None, host: str, port: int, cou
     try:
         gateway = Gateway.open(data_dir, policy)
         try:
-            listener = socket.create_server((host, port), backlog=2048)
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            listener = socket.create_server((host, port), family=family, backlog=2048)
             listener.set_inheritable(True)
             socket_path = writer_socket_path(data_dir)
             banner(console, gateway, data_dir, host, port, count)

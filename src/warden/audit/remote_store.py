@@ -170,6 +170,8 @@ class RemoteAuditStore:
         loop = asyncio.get_running_loop()
         link = self._links.get(loop)
         if link is None:
+            # a link per loop (a worker has one); forget those of loops closed since
+            self._links = {k: v for k, v in self._links.items() if not k.is_closed()}
             link = self._links[loop] = _AsyncLink(self, loop)
             if self._lost is not None or self._closed:
                 link.lost = self._lost or "audit store closed"
