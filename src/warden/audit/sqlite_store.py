@@ -151,6 +151,8 @@ class SQLiteAuditStore:
         self._writer: threading.Thread | None = None
         self._checkpointer: threading.Thread | None = None
         self._stopping = threading.Event()
+        #: one commit at a time, whichever thread runs it (the writer thread, commit_now)
+        self._commit_lock = threading.Lock()
         self.wal_checkpoint_interval = 0.5
         if writable:
             self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -363,7 +365,29 @@ class SQLiteAuditStore:
         """How long a commit waits for a lock held by another connection before failing."""
         self._busy_timeout_ms = milliseconds
 
+    def commit_now(self, entries: list[NewEntry]) -> list[AppendResult | BaseException]:
+        """Commit `entries` on the calling thread, in one transaction (more than MAX_BATCH:
+        several), and return each one's result or error once durable. For a caller that
+        already batches, such as the writer service's event loop (`warden serve --workers`),
+        which thus needs no hand-off to the writer thread and back per batch."""
+        if not self.writable:
+            raise WardenError("audit store opened read-only")
+        pending = [_Pending(entry) for entry in entries]
+        conn = self._connect()
+        for start in range(0, len(pending), MAX_BATCH):
+            self._commit_batch(conn, pending[start : start + MAX_BATCH])
+        out: list[AppendResult | BaseException] = []
+        for p in pending:
+            assert p.future is not None and p.future.done()
+            error = p.future.exception()
+            out.append(error if error is not None else p.future.result())
+        return out
+
     def _commit_batch(self, conn: sqlite3.Connection, batch: list[_Pending]) -> None:
+        with self._commit_lock:
+            self._commit_batch_locked(conn, batch)
+
+    def _commit_batch_locked(self, conn: sqlite3.Connection, batch: list[_Pending]) -> None:
         started = time.perf_counter()
         if self._busy_applied != self._busy_timeout_ms:
             conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")

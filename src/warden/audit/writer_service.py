@@ -1,9 +1,12 @@
 """The audit writer as a service: the one process that owns the writable SQLite store
 serves appends to request workers over a Unix socket (`warden serve --workers N`).
 
-Each connection is pipelined: a worker sends as many entries as it has in flight, each
-goes into the store's group commit as it arrives, and each answer is written back when
-its commit has landed (durable), in commit order, not request order. A unique-key
+Each connection is pipelined: a worker sends as many entries as it has in flight, and
+each answer is written back when its commit has landed (durable), in commit order, not
+request order. Group commit happens on the event loop itself: the entries that arrived in
+one loop pass, from every connection, are committed in one transaction (`commit_now`);
+while that commit waits for its fsync, the next entries queue up in the sockets and form
+the next batch. No thread hand-off per batch, no delay to wait for company. A unique-key
 conflict comes back as the AppendResult with `conflict` set, exactly as the in-process
 store returns it; a failed commit as the same AuditCommitError. Answers settled in one
 loop pass go out in one write per connection."""
@@ -19,7 +22,7 @@ from pathlib import Path
 from typing import cast
 
 from warden.audit import wire
-from warden.audit.entry import AppendResult
+from warden.audit.entry import AppendResult, NewEntry
 from warden.audit.sqlite_store import SQLiteAuditStore
 
 log = logging.getLogger("warden.audit.writer")
@@ -59,8 +62,7 @@ class _WriterProtocol(asyncio.Protocol):
         store = self.service.store
         try:
             if op == wire.APPEND:
-                future = store.submit_async(wire.decode_append(payload))
-                future.add_done_callback(functools.partial(self._answered, request_id))
+                self.service.queue(self, request_id, wire.decode_append(payload))
             elif op == wire.BLOB:
                 kind, data = wire.decode_blob(payload)
                 done = self.loop.run_in_executor(None, store.put_blob, kind, data)
@@ -70,12 +72,11 @@ class _WriterProtocol(asyncio.Protocol):
         except ValueError as exc:
             self._send(wire.error_answer(request_id, exc))
 
-    def _answered(self, request_id: int, future: asyncio.Future[AppendResult]) -> None:
-        exc = future.exception()
-        if exc is not None:
-            self._send(wire.error_answer(request_id, exc))
+    def answered(self, request_id: int, outcome: AppendResult | BaseException) -> None:
+        if isinstance(outcome, BaseException):
+            self._send(wire.error_answer(request_id, outcome))
         else:
-            self._send(wire.result_answer(request_id, future.result()))
+            self._send(wire.result_answer(request_id, outcome))
 
     def _blob_answered(self, request_id: int, future: asyncio.Future[str]) -> None:
         exc = future.exception()
@@ -108,6 +109,22 @@ class WriterService:
         self.loop = asyncio.get_running_loop()
         self.connections: set[_WriterProtocol] = set()
         self._server: asyncio.AbstractServer | None = None
+        self._waiting: list[tuple[_WriterProtocol, int, NewEntry]] = []
+
+    def queue(self, conn: _WriterProtocol, request_id: int, entry: NewEntry) -> None:
+        """Take an entry for the next commit (at the end of this loop pass)."""
+        if not self._waiting:
+            self.loop.call_soon(self._commit)
+        self._waiting.append((conn, request_id, entry))
+
+    def _commit(self) -> None:
+        batch, self._waiting = self._waiting, []
+        try:
+            outcomes = self.store.commit_now([entry for _, _, entry in batch])
+        except Exception as exc:  # fail closed: every entry gets the error
+            outcomes = [exc] * len(batch)
+        for (conn, request_id, _), outcome in zip(batch, outcomes, strict=True):
+            conn.answered(request_id, outcome)
 
     async def start(self) -> None:
         with contextlib.suppress(FileNotFoundError):
