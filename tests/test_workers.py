@@ -27,6 +27,7 @@ from warden.audit.sqlite_store import SQLiteAuditStore
 from warden.audit.tools import read_only
 from warden.auth import KeyRing, Role
 from warden.models.thresholds import proposals
+from warden.supervisor import worker_count
 
 WORKER = "X-Warden-Worker"
 CHAT_HEADERS = {"X-Warden-Decision-Type": "assistant_chat", "X-Warden-Jurisdiction": "EU"}
@@ -273,3 +274,13 @@ def test_a_thresholds_activation_reaches_every_worker(tmp_path: Path) -> None:
             time.sleep(0.02)
         assert version in seen[approver]
         assert len(seen) == 2 and all(version in v for v in seen.values()), (seen, server.log())
+
+
+def test_bad_worker_counts_are_refused_naming_the_option(tmp_path: Path) -> None:
+    for value in ("0", "two", "-3"):
+        result = run_cli("serve", "--data-dir", str(tmp_path / "d"), "--workers", value)
+        assert result.returncode == 2, result.stdout + result.stderr
+        assert "--workers" in result.stderr and value in result.stderr
+    assert not (tmp_path / "d").exists()  # refused before anything was opened
+    assert worker_count("auto") == (os.cpu_count() or 1)
+    assert worker_count("3") == 3

@@ -91,9 +91,9 @@ class _WriterProtocol(asyncio.Protocol):
         self.out.append(data)
         if not self.flush_scheduled:
             self.flush_scheduled = True
-            self.loop.call_soon(self._flush)
+            self.loop.call_soon(self.flush)
 
-    def _flush(self) -> None:
+    def flush(self) -> None:
         self.flush_scheduled = False
         out, self.out = self.out, []
         if out and self.transport is not None and not self.closed:
@@ -125,6 +125,8 @@ class WriterService:
             outcomes = [exc] * len(batch)
         for (conn, request_id, _), outcome in zip(batch, outcomes, strict=True):
             conn.answered(request_id, outcome)
+        for conn in {conn for conn, _, _ in batch}:
+            conn.flush()  # now, not on the next loop pass: these answers are durable
 
     async def start(self) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -144,7 +146,7 @@ class WriterService:
             self._server.close()
             for conn in list(self.connections):
                 if conn.transport is not None:
-                    conn._flush()
+                    conn.flush()
                     conn.transport.close()
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._server.wait_closed(), 2)
