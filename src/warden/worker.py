@@ -89,7 +89,6 @@ def apply_thresholds(gateway: Any, active: dict[str, Any]) -> None:
 def open_gateway(data_dir: Path, socket_path: Path, policy_source: str, version: str) -> Any:
     """The gateway over the remote store, on exactly the policy the parent activated
     (fetched from the audit store by its content hash, not re-read from the file)."""
-    from warden import metrics
     from warden.audit.remote_store import RemoteAuditStore
     from warden.auth import KeyRing
     from warden.errors import WardenError
@@ -98,7 +97,6 @@ def open_gateway(data_dir: Path, socket_path: Path, policy_source: str, version:
     from warden.models.serving import load_policy_models, referenced_models
     from warden.policy.loader import load_policy_bytes
 
-    del metrics  # imported for its side effect: the metrics exist in this process
     store = RemoteAuditStore(data_dir, socket_path)
     try:
         blob = store.get_blob(version)
