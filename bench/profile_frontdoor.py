@@ -7,6 +7,10 @@ seconds folded into the pipeline's parts (share of samples whose stack passes th
 function; a stack can count in several rows).
 
     .venv/bin/python bench/profile_frontdoor.py [--concurrency 1,32] [--seconds 8] [--py-spy]
+                                                [--workers 2]
+
+With ``--workers N`` the CPU is summed over the parent (the audit writer) and its N
+request workers, and split per process as well.
 
 CPU per request is much steadier than latency on a shared VM: it does not count the time
 the process waits for a core.
@@ -74,6 +78,24 @@ def cpu_split(pid: int) -> tuple[float, float]:
     return int(fields[11]) / tick, int(fields[12]) / tick
 
 
+def children(pid: int) -> list[int]:
+    """The direct children of `pid` (the request workers of `warden serve --workers`)."""
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(stat.parent.name))
+    return sorted(out)
+
+
+def cpu_tree(pid: int, kids: list[int]) -> dict[int, tuple[float, float]]:
+    """(user, system) per process: the parent and its workers."""
+    return {p: cpu_split(p) for p in [pid, *kids]}
+
+
 def fold(collapsed: Path) -> tuple[int, Counter[str]]:
     total = 0
     rows: Counter[str] = Counter()
@@ -94,6 +116,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=2)
     parser.add_argument("--py-spy", action="store_true", help="also sample a profile")
     parser.add_argument("--keep", type=Path, help="copy py-spy's folded stacks here")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="warden serve --workers (CPU summed over all)"
+    )
     args = parser.parse_args()
     if not LOADGEN.exists():
         subprocess.run(["make", "-C", str(LOADGEN.parent), "loadgen"], check=True)
@@ -108,8 +133,9 @@ def main() -> None:
         sim_argv += ["--port", str(port)]
         sim = stack.enter_context(process(sim_argv, tmp / "upstream.log"))
         wait_http(f"http://127.0.0.1:{port}/health", sim, 30, "simulator")
-        target = stack.enter_context(warden_server(tmp, upstream))
+        target = stack.enter_context(warden_server(tmp, upstream, args.workers))
         pid = int(target.notes["pid"])
+        kids = children(pid) if args.workers > 1 else []
         for c in [int(x) for x in args.concurrency.split(",")]:
             run_loadgen(target.url, target.headers, body_file, c, 1.0, 1.0)  # warm
             spy = None
@@ -126,6 +152,8 @@ def main() -> None:
                     str(math.ceil(args.seconds)),
                 ]
                 spy_argv += ["-f", "raw", "-o", str(out), "--threads"]
+                if kids:
+                    spy_argv.append("--subprocesses")
                 spy = subprocess.Popen(
                     spy_argv,
                     stdout=subprocess.DEVNULL,
@@ -133,15 +161,27 @@ def main() -> None:
                 )
             base_url = target.url.split("/v1/")[0]
             commits0, entries0 = commit_counts(base_url)
-            user0, sys0 = cpu_split(pid)
+            before = cpu_tree(pid, kids)
             t0 = time.monotonic()
             run = run_loadgen(target.url, target.headers, body_file, c, args.seconds, 0.0)
             elapsed = time.monotonic() - t0
-            user1, sys1 = cpu_split(pid)
+            after = cpu_tree(pid, kids)
             commits1, entries1 = commit_counts(base_url)
+            user0 = sum(u for u, _ in before.values())
+            sys0 = sum(s for _, s in before.values())
+            user1 = sum(u for u, _ in after.values())
+            sys1 = sum(s for _, s in after.values())
             cpu = user1 - user0 + sys1 - sys0
             n = int(run["requests"])
             per = 1000 / max(n, 1)
+            if kids:
+                split = ", ".join(
+                    f"{'writer' if p == pid else f'worker {p}'} "
+                    f"{(sum(after[p]) - sum(before[p])) * per:.2f} "
+                    f"(user {(after[p][0] - before[p][0]) * per:.2f})"
+                    for p in after
+                )
+                print(f"    per process (ms CPU/request): {split}", flush=True)
             print(
                 f"{c:>3} clients: {run['rps']:8.1f} req/s  p50 {run['p50_ms']:7.2f} ms  "
                 f"server CPU {cpu * per:5.2f} ms/request (user {(user1 - user0) * per:.2f}, "

@@ -77,10 +77,18 @@ def wait_until_answering(
 class WardenServer:
     """`python -m warden serve` on a data directory; a fresh free port on every start."""
 
-    def __init__(self, data_dir: Path, log_path: Path, *, policy: Path = EXAMPLE_POLICY) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        log_path: Path,
+        *,
+        policy: Path = EXAMPLE_POLICY,
+        workers: int = 1,
+    ) -> None:
         self.data_dir = data_dir
         self.log_path = log_path
         self.policy = policy
+        self.workers = workers
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
 
@@ -105,6 +113,8 @@ class WardenServer:
                     str(self.policy),
                     "--port",
                     str(self.port),
+                    "--workers",
+                    str(self.workers),
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+import os
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
@@ -58,3 +61,13 @@ BREAKER_STATE = Gauge(
     "Circuit breaker per model endpoint: 0 closed, 1 half-open, 2 open",
     ["endpoint"],
 )
+
+
+def exposition() -> bytes:
+    """The /metrics text: this process's metrics, or with `warden serve --workers N`
+    (PROMETHEUS_MULTIPROC_DIR set) every worker's and the audit writer's together."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry)
+    return generate_latest()

@@ -1,58 +1,134 @@
 """`POST /v1/chat/completions`: the OpenAI-compatible front door (route only; the logic is
 `warden.frontdoor`). The API key comes as `Authorization: Bearer <key>` (what OpenAI
-clients send) or `X-API-Key`."""
+clients send) or `X-API-Key`.
+
+Two ways in, one handler (`answer`): a Starlette route ahead of FastAPI's (what an app
+built by `create_app` serves, e.g. under a test client), and `FrontDoorFirst`, the ASGI
+wrapper `warden serve` puts around the whole app, which sends this one path straight to
+the handler without FastAPI's middleware stack (measured: see bench/README.md) and
+enforces the body-size limit itself."""
 
 from __future__ import annotations
 
 import json
-from typing import NoReturn
+import logging
+from collections.abc import Mapping
+from typing import Any, NoReturn
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
+from starlette.datastructures import Headers
 from starlette.routing import Route
 
 from warden.errors import RequestError, WardenError
 from warden.frontdoor import chat_completion
 from warden.gateway import Gateway
 
+PATH = "/v1/chat/completions"
 DECISION_ID = "X-Warden-Decision-Id"
+#: a chat body larger than this is refused (413) before it is parsed
+MAX_BODY_BYTES = 8 * 1024 * 1024
+log = logging.getLogger("warden.api")
+INTERNAL_ERROR = b'{"error":{"code":"internal","message":"internal error"}}'
 
 
-def _api_key(request: Request) -> str | None:
-    auth = request.headers.get("authorization", "")
+def _api_key(headers: Mapping[str, str]) -> str | None:
+    auth = headers.get("authorization", "")
     if auth.lower().startswith("bearer "):
         return auth[7:].strip() or None
-    return request.headers.get("x-api-key")
+    return headers.get("x-api-key")
+
+
+def _error(exc: WardenError) -> tuple[int, bytes, str | None]:
+    body = json.dumps({"error": exc.to_dict()}, ensure_ascii=False, separators=(",", ":"))
+    return exc.http_status, body.encode(), getattr(exc, "decision_id", None)
+
+
+async def answer(
+    gateway: Gateway, headers: Mapping[str, str], raw: bytes
+) -> tuple[int, bytes, str | None]:
+    """(status, JSON body, decision id) for one request; every failure is a JSON error."""
+    try:
+        if gateway.keyring is None:
+            raise WardenError("this gateway has no API keys configured", code="auth.none")
+        caller = gateway.keyring.authenticate(_api_key(headers))
+        try:
+            payload = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise_bad_json(exc)
+        result = await chat_completion(gateway, payload, headers, caller)
+    except WardenError as exc:
+        return _error(exc)
+    return 200, result.body, result.decision_id
 
 
 def install(app: FastAPI, gateway: Gateway) -> None:
     """Add the front door to `app` (before FastAPI's routes, like POST /v1/decisions)."""
 
     async def chat_completions(request: Request) -> Response:
-        headers: dict[str, str] = {}
-        try:
-            if gateway.keyring is None:
-                raise WardenError("this gateway has no API keys configured", code="auth.none")
-            caller = gateway.keyring.authenticate(_api_key(request))
-            try:
-                payload = json.loads(await request.body())
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                raise_bad_json(exc)
-            answer = await chat_completion(gateway, payload, request.headers, caller)
-        except WardenError as exc:
-            decision_id = getattr(exc, "decision_id", None)
-            if decision_id:
-                headers[DECISION_ID] = decision_id
-            return JSONResponse(
-                {"error": exc.to_dict()}, status_code=exc.http_status, headers=headers
-            )
-        return Response(
-            answer.body,
-            media_type="application/json",
-            headers={DECISION_ID: answer.decision_id},
-        )
+        status, body, decision_id = await answer(gateway, request.headers, await request.body())
+        headers = {DECISION_ID: decision_id} if decision_id else None
+        return Response(body, status_code=status, media_type="application/json", headers=headers)
 
-    app.router.routes.insert(0, Route("/v1/chat/completions", chat_completions, methods=["POST"]))
+    app.router.routes.insert(0, Route(PATH, chat_completions, methods=["POST"]))
+
+
+class FrontDoorFirst:
+    """ASGI: `POST /v1/chat/completions` straight to `answer`; everything else (other
+    paths, other methods, lifespan) to `app` unchanged."""
+
+    def __init__(self, app: Any, gateway: Gateway) -> None:
+        self.app = app
+        self.gateway = gateway
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"] != PATH or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        try:
+            raw = await _read_body(receive, headers)
+            if raw is None:
+                too_big = RequestError(f"body: larger than {MAX_BODY_BYTES} bytes", field="body")
+                _, body, decision_id = _error(too_big)
+                status = 413
+            else:
+                status, body, decision_id = await answer(self.gateway, headers, raw)
+        except _Disconnected:
+            return
+        except Exception:  # as Starlette's ServerErrorMiddleware: log it, answer 500
+            log.exception("front door: unexpected error")
+            status, body, decision_id = 500, INTERNAL_ERROR, None
+        length = str(len(body)).encode()
+        out = [(b"content-type", b"application/json"), (b"content-length", length)]
+        if decision_id:
+            out.append((b"x-warden-decision-id", decision_id.encode()))
+        await send({"type": "http.response.start", "status": status, "headers": out})
+        await send({"type": "http.response.body", "body": body})
+
+
+async def _read_body(receive: Any, headers: Headers) -> bytes | None:
+    """The whole body, or None when it is over the limit (announced or sent)."""
+    declared = headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        return None
+    chunks = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise _Disconnected
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+class _Disconnected(Exception):
+    """The client went away before it had sent its body."""
 
 
 def raise_bad_json(exc: Exception) -> NoReturn:

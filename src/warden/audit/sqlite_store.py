@@ -159,6 +159,8 @@ class SQLiteAuditStore:
         self._writer: threading.Thread | None = None
         self._checkpointer: threading.Thread | None = None
         self._stopping = threading.Event()
+        #: one commit at a time, whichever thread runs it (the writer thread, commit_now)
+        self._commit_lock = threading.Lock()
         self.wal_checkpoint_interval = 0.5
         if writable:
             self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -371,7 +373,29 @@ class SQLiteAuditStore:
         """How long a commit waits for a lock held by another connection before failing."""
         self._busy_timeout_ms = milliseconds
 
+    def commit_now(self, entries: list[NewEntry]) -> list[AppendResult | BaseException]:
+        """Commit `entries` on the calling thread, in one transaction (more than MAX_BATCH:
+        several), and return each one's result or error once durable. For a caller that
+        already batches, such as the writer service's event loop (`warden serve --workers`),
+        which thus needs no hand-off to the writer thread and back per batch."""
+        if not self.writable:
+            raise WardenError("audit store opened read-only")
+        pending = [_Pending(entry) for entry in entries]
+        conn = self._connect()
+        for start in range(0, len(pending), MAX_BATCH):
+            self._commit_batch(conn, pending[start : start + MAX_BATCH])
+        out: list[AppendResult | BaseException] = []
+        for p in pending:
+            assert p.future is not None and p.future.done()
+            error = p.future.exception()
+            out.append(error if error is not None else p.future.result())
+        return out
+
     def _commit_batch(self, conn: sqlite3.Connection, batch: list[_Pending]) -> None:
+        with self._commit_lock:
+            self._commit_batch_locked(conn, batch)
+
+    def _commit_batch_locked(self, conn: sqlite3.Connection, batch: list[_Pending]) -> None:
         started = time.perf_counter()
         if self._busy_applied != self._busy_timeout_ms:
             conn.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_ms)}")
@@ -513,6 +537,11 @@ class SQLiteAuditStore:
         )
         return [_row_entry(r) for r in cur]
 
+    def kinds_since(self, start: int) -> set[str]:
+        """The kinds of the entries from `start` on (a worker watching for activations)."""
+        cur = self._connect().execute("SELECT DISTINCT kind FROM entries WHERE seq >= ?", (start,))
+        return {row[0] for row in cur}
+
     def checkpoints(self) -> Iterator[StoredCheckpoint]:
         cur = self._connect().execute(
             "SELECT size, root, note, created_at FROM checkpoints ORDER BY size"
@@ -555,8 +584,16 @@ class SQLiteAuditStore:
         return (row[0], bytes(row[1])) if row else None
 
     def refresh(self) -> None:
-        """Re-read the tree (read-only opens, after the writer appended)."""
-        self._load_tree()
+        """Catch the tree up with what the writer appended since (read-only opens): reads
+        only the new leaves, so a worker can call it on every size or proof request."""
+        tree = self._tree
+        cur = self._connect().execute(
+            "SELECT seq, leaf_hash FROM entries WHERE seq >= ? ORDER BY seq", (tree.size,)
+        )
+        for seq, lh in cur:
+            if seq != tree.size:
+                break  # a gap: as in _load_tree, serve only the contiguous prefix
+            tree.append(bytes(lh))
 
     def close(self) -> None:
         """Stop the writer (after it commits what is queued), close every connection this

@@ -80,11 +80,19 @@ def serve(
     policy: PolicyOpt = None,
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    workers: Annotated[
+        str,
+        typer.Option(
+            help="Request worker processes sharing the port and one audit writer "
+            "(a number, or 'auto' = one per CPU; 1 = a single process)."
+        ),
+    ] = "1",
 ) -> None:
     """Run the HTTP API (OpenAPI at /docs) on the embedded SQLite audit store."""
     from warden.server import serve as run_server
+    from warden.supervisor import worker_count
 
-    run_server(data_dir, policy, host, port)
+    run_server(data_dir, policy, host, port, worker_count(workers))
 
 
 @app.command()
