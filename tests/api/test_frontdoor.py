@@ -228,6 +228,7 @@ def test_idempotency_key_answers_the_first_decision_again_without_a_second_model
     decision_id = first.headers["X-Warden-Decision-Id"]
     assert again.headers["X-Warden-Decision-Id"] == decision_id
     assert again.json() == first.json()
+    assert again.headers["X-Warden-Replayed"] == "true" and "X-Warden-Replayed" not in first.headers
     calls = [e for log in world.requests_by_region().values() for e in log]
     assert [e["decision_id"] for e in calls] == [decision_id]  # one model call, not two
 

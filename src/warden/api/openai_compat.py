@@ -26,6 +26,7 @@ from warden.gateway import Gateway
 
 PATH = "/v1/chat/completions"
 DECISION_ID = "X-Warden-Decision-Id"
+REPLAYED = "X-Warden-Replayed"
 #: a chat body larger than this is refused (413) before it is parsed
 MAX_BODY_BYTES = 8 * 1024 * 1024
 log = logging.getLogger("warden.api")
@@ -39,15 +40,18 @@ def _api_key(headers: Mapping[str, str]) -> str | None:
     return headers.get("x-api-key")
 
 
-def _error(exc: WardenError) -> tuple[int, bytes, str | None]:
+def _error(exc: WardenError) -> tuple[int, bytes, dict[str, str]]:
     body = json.dumps({"error": exc.to_dict()}, ensure_ascii=False, separators=(",", ":"))
-    return exc.http_status, body.encode(), getattr(exc, "decision_id", None)
+    decision_id = getattr(exc, "decision_id", None)
+    return exc.http_status, body.encode(), {DECISION_ID: decision_id} if decision_id else {}
 
 
 async def answer(
     gateway: Gateway, headers: Mapping[str, str], raw: bytes
-) -> tuple[int, bytes, str | None]:
-    """(status, JSON body, decision id) for one request; every failure is a JSON error."""
+) -> tuple[int, bytes, dict[str, str]]:
+    """(status, JSON body, Warden headers) for one request; every failure is a JSON error.
+    The headers: the decision id, and `X-Warden-Replayed: true` when an Idempotency-Key
+    answered an earlier decision again."""
     try:
         if gateway.keyring is None:
             raise WardenError("this gateway has no API keys configured", code="auth.none")
@@ -59,15 +63,17 @@ async def answer(
         result = await chat_completion(gateway, payload, headers, caller)
     except WardenError as exc:
         return _error(exc)
-    return 200, result.body, result.decision_id
+    out = {DECISION_ID: result.decision_id}
+    if result.replayed:
+        out[REPLAYED] = "true"
+    return 200, result.body, out
 
 
 def install(app: FastAPI, gateway: Gateway) -> None:
     """Add the front door to `app` (before FastAPI's routes, like POST /v1/decisions)."""
 
     async def chat_completions(request: Request) -> Response:
-        status, body, decision_id = await answer(gateway, request.headers, await request.body())
-        headers = {DECISION_ID: decision_id} if decision_id else None
+        status, body, headers = await answer(gateway, request.headers, await request.body())
         return Response(body, status_code=status, media_type="application/json", headers=headers)
 
     app.router.routes.insert(0, Route(PATH, chat_completions, methods=["POST"]))
@@ -90,19 +96,18 @@ class FrontDoorFirst:
             raw = await _read_body(receive, headers)
             if raw is None:
                 too_big = RequestError(f"body: larger than {MAX_BODY_BYTES} bytes", field="body")
-                _, body, decision_id = _error(too_big)
+                _, body, warden_headers = _error(too_big)
                 status = 413
             else:
-                status, body, decision_id = await answer(self.gateway, headers, raw)
+                status, body, warden_headers = await answer(self.gateway, headers, raw)
         except _Disconnected:
             return
         except Exception:  # as Starlette's ServerErrorMiddleware: log it, answer 500
             log.exception("front door: unexpected error")
-            status, body, decision_id = 500, INTERNAL_ERROR, None
+            status, body, warden_headers = 500, INTERNAL_ERROR, {}
         length = str(len(body)).encode()
         out = [(b"content-type", b"application/json"), (b"content-length", length)]
-        if decision_id:
-            out.append((b"x-warden-decision-id", decision_id.encode()))
+        out += [(k.lower().encode(), v.encode()) for k, v in warden_headers.items()]
         await send({"type": "http.response.start", "status": status, "headers": out})
         await send({"type": "http.response.body", "body": body})
 

@@ -16,7 +16,7 @@ import contextlib
 import itertools
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from concurrent.futures import Future
 from pathlib import Path
 from typing import cast
@@ -249,6 +249,11 @@ class RemoteAuditStore:
 
     def entries_of_kind(self, kind: str) -> list[StoredEntry]:
         return self.reader.entries_of_kind(kind)
+
+    def entries_between(
+        self, since: str, until: str, kinds: Collection[str] | None = None
+    ) -> Iterator[StoredEntry]:
+        return self.reader.entries_between(since, until, kinds)
 
     def kinds_since(self, start: int) -> set[str]:
         return self.reader.kinds_since(start)
