@@ -21,9 +21,9 @@ from typing import Any
 from warden.audit.entry import StoredEntry
 from warden.auth import Permission, Principal
 from warden.canonical import request_hash
-from warden.errors import ConflictError, RequestError, WardenError
+from warden.errors import RequestError, WardenError
 from warden.gates.commit import idempotency_unique_key
-from warden.gateway import Gateway, RefusedError, response_from_record
+from warden.gateway import Gateway, RefusedError, held_record, response_from_record
 from warden.pipeline.context import DecisionRequest
 
 JURISDICTION = "X-Warden-Jurisdiction"
@@ -186,14 +186,7 @@ def _held(gateway: Gateway, request: DecisionRequest, caller: Principal) -> Stor
 
 def _replayed(gateway: Gateway, held: StoredEntry, request: DecisionRequest) -> ChatAnswer:
     """The first decision with this key, answered again from its record."""
-    record = held.body()
-    if record["request"]["request_hash"] != request.request_hash:
-        raise ConflictError(
-            f"{IDEMPOTENCY_KEY}: key {request.idempotency_key!r} was already used with a "
-            f"different request (decision {held.decision_id})",
-            code="idempotency.conflict",
-            field=IDEMPOTENCY_KEY,
-        )
+    record = held_record(held, request, IDEMPOTENCY_KEY)
     gates = {g["gate"]: g["result"] for g in record["gates"]}
     stop = record.get("stop") or {}
     if record["outcome"] == "refused":

@@ -136,6 +136,20 @@ def response_from_record(record: dict[str, Any], seq: int, *, replayed: bool) ->
     }
 
 
+def held_record(held: StoredEntry, request: DecisionRequest, field: str) -> dict[str, Any]:
+    """The record holding `request`'s idempotency key; 409 naming `field` (the body field
+    or the header the caller used) when it was made for a different request."""
+    record: dict[str, Any] = held.body()
+    if record["request"]["request_hash"] != request.request_hash:
+        raise ConflictError(
+            f"{field}: key {request.idempotency_key!r} was already used with a "
+            f"different request (decision {held.decision_id})",
+            code="idempotency.conflict",
+            field=field,
+        )
+    return record
+
+
 class Gateway:
     def __init__(
         self,
@@ -293,14 +307,7 @@ class Gateway:
         return asyncio.run(once())
 
     def _replay(self, held: StoredEntry, request: DecisionRequest) -> dict[str, Any]:
-        record = held.body()
-        if record["request"]["request_hash"] != request.request_hash:
-            raise ConflictError(
-                f"idempotency_key: key {request.idempotency_key!r} was already used with a "
-                f"different request (decision {held.decision_id})",
-                code="idempotency.conflict",
-                field="idempotency_key",
-            )
+        record = held_record(held, request, "idempotency_key")
         return response_from_record(record, held.seq, replayed=True)
 
     def _count(self, ctx: DecisionContext) -> None:

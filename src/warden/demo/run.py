@@ -169,11 +169,17 @@ def run_demo(
         sims = {}
         policy_path = SCORED_POLICY
         if triage:  # model endpoints: simulators on free ports, the policy pointed at them
-            from warden.demo.triage import demo_policy, simulators
+            from warden.endpoints.simulated import simulated_policy
+            from warden.policy.loader import load_policy_file
 
             data_dir.mkdir(parents=True, exist_ok=True)
-            sims = stack.enter_context(simulators(data_dir / "upstreams"))
-            policy_path = demo_policy(SCORED_POLICY, sims, data_dir / "policy.yaml")
+            simulated = stack.enter_context(
+                simulated_policy(
+                    load_policy_file(SCORED_POLICY), data_dir / "upstreams", latency_ms=20.0
+                )
+            )
+            sims = simulated.endpoints
+            policy_path = simulated.path
         gateway = stack.enter_context(Gateway.open(data_dir, policy_path))
         console.print(f"data directory  {data_dir.resolve()}")
         console.print(f"policy          {gateway.policy.source}  version {gateway.policy.version}")

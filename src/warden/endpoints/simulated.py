@@ -33,14 +33,19 @@ class SimulatedEndpoint:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
+    def kill(self) -> None:
+        """kill -9: an endpoint that vanishes mid-run (the demo's outage)."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
                 self.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=10)
+                self.kill()
 
 
 @dataclass
@@ -59,12 +64,17 @@ def _free_port() -> int:
 
 @contextlib.contextmanager
 def simulated_policy(
-    policy: LoadedPolicy, workdir: Path, *, scripted: bool = False, timeout: float = 20.0
+    policy: LoadedPolicy,
+    workdir: Path,
+    *,
+    scripted: bool = False,
+    latency_ms: float = 0.0,
+    timeout: float = 20.0,
 ) -> Iterator[SimulatedPolicy]:
     """Start one simulator per `openai_chat` endpoint of `policy` and write the policy,
     rebased onto them, to `workdir/policy.yaml`; stop them all on exit. `scripted`: the
     simulators answer chat requests with a scripted answer when the request carries one
-    (`warden dev upstream --scripted`)."""
+    (`warden dev upstream --scripted`); `latency_ms`: each answer's added latency."""
     workdir.mkdir(parents=True, exist_ok=True)
     started: dict[str, SimulatedEndpoint] = {}
     try:
@@ -75,7 +85,8 @@ def simulated_policy(
             log = workdir / f"upstream-{name}.access.jsonl"
             argv = [sys.executable, "-m", "warden", "dev", "upstream"]
             argv += ["--region", endpoint.region, "--port", str(port), "--access-log", str(log)]
-            argv += ["--model", endpoint.model] + (["--scripted"] if scripted else [])
+            argv += ["--model", endpoint.model, "--latency-ms", str(latency_ms)]
+            argv += ["--scripted"] if scripted else []
             proc = subprocess.Popen(
                 argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL
             )
