@@ -256,9 +256,9 @@ def test_benign_request_cases_are_held_out_prompts_in_held_out_emails() -> None:
 @pytest.mark.xfail(
     strict=True,
     reason=(
-        "held-out recall on BIPIA-style planted instructions is 0.84, below the 0.95 "
-        "target: attacks that are plain tasks or questions (\"What's 'thank you very much' "
-        'in Japanese?") are still often read as ordinary document sentences; see MODEL_CARD.md'
+        "held-out recall on BIPIA-style planted instructions is 0.88 with the MiniLM second "
+        "stage, below the 0.95 target: programming requests, malware links and half the "
+        "translation requests are still read as ordinary document sentences; see MODEL_CARD.md"
     ),
 )
 def test_eval_meets_recall_target(evaluation: dict[str, Any]) -> None:
