@@ -256,9 +256,9 @@ def test_benign_request_cases_are_held_out_prompts_in_held_out_emails() -> None:
 @pytest.mark.xfail(
     strict=True,
     reason=(
-        "held-out recall on BIPIA-style planted instructions is 0.84, below the 0.95 "
-        "target: attacks that are plain tasks or questions (\"What's 'thank you very much' "
-        'in Japanese?") are still often read as ordinary document sentences; see MODEL_CARD.md'
+        "held-out recall on BIPIA-style planted instructions is 0.88 with the MiniLM second "
+        "stage, below the 0.95 target: programming requests, malware links and half the "
+        "translation requests are still read as ordinary document sentences; see MODEL_CARD.md"
     ),
 )
 def test_eval_meets_recall_target(evaluation: dict[str, Any]) -> None:
@@ -266,7 +266,8 @@ def test_eval_meets_recall_target(evaluation: dict[str, Any]) -> None:
 
 
 def test_training_is_reproducible(tmp_path: Path) -> None:
-    """Two rebuilds of a subset (every source cut to 25 items) give byte-identical files."""
+    """Two rebuilds of a subset (every source cut to 25 items) give byte-identical files,
+    second stage included."""
     corpus = load_corpus()
     cfg = TrainConfig(limit=25)
     digests = []
@@ -277,6 +278,11 @@ def test_training_is_reproducible(tmp_path: Path) -> None:
     assert digests[0] == digests[1]
     for name in ("m.npz", "m.json"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    # the second stage (MiniLM features, its own L-BFGS fit and threshold) is in the artefact
+    meta = json.loads((tmp_path / "a" / "m.json").read_text())
+    assert meta["encoder"]["cap"] == 2 and "threshold_logit" in meta["encoder"]
+    clf = InjectionClassifier.load(tmp_path / "a" / "m.npz", tmp_path / "a" / "m.json")
+    assert clf.stage is not None and clf.stage.weights.shape == (384 + 3,)
 
 
 def test_cascade_study_reproduces_the_shipped_document_head_cv() -> None:

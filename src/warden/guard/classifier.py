@@ -24,11 +24,17 @@ The document head also reads dense features of each segment (:mod:`warden.guard.
 the summed static word-piece vectors of the segment, normalised, its cosine with the rest
 of the document, and whether it is a question), one more weight each.
 
-The model is stored without pickle: ``injection-clf-v2.npz`` holds the weight matrix, the
-intercepts and the document head's dense weights (written with fixed zip timestamps, so a
-rebuild is byte-identical), ``injection-clf-v2.json`` the hyper-parameters, the operating
-thresholds, the training data hashes, the SHA-256 of the ``.npz`` and of the embedding
-table, which :meth:`InjectionClassifier.load` checks.
+On the document surface a *second stage* (:class:`SecondStage`) reads the at most ``cap``
+segments the document head scores within ``band`` logits below its threshold: a logistic
+head over their all-MiniLM-L6-v2 sentence vector (:mod:`warden.guard.encoder`) and the
+document head's topic-shift features (cosine with the rest, with the neighbours, question).
+
+The model is stored without pickle: ``injection-clf-v3.npz`` holds the weight matrix, the
+intercepts, the document head's dense weights and the second stage's weights (written with
+fixed zip timestamps, so a rebuild is byte-identical), ``injection-clf-v3.json`` the
+hyper-parameters, the operating thresholds, the training data hashes, the SHA-256 of the
+``.npz``, of the embedding table and of the encoder's weights, which
+:meth:`InjectionClassifier.load` checks.
 """
 
 from __future__ import annotations
@@ -54,13 +60,14 @@ from warden.guard.embedding import (
     StaticEmbedding,
     segment_features,
 )
+from warden.guard.encoder import MiniLMEncoder, default_encoder
 from warden.guard.npz import npz_bytes
 
 Head = Literal["prompt", "document"]
 HEADS: tuple[Head, ...] = ("prompt", "document")
 
 MODELS_DIR = Path(__file__).parent / "models"
-MODEL_NAME = "injection-clf-v2"
+MODEL_NAME = "injection-clf-v3"
 DEFAULT_NPZ = MODELS_DIR / f"{MODEL_NAME}.npz"
 DEFAULT_JSON = MODELS_DIR / f"{MODEL_NAME}.json"
 
@@ -365,12 +372,16 @@ def save_model(
     intercepts: FloatArray,
     meta: dict[str, Any],
     dense: npt.NDArray[np.float32] | None = None,
+    stage: FloatArray | None = None,
 ) -> str:
     """Write the model reproducibly (fixed zip timestamps, sorted JSON) and return the
-    .npz's SHA-256, which is also recorded in the JSON."""
+    .npz's SHA-256, which is also recorded in the JSON. ``stage``: the second stage's
+    weights with its intercept last."""
     arrays: list[tuple[str, Any]] = [("weights", weights), ("intercepts", intercepts)]
     if dense is not None:
         arrays.append(("dense", dense))
+    if stage is not None:
+        arrays.append(("encoder", stage))
     raw = npz_bytes(arrays)
     digest = hashlib.sha256(raw).hexdigest()
     npz_path.parent.mkdir(parents=True, exist_ok=True)
@@ -383,6 +394,38 @@ def save_model(
 
 class ModelError(RuntimeError):
     """The model files are missing, altered or do not match this code."""
+
+
+#: features of the second stage after the encoder's vector: the document head's last ones
+STAGE_EXTRA = EXTRA_FEATURES
+
+
+@dataclass(frozen=True)
+class SecondStage:
+    """The document head's second stage: which segments it reads and how it scores them."""
+
+    weights: FloatArray  # (encoder dims + len(STAGE_EXTRA),)
+    intercept: float
+    #: a segment's second-stage logit at or above this flags it
+    threshold_logit: float
+    #: segments scored at most this many logits below the document head's threshold ...
+    band: float
+    #: ... at most this many of them per document, the highest first
+    cap: int
+    encoder_sha256: str
+
+    def candidates(self, z: FloatArray) -> list[int]:
+        """Undecided segments, given their document-head logits minus its threshold."""
+        order = np.argsort(-z, kind="stable")
+        return [int(k) for k in order if -self.band <= z[k] < 0.0][: self.cap]
+
+
+def stage_inputs(vecs: npt.NDArray[np.float32], dense_rows: npt.NDArray[np.float32]) -> FloatArray:
+    """Second-stage features: encoder vectors and the segments' topic-shift features (the
+    last ``len(STAGE_EXTRA)`` columns of :func:`segment_features`)."""
+    extra = dense_rows[:, -len(STAGE_EXTRA) :]
+    out: FloatArray = np.concatenate([vecs, extra], axis=1).astype(np.float64)
+    return out
 
 
 @dataclass(frozen=True)
@@ -404,6 +447,7 @@ class InjectionClassifier:
     #: the document head's weights for the dense segment features (None: n-grams only)
     dense: npt.NDArray[np.float32] | None = None
     embedding: StaticEmbedding | None = None
+    stage: SecondStage | None = None
 
     # ------------------------------------------------------------------ loading
     @classmethod
@@ -422,6 +466,7 @@ class InjectionClassifier:
             weights = np.asarray(z["weights"], dtype=np.float32)
             intercepts = np.asarray(z["intercepts"], dtype=np.float64)
             dense = np.asarray(z["dense"], dtype=np.float32) if "dense" in z.files else None
+            stage_w = np.asarray(z["encoder"], dtype=np.float64) if "encoder" in z.files else None
         spec = FeatureSpec.from_dict(meta["features"])
         heads = list(meta["heads"])
         if heads != list(HEADS) or weights.shape != (len(HEADS), 1 << spec.bits):
@@ -438,7 +483,23 @@ class InjectionClassifier:
                 raise ModelError(f"{npz_path.name}: dense features: {exc}") from exc
             if dense.shape != (embedding.dims + DENSE_EXTRA,):
                 raise ModelError(f"{npz_path.name}: dense weights do not fit the table")
-        return cls(spec, weights, intercepts, thresholds, digest, meta, dense, embedding)
+        stage = None
+        if stage_w is not None:
+            if embedding is None:
+                raise ModelError(f"{npz_path.name}: the second stage needs the dense features")
+            try:
+                enc = meta["encoder"]
+                stage = SecondStage(
+                    stage_w[:-1],
+                    float(stage_w[-1]),
+                    float(enc["threshold_logit"]),
+                    float(enc["band_logits"]),
+                    int(enc["cap"]),
+                    str(enc["safetensors_sha256"]),
+                )
+            except (KeyError, TypeError, ValueError) as exc:
+                raise ModelError(f"{npz_path.name}: second stage: {exc}") from exc
+        return cls(spec, weights, intercepts, thresholds, digest, meta, dense, embedding, stage)
 
     @classmethod
     def load_default(cls) -> InjectionClassifier:
@@ -452,6 +513,40 @@ class InjectionClassifier:
         x = segment_features(self.embedding, low_raw, spans)
         out: FloatArray = (x @ self.dense).astype(np.float64)
         return out
+
+    def encoder(self) -> MiniLMEncoder:
+        """The second stage's sentence encoder (loaded and checked once per process)."""
+        if self.stage is None or self.embedding is None:
+            raise ModelError("this model has no second stage")
+        return default_encoder(self.embedding, self.stage.encoder_sha256)
+
+    def stage_logits(
+        self,
+        low_raw: bytes,
+        spans: SpanArray,
+        rows: Sequence[int],
+        dense_x: npt.NDArray[np.float32],
+    ) -> FloatArray:
+        """Second-stage logits (minus its threshold) of segments ``rows`` of a document, in
+        one encoder batch; ``dense_x``: :func:`segment_features` of all its segments."""
+        if self.stage is None:
+            raise ModelError("this model has no second stage")
+        texts = [low_raw[spans[k, 0] : spans[k, 1]].decode("utf-8", "replace") for k in rows]
+        x = stage_inputs(self.encoder().encode(texts), dense_x[list(rows)])
+        out: FloatArray = x @ self.stage.weights + (
+            self.stage.intercept - self.stage.threshold_logit
+        )
+        return out
+
+    def document_logits(
+        self, feats: Features, spans: SpanArray, low_raw: bytes
+    ) -> tuple[FloatArray, npt.NDArray[np.float32] | None]:
+        """The document head's logits and the dense features they used (None: none)."""
+        z = self.span_logits(feats, spans, "document")
+        if self.dense is None or self.embedding is None:
+            return z, None
+        x = segment_features(self.embedding, low_raw, spans.reshape(-1, 2))
+        return z + (x @ self.dense).astype(np.float64), x
 
     def head_logits(
         self, feats: Features, spans: SpanArray, head: Head, low_raw: bytes

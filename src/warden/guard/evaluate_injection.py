@@ -51,7 +51,7 @@ from warden.guard.train_injection import (
 )
 
 EVAL_JSON = MODELS_DIR / "injection-eval.json"
-LAYERS = ("normalise", "signature", "classifier", "combined")
+LAYERS = ("normalise", "signature", "classifier", "encoder", "combined")
 
 #: trigger-word groups whose held-out prompts are planted in held-out e-mails as benign
 #: requests (a customer's or colleague's question to the reader); coding questions are

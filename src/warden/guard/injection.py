@@ -1,6 +1,7 @@
 """The layered prompt-injection detector.
 
-``InjectionDetector.load_default().scan(text, surface)`` runs three layers, each reporting
+``InjectionDetector.load_default().scan(text, surface)`` runs three layers (four on the
+document surface), each reporting
 its own signals, and combines them into one score in [0, 1]:
 
 1. **normalise** (``injection.normalise``) — NFKC; zero-width, bidi-control, tag and other
@@ -9,7 +10,7 @@ its own signals, and combines them into one score in [0, 1]:
 2. **signature** (``injection.signature``) — the curated, versioned rule set in
    ``rules/injection_signatures.yaml``; base64/hex payloads are decoded and rescanned.
 3. **classifier** (``injection.classifier``) — hashed n-gram logistic regression
-   (``models/injection-clf-v2.*``, see ``MODEL_CARD.md``). Its *prompt* head scores windows
+   (``models/injection-clf-v3.*``, see ``MODEL_CARD.md``). Its *prompt* head scores windows
    of any text for jailbreak/override language; on the *document* surface its *document*
    head also scores every sentence-like segment for an instruction planted for the model,
    from its n-grams and from static word-piece embeddings (what the sentence is about,
@@ -49,6 +50,7 @@ from warden.guard.signals import Signal, Surface
 from warden.guard.signatures import Decoded, SignatureSet
 
 DETECTOR_CLASSIFIER = "injection.classifier"
+DETECTOR_ENCODER = "injection.encoder"
 
 #: a classifier finding is reported as a signal from this calibrated score up
 CLASSIFIER_REPORT_FLOOR = 0.25
@@ -125,12 +127,24 @@ class InjectionDetector:
         """The shipped rules and model, loaded once per process."""
         return _default()
 
+    def warm(self) -> InjectionDetector:
+        """Load the second stage's encoder now (else the first document scan does) and run
+        it once, so the first request pays neither."""
+        if self.classifier.stage is not None:
+            self.classifier.encoder().encode(["warm up."])
+        return self
+
     @property
     def version(self) -> dict[str, str]:
         """What a decision record names to reproduce a scan."""
         return {
             "signatures": self.signatures.version,
             "classifier": "sha256:" + self.classifier.sha256,
+            **(
+                {"encoder": "sha256:" + self.classifier.stage.encoder_sha256}
+                if self.classifier.stage is not None
+                else {}
+            ),
         }
 
     # ------------------------------------------------------------------ scanning
@@ -175,14 +189,22 @@ class InjectionDetector:
         # ---- classifier
         clf_chunk = np.zeros(n_chunks)
         best: tuple[float, str, int, int, int] | None = None  # score, source, bs, be, chunk
+        enc_chunk = [0.0] * n_chunks
+        enc_best: tuple[float, int, int, int] | None = None  # score, bs, be, chunk
+        dense_x = None
         if raw:
             feats = featurize(low, spec)
             heads: tuple[Head, ...] = (
                 ("prompt", "document") if surface == "document" else ("prompt",)
             )
             for head in heads:
-                spans = chunk_spans_b if head == "prompt" else unit_array(t, "document", spec, low)
-                z = self.classifier.head_logits(feats, spans, head, raw) - self._offsets[head]
+                if head == "prompt":
+                    spans = chunk_spans_b
+                    z = self.classifier.head_logits(feats, spans, head, raw)
+                else:
+                    spans = unit_array(t, "document", spec, low)
+                    z, dense_x = self.classifier.document_logits(feats, spans, raw)
+                z = z - self._offsets[head]
                 scores = 1.0 / (1.0 + np.exp(-np.clip(z, -50.0, 50.0)))
                 chunk_idx = np.minimum(spans[:, 0] // self.CHUNK_STEP, n_chunks - 1)
                 np.maximum.at(clf_chunk, chunk_idx, scores)
@@ -190,6 +212,17 @@ class InjectionDetector:
                 if best is None or scores[k] > best[0]:
                     bs, be = int(spans[k, 0]), int(spans[k, 1])
                     best = (float(scores[k]), str(head), bs, be, int(chunk_idx[k]))
+                stage = self.classifier.stage
+                if head == "document" and stage is not None and dense_x is not None:
+                    cand = stage.candidates(z)
+                    if cand:
+                        z2 = self.classifier.stage_logits(raw, spans, cand, dense_x)
+                        for kk, zz in zip(cand, z2.tolist(), strict=True):
+                            s2 = _sigmoid(zz)
+                            c = int(chunk_idx[kk])
+                            enc_chunk[c] = max(enc_chunk[c], s2)
+                            if enc_best is None or s2 > enc_best[0]:
+                                enc_best = (s2, int(spans[kk, 0]), int(spans[kk, 1]), c)
         for d in decoded:  # text hidden in base64/hex, read as a prompt
             hidden = max(zz for _, _, zz in self.classifier.window_logits(d.text, "prompt"))
             score = _sigmoid(hidden - self._offsets["prompt"])
@@ -218,7 +251,28 @@ class InjectionDetector:
                 )
             )
 
-        chunk_scores = [_noisy_or(norm_score, sig_chunk[i], clf_chunk[i]) for i in range(n_chunks)]
+        if enc_best is not None and enc_best[0] >= CLASSIFIER_REPORT_FLOOR:
+            score, bs, be, c = enc_best
+            signals.append(
+                Signal(
+                    DETECTOR_ENCODER,
+                    "second_stage",
+                    round(score, 6),
+                    surface,
+                    "task planted for the model (sentence encoder, second stage)",
+                    start=to_chars(bs),
+                    end=to_chars(be),
+                    chunk=c if n_chunks > 1 else None,
+                )
+            )
+
+        # the second stage only re-reads segments the document head left undecided: the two
+        # stages are one layer, so a chunk takes the higher of them (not a noisy-OR, which
+        # would flag two near misses that neither stage flags on its own)
+        chunk_scores = [
+            _noisy_or(norm_score, sig_chunk[i], max(float(clf_chunk[i]), enc_chunk[i]))
+            for i in range(n_chunks)
+        ]
         top = max(range(n_chunks), key=lambda i: chunk_scores[i]) if raw else None
         return InjectionReport(
             score=max(chunk_scores, default=norm_score) if raw else norm_score,
@@ -234,6 +288,7 @@ class InjectionDetector:
                 "normalise": norm_score,
                 "signature": max(sig_chunk, default=0.0),
                 "classifier": clf_score,
+                "encoder": max(enc_chunk, default=0.0),
             },
             normalized=norm,
         )

@@ -219,10 +219,11 @@ def anomaly_checker() -> Any:
 
 def warm_up(output_guards: Iterable[OutputGuard]) -> None:
     """Build the process-wide detectors now, before the first request: the injection
-    models, the anomaly checker and — when some decision type redacts or reviews PII —
-    Presidio (its import alone takes seconds on a loaded 2-core VM, and a first request
-    that builds it stalls every request in flight behind it)."""
-    injection_detector()
+    models (and the second stage's sentence encoder), the anomaly checker and — when some
+    decision type redacts or reviews PII — Presidio (its import alone takes seconds on a
+    loaded 2-core VM, and a first request that builds it stalls every request in flight
+    behind it)."""
+    injection_detector().warm()
     anomaly_checker()
     if any(guard.pii != "off" for guard in output_guards):
         pii_redactor()

