@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tests.conftest import EXAMPLE_POLICY
+from tests.helpers_server import WardenServer, create_key
 from tests.helpers_upstream import Upstream
 from warden.endpoints.rebase import rebase_endpoints
 
@@ -50,3 +52,24 @@ def claim(jurisdiction: str = "EU", **overrides: Any) -> dict[str, Any]:
     }
     inputs.update(overrides)
     return {"decision_type": "claims_triage", "jurisdiction": jurisdiction, "inputs": inputs}
+
+
+@contextlib.contextmanager
+def served_world(
+    upstreams: Callable[..., Upstream],
+    tmp_path: Path,
+    *,
+    workers: int = 1,
+    **opts: dict[str, Any],
+) -> Iterator[tuple[World, WardenServer, str, str]]:
+    """`start_world`, then `warden serve` on its policy with a service key and an auditor
+    key: (world, server, service key, auditor key)."""
+    world = start_world(upstreams, tmp_path, **opts)
+    data_dir = tmp_path / "data"
+    key = create_key(data_dir, "svc", "service")
+    auditor = create_key(data_dir, "aldo", "auditor")
+    with WardenServer(
+        data_dir, tmp_path / "server.log", policy=world.policy, workers=workers
+    ) as server:
+        server.start(timeout=20 if workers == 1 else 60)
+        yield world, server, key, auditor

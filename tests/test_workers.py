@@ -20,8 +20,8 @@ import httpx
 import pytest
 
 from tests.conftest import payment
-from tests.helpers_llm import World, claim, start_world
-from tests.helpers_server import WardenServer, create_key, run_cli
+from tests.helpers_llm import World, claim, served_world
+from tests.helpers_server import WardenServer, run_cli
 from tests.helpers_upstream import upstreams  # noqa: F401  (fixture)
 from warden.audit.sqlite_store import SQLiteAuditStore
 from warden.audit.tools import read_only
@@ -36,13 +36,8 @@ CHAT = {"model": "x", "messages": [{"role": "user", "content": "What does my pol
 
 @pytest.fixture
 def served(upstreams: Any, tmp_path: Path) -> Iterator[tuple[World, WardenServer, str, str]]:  # noqa: F811
-    world = start_world(upstreams, tmp_path)
-    data_dir = tmp_path / "data"
-    key = create_key(data_dir, "svc", "service")
-    auditor = create_key(data_dir, "aldo", "auditor")
-    with WardenServer(data_dir, tmp_path / "server.log", policy=world.policy, workers=2) as server:
-        server.start(timeout=60)
-        yield world, server, key, auditor
+    with served_world(upstreams, tmp_path, workers=2) as served:
+        yield served
 
 
 def until_both_workers(send: Any, tries: int = 200) -> list[httpx.Response]:

@@ -22,7 +22,6 @@ from warden.audit.entry import StoredEntry
 from warden.auth import Permission, Principal
 from warden.canonical import request_hash
 from warden.errors import RequestError, WardenError
-from warden.gates.commit import idempotency_unique_key
 from warden.gateway import Gateway, RefusedError, held_record, response_from_record
 from warden.pipeline.context import DecisionRequest
 
@@ -154,15 +153,14 @@ async def chat_completion(
     gateway: Gateway, payload: Any, headers: Mapping[str, str], caller: Principal
 ) -> ChatAnswer:
     request = parse_chat_request(payload, headers, gateway)
-    held = _held(gateway, request, caller)
+    caller.require(Permission.DECIDE)
+    held = gateway.held_for(request, caller)
     if held is not None:
-        return _replayed(gateway, held, request)
+        return _replayed(held, request)
     ctx = await gateway.run_request(request, caller)
-    conflict = ctx.results["commit"].get("conflict_seq")
-    if conflict is not None:  # a concurrent request with the same key won the race
-        entry = gateway.store.entry(int(conflict))
-        assert entry is not None
-        return _replayed(gateway, entry, request)
+    held = gateway.race_winner(ctx)
+    if held is not None:
+        return _replayed(held, request)
     try:
         response = gateway.response_for(ctx)
     except RefusedError as exc:
@@ -177,14 +175,7 @@ async def chat_completion(
     )
 
 
-def _held(gateway: Gateway, request: DecisionRequest, caller: Principal) -> StoredEntry | None:
-    if not request.idempotency_key:
-        return None
-    caller.require(Permission.DECIDE)
-    return gateway.store.by_unique_key(idempotency_unique_key(caller.name, request.idempotency_key))
-
-
-def _replayed(gateway: Gateway, held: StoredEntry, request: DecisionRequest) -> ChatAnswer:
+def _replayed(held: StoredEntry, request: DecisionRequest) -> ChatAnswer:
     """The first decision with this key, answered again from its record."""
     record = held_record(held, request, IDEMPOTENCY_KEY)
     gates = {g["gate"]: g["result"] for g in record["gates"]}

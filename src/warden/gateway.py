@@ -245,19 +245,31 @@ class Gateway:
     ) -> dict[str, Any]:
         caller.require(Permission.DECIDE)
         request = parse_decision_request(payload, idempotency_key)
-        if request.idempotency_key:
-            held = self.store.by_unique_key(
-                idempotency_unique_key(caller.name, request.idempotency_key)
-            )
-            if held is not None:
-                return self._replay(held, request)
+        held = self.held_for(request, caller)
+        if held is not None:
+            return self._replay(held, request)
         ctx = await self.run_request(request, caller)
-        commit = ctx.results["commit"]
-        if "conflict_seq" in commit:  # a concurrent request with the same key won the race
-            held = self.store.entry(int(commit["conflict_seq"]))
-            assert held is not None
+        held = self.race_winner(ctx)
+        if held is not None:
             return self._replay(held, request)
         return self.response_for(ctx)
+
+    def held_for(self, request: DecisionRequest, caller: Principal) -> StoredEntry | None:
+        """The record already holding the request's idempotency key, if any."""
+        if not request.idempotency_key:
+            return None
+        return self.store.by_unique_key(
+            idempotency_unique_key(caller.name, request.idempotency_key)
+        )
+
+    def race_winner(self, ctx: DecisionContext) -> StoredEntry | None:
+        """The record of a concurrent request with the same key that committed first."""
+        conflict = ctx.results["commit"].get("conflict_seq")
+        if conflict is None:
+            return None
+        held = self.store.entry(int(conflict))
+        assert held is not None
+        return held
 
     async def run_request(self, request: DecisionRequest, caller: Principal) -> DecisionContext:
         """Run an already-parsed request through every gate (the doors parse)."""

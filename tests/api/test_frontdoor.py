@@ -11,8 +11,8 @@ import httpx
 import openai
 import pytest
 
-from tests.helpers_llm import World, start_world
-from tests.helpers_server import WardenServer, create_key
+from tests.helpers_llm import World, served_world
+from tests.helpers_server import WardenServer
 from tests.helpers_upstream import upstreams  # noqa: F401  (fixture)
 
 HEADERS = {"X-Warden-Decision-Type": "assistant_chat"}
@@ -20,13 +20,8 @@ HEADERS = {"X-Warden-Decision-Type": "assistant_chat"}
 
 @pytest.fixture
 def served(upstreams: Any, tmp_path: Path) -> Iterator[tuple[World, WardenServer, str, str]]:  # noqa: F811
-    world = start_world(upstreams, tmp_path)
-    data_dir = tmp_path / "data"
-    key = create_key(data_dir, "svc", "service")
-    auditor = create_key(data_dir, "aldo", "auditor")
-    with WardenServer(data_dir, tmp_path / "server.log", policy=world.policy) as server:
-        server.start()
-        yield world, server, key, auditor
+    with served_world(upstreams, tmp_path) as served:
+        yield served
 
 
 def client(server: WardenServer, key: str, jurisdiction: str | None = "EU") -> openai.OpenAI:
@@ -174,12 +169,8 @@ def test_an_answer_leaking_the_system_prompt_canary_goes_to_review(
     """A chat request gets its own canary system message; a model that repeats its system
     prompt (the scripted simulator fills in `{system_prompt}`) is caught by the output
     gate, and the answer does not reach the caller."""
-    world = start_world(upstreams, tmp_path, **{"llm-eu-1": {"scripted": True}})
-    data_dir = tmp_path / "data"
-    key = create_key(data_dir, "svc", "service")
-    auditor = create_key(data_dir, "aldo", "auditor")
-    with WardenServer(data_dir, tmp_path / "server.log", policy=world.policy) as server:
-        server.start()
+    scripted = {"llm-eu-1": {"scripted": True}}
+    with served_world(upstreams, tmp_path, **scripted) as (_, server, key, auditor):
         eu = client(server, key)
         fine = eu.chat.completions.create(
             model="x",

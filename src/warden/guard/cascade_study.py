@@ -38,7 +38,6 @@ from warden.guard.train_injection import (
     SEED,
     Corpus,
     Doc,
-    Item,
     Rows,
     TrainConfig,
     _in_fold,
@@ -49,10 +48,12 @@ from warden.guard.train_injection import (
     choose_threshold,
     clean_docs,
     document_head_docs,
+    fold_out,
     insert_attack,
     load_corpus,
     norm,
     train_logreg,
+    unit_logits,
 )
 
 SECOND_STAGE_BAND = 4.0
@@ -172,43 +173,6 @@ def stage_rows(c: Corpus, encode: Encoder, spec: FeatureSpec, rng: np.random.Gen
     )
 
 
-def fold_out(c: Corpus, f: int) -> Corpus:
-    """The items of ``c`` outside fold ``f``."""
-
-    def keep(items: list[Item]) -> list[Item]:
-        return [i for i in items if i.fold != f]
-
-    return Corpus(
-        keep(c.emails),
-        keep(c.text_attacks),
-        keep(c.code_contexts),
-        keep(c.code_attacks),
-        keep(c.jailbreaks),
-        keep(c.normal),
-        keep(c.wildguard),
-        keep(c.trigger),
-        keep(c.presidio),
-        keep(c.business),
-        c.files,
-    )
-
-
-def unit_logits(w: F64, b: float, doc: Doc, spec: FeatureSpec, emb: StaticEmbedding) -> F64:
-    """Every segment's document-head logit (the detector's computation, per segment)."""
-    from warden.guard.classifier import featurize, window_rows
-    from warden.guard.embedding import segment_features
-
-    dim = 1 << spec.bits
-    low = doc.text.lower()
-    spans = units(doc.text, "document", spec, low)
-    x = segment_features(emb, low.encode("utf-8", "surrogatepass"), np.array(spans, np.int64))
-    extra = x.astype(np.float64) @ w[dim : dim + x.shape[1]]
-    rows = window_rows(featurize(low, spec), spans, spec.alpha)
-    return np.array(
-        [b + float(np.sum(w[u] * v)) + e for (u, v), e in zip(rows, extra, strict=True)]
-    )
-
-
 def study(encoder_name: str) -> tuple[float, float, dict[str, tuple[int, float, float]]]:
     """The document head's threshold, the second stage's, and per document kind: count,
     rate flagged by the head alone, rate flagged by the cascade."""
@@ -235,7 +199,7 @@ def study(encoder_name: str) -> tuple[float, float, dict[str, tuple[int, float, 
         w, b = train_logreg(_subset(rows, np.isin(rows.doc, keep)), dim + n_dense, cfg.l2[1])
         w = w.astype(np.float32).astype(np.float64)
         held = [d for d in [*data.docs, *requests] if _in_fold(d, f)]
-        fold_docs[f] = [(d, unit_logits(w, b, d, spec, emb)) for d in held]
+        fold_docs[f] = [(d, unit_logits(w, b, d.text, spec, emb)) for d in held]
         s_rows = stage_rows(fold_out(c, f), encode, spec, np.random.default_rng([SEED, 7, f]))
         sw, sb = train_logreg(s_rows, int(s_rows.col.max()) + 1, 3e-5)
         stage2[f] = np.append(sw, sb)

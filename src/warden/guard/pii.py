@@ -335,7 +335,7 @@ class _PrefilteredPhoneRecognizer(PhoneRecognizer):
     #: digits glued to letters ("RF16 2154 2363", an ISO 11649 payment reference) or
     #: joined to them by one hyphen, slash or hash ("P-330849", "CLM-982633"): the tail of
     #: an identifier (claim, policy, reference numbers), not a phone number
-    _IDENTIFIER_BEFORE = re.compile(r"[A-Za-z](?:[-/#]|\d*)\Z")
+    _IDENTIFIER_BEFORE = re.compile(r"[A-Za-z][-/#]?\Z")
     #: without the matcher's private per-candidate method: characters of context either
     #: side for a scan (it rejects "2015-12-22 04:34:22" time stamps by what follows)
     MARGIN = 8
@@ -372,7 +372,10 @@ class _PrefilteredPhoneRecognizer(PhoneRecognizer):
                 continue
             if self._NOT_PHONE.fullmatch(candidate):
                 continue
-            if candidate[0] != "+" and self._IDENTIFIER_BEFORE.search(text, 0, m.start()):
+            start = m.start()
+            if candidate[0] != "+" and self._IDENTIFIER_BEFORE.search(
+                text, max(0, start - 2), start
+            ):
                 continue
             yield m
 

@@ -1036,7 +1036,9 @@ def stage_rows(
     )
 
 
-def _fold_out(c: Corpus, f: int) -> Corpus:
+def fold_out(c: Corpus, f: int) -> Corpus:
+    """The items of ``c`` outside fold ``f``."""
+
     def keep(items: list[Item]) -> list[Item]:
         return [i for i in items if i.fold != f]
 
@@ -1055,7 +1057,7 @@ def _fold_out(c: Corpus, f: int) -> Corpus:
     )
 
 
-def _unit_logits(
+def unit_logits(
     w: npt.NDArray[np.float64], b: float, text: str, spec: FeatureSpec, emb: StaticEmbedding
 ) -> npt.NDArray[np.float64]:
     """Every segment's document-head logit (the detector's computation, per segment)."""
@@ -1102,14 +1104,14 @@ def train_second_stage(
     judged: list[tuple[str, bool, float]] = []  # kind, flagged by the head, stage logit
     for f, (wf, bf) in enumerate(fold_models):
         s_rows = stage_rows(
-            _fold_out(c, f), spec, emb, encode, np.random.default_rng([cfg.seed, 7, f])
+            fold_out(c, f), spec, emb, encode, np.random.default_rng([cfg.seed, 7, f])
         )
         n_feats = int(s_rows.col.max()) + 1
         sw, sb = train_logreg(s_rows, n_feats, cfg.stage_l2, cfg.max_iter)
         for d in [*data.docs, *requests]:
             if not _in_fold(d, f):
                 continue
-            z = _unit_logits(wf, bf, d.text, spec, emb)
+            z = unit_logits(wf, bf, d.text, spec, emb)
             order = np.argsort(-z, kind="stable")
             cand = [int(k) for k in order if head_t - STAGE_BAND <= z[k] < head_t][:STAGE_CAP]
             s = -math.inf
