@@ -5,30 +5,35 @@ way on any machine, in any language.
 
 Speed: the `rfc8785` package is a pure-Python serializer (measured ~700 µs for a 1.5 KB
 decision record, more than the rest of the pipeline together). For the values Warden
-writes, the C-accelerated `json.dumps` produces the same bytes once floats are normalised:
-JCS differs from `json.dumps(sort_keys=True, separators=(",", ":"), ensure_ascii=False)`
-only in number formatting (ECMAScript `Number.toString`) and in sorting keys by UTF-16
-code units. `_normalise` rewrites integral floats below 2^53 as ints (the same digits);
-non-integral floats with 1e-4 <= |x| < 2^53 print identically in both; tiny floats
-(0 < |x| < 1e-4, e.g. a model's fraud probability of 1.3e-05) go in as placeholder
-strings that are replaced by their ECMAScript form afterwards (`_es_tiny`; if a string in
-the value happens to contain the placeholder mark, the reference does it instead); anything
-else (huge floats, keys beyond the BMP, lone surrogates) falls back to `rfc8785`, which is
-authoritative. A property test checks the fast path against `rfc8785`."""
+writes, a C serializer with sorted keys produces the same bytes once floats are
+normalised: JCS differs from sorted, compact, UTF-8 JSON only in number formatting
+(ECMAScript `Number.toString`) and in sorting keys by UTF-16 code units. `_normalise`
+rewrites integral floats below 2^53 as ints (the same digits); non-integral floats with
+1e-4 <= |x| < 2^53 print identically in both; tiny floats (0 < |x| < 1e-4, e.g. a model's
+fraud probability of 1.3e-05) go in as placeholder strings that are replaced by their
+ECMAScript form afterwards (`_es_tiny`; if a string in the value happens to contain the
+placeholder mark, the reference does it instead); anything else (NaN, infinities, huge
+floats, ints beyond 2^53, keys beyond the BMP, lone surrogates, non-JSON types) falls back
+to `rfc8785`, which is authoritative. The serializer is `orjson` (`OPT_SORT_KEYS`; on a
+normalised value it writes exactly what `json.dumps(sort_keys=True, separators=(",", ":"),
+ensure_ascii=False)` writes, at a tenth of the cost: 33 -> 3 µs for the 4.6 KB decision
+record). Property tests check the fast path against `rfc8785` and against `json.dumps`."""
 
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 from typing import Any
 
+import orjson
 import rfc8785
 
 _SAFE_INT = 2**53
 #: brackets a tiny float's index in the fast path's output (private-use code points)
 _MARK = "\ue000\ue001"
-_TINY_RE = re.compile('"' + _MARK + "([0-9]+)" + _MARK + '"')
+_MARK_BYTES = _MARK.encode()
+_TINY_RE = re.compile(b'"' + _MARK_BYTES + b"([0-9]+)" + _MARK_BYTES + b'"')
+_SORTED = orjson.OPT_SORT_KEYS
 
 
 class _NeedsReference(Exception):
@@ -106,15 +111,14 @@ def canonical_json(value: Any) -> bytes:
     tiny: list[float] = []
     try:
         normal = _normalise(value, tiny)
-        text = json.dumps(
-            normal, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-        )
+        # str, int, float, bool, None, dict and list only: orjson needs no `default`
+        data = orjson.dumps(normal, option=_SORTED)
         if tiny:
-            if text.count(_MARK) != 2 * len(tiny):  # the mark also occurs in a string
+            if data.count(_MARK_BYTES) != 2 * len(tiny):  # the mark also occurs in a string
                 raise _NeedsReference
-            text = _TINY_RE.sub(lambda m: _es_tiny(tiny[int(m.group(1))]), text)
-        return text.encode("utf-8")
-    except (_NeedsReference, UnicodeEncodeError, ValueError):
+            data = _TINY_RE.sub(lambda m: _es_tiny(tiny[int(m.group(1))]).encode(), data)
+        return data
+    except (_NeedsReference, orjson.JSONEncodeError):  # e.g. a lone surrogate
         return rfc8785.dumps(value)
 
 

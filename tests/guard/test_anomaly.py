@@ -9,6 +9,8 @@ import threading
 from collections import deque
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from warden.guard.anomaly import CANARY_PREFIX, CONTENT_TYPES, OutputAnomalyChecker, new_canary
 from warden.guard.signals import Signal
@@ -327,3 +329,44 @@ def test_rolling_baseline_is_exactly_median_and_mad_of_the_window() -> None:
             med = statistics.median(ref)
             assert (base.n, base.log_median) == (len(ref), med)
             assert base.log_mad == statistics.median(abs(v - med) for v in ref)
+
+
+# --------------------------------------------------------------------------- prefilter
+
+_TRICKY = (
+    "``` ~~~ \t \n $_ #_ >_ curl_ wget_ rm_-rf_ |_sh base64_-d nc_-e powershell_-enc iwr( "
+    "chmod_+x <script> <img_src= <b> </div> javascript: JavaScript_: javaſcript: onclick= "
+    "![x]( [link]( ]( ][ ]: [ref]:_ http:// HTTPS:// www. WWW. DATA: evil.example /a?q=1 "
+    ") ( [ ] ! \" ' K İ ſ ｗｗｗ. wss:// ftp:// report_text_ amount_80.00_EUR._"
+)
+_PIECES = st.sampled_from(
+    [p.replace("_", " ") for p in _TRICKY.split(" ")]
+    + ["    ", "PS C:\\> ", "data:image/png;base64,AAAAAAAAAAAA"]
+)
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.lists(_PIECES | st.text(max_size=6), max_size=14).map("".join))
+def test_content_prefilter_changes_no_result(text: str) -> None:
+    import warden.guard.anomaly as anomaly
+
+    filtered = anomaly._find_content(text)
+    anomaly._PREFILTER = False
+    try:
+        reference = anomaly._find_content(text)
+    finally:
+        anomaly._PREFILTER = True
+    assert filtered == reference
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.text(alphabet=st.characters(max_codepoint=127)) | st.text())
+def test_ascii_fast_paths_equal_the_patterns(text: str) -> None:
+    import unicodedata
+
+    import warden.guard.anomaly as anomaly
+
+    assert anomaly._alnum_lower(text) == (
+        anomaly._NOT_ALNUM.sub("", unicodedata.normalize("NFKC", text)).lower()
+    )
+    assert anomaly._without_whitespace(text) == anomaly._WS.sub("", text)

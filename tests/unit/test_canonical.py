@@ -78,3 +78,43 @@ def test_tiny_floats_take_the_fast_path_with_ecmascript_digits() -> None:
     # a string holding the placeholder mark: the reference serializer decides instead
     sneaky = {"a": 1.3e-05, "b": canonical._MARK + "0" + canonical._MARK}
     assert canonical_json(sneaky) == rfc8785.dumps(sneaky)
+
+
+safe_floats = st.floats(min_value=1e-4, max_value=2.0**53 - 1) | st.floats(
+    min_value=-(2.0**53) + 1, max_value=-1e-4
+)
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.lists(safe_floats | st.text() | st.integers(-(2**53) + 1, 2**53 - 1), max_size=8))
+def test_fast_path_numbers_and_strings_match_rfc8785(values: list[Any]) -> None:
+    """The plain floats and strings of real records, which take the fast path (the
+    recursive strategy above mostly draws edge values that go to the reference)."""
+    value = {"v": values, "t": tuple(values), "d": {str(i): v for i, v in enumerate(values)}}
+    assert canonical_json(value) == rfc8785.dumps(value)
+
+
+def test_control_characters_and_escapes_match_rfc8785() -> None:
+    text = "".join(chr(c) for c in range(0x80)) + "\u2028\u2029\ufeff é ß 中 \ue000"
+    value = {text: text, "k": [text, {"\x7f": '\\"/'}]}
+    assert canonical_json(value) == rfc8785.dumps(value)
+
+
+def test_non_json_values_go_to_the_reference() -> None:
+    import enum
+    from datetime import datetime
+
+    class Colour(enum.IntEnum):
+        RED = 1
+
+    for bad in (float("nan"), float("inf"), datetime(2026, 1, 1), {1: "int key"}, 2**60):
+        try:
+            expected: bytes | None = rfc8785.dumps({"x": bad})
+        except Exception:
+            expected = None
+        try:
+            got: bytes | None = canonical_json({"x": bad})
+        except Exception:
+            got = None
+        assert got == expected, bad
+    assert canonical_json({"x": Colour.RED}) == rfc8785.dumps({"x": Colour.RED})

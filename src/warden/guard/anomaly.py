@@ -256,25 +256,43 @@ def _host_allowed(host: str, allowed_hosts: Iterable[str]) -> bool:
     return any(host == d or host.endswith("." + d) for d in allowed_hosts if d)
 
 
+#: off only in tests, which check that the prefilter changes no result
+_PREFILTER = True
+
+
 def _find_content(text: str) -> list[_Hit]:
+    """Every content hit in ``text``. Each pattern runs only when a substring that every
+    match of it contains is present (exact: the patterns' literal characters, and for the
+    case-insensitive ones letters without non-ASCII case variants, so ``text.lower()`` finds
+    them); ordinary prose then costs a few substring tests instead of a dozen regex scans
+    (486-character answer: 59 -> ~5 µs)."""
     hits: list[_Hit] = []
     covered: list[tuple[int, int]] = []  # spans of links/images, so URLs inside are not re-counted
-
-    fences = list(_FENCE.finditer(text))
-    for opening, closing in zip(fences[::2], [*fences[1::2], None], strict=False):
-        hits.append(_Hit("code_block", 0.6, opening.start(), (closing or opening).end()))
-    hits.extend(_indented_code(text))
-    for m in _SHELL_PROMPT.finditer(text):
-        hits.append(_Hit("shell_command", 0.7, m.start(), m.end()))
     low = text.lower()
+    every = not _PREFILTER  # tests turn the prefilter off to compare
+    tag = every or "<" in text
+    link = every or "](" in text
+
+    if every or "```" in text or "~~~" in text:
+        fences = list(_FENCE.finditer(text))
+        for opening, closing in zip(fences[::2], [*fences[1::2], None], strict=False):
+            hits.append(_Hit("code_block", 0.6, opening.start(), (closing or opening).end()))
+    if every or "    " in text or "\t" in text:
+        hits.extend(_indented_code(text))
+    if every or "$" in text or "#" in text or ">" in text:
+        for m in _SHELL_PROMPT.finditer(text):
+            hits.append(_Hit("shell_command", 0.7, m.start(), m.end()))
     for triggers, rx in _SHELL_ANYWHERE:
         if any(t in low for t in triggers):
             for m in rx.finditer(text):
                 hits.append(_Hit("shell_command", 0.7, m.start(), m.end()))
-    for m in _ACTIVE_TAG.finditer(text):
-        hits.append(_Hit("script", 0.9, m.start(), m.end()))
-    for m in _HTML_TAG.finditer(text):
-        hits.append(_Hit("html", 0.5, m.start(), m.end()))
+    # "javascript:" case-insensitively: "java" has no non-ASCII case variant ("s" has: ſ)
+    if tag or (":" in text and "java" in low):
+        for m in _ACTIVE_TAG.finditer(text):
+            hits.append(_Hit("script", 0.9, m.start(), m.end()))
+    if tag:
+        for m in _HTML_TAG.finditer(text):
+            hits.append(_Hit("html", 0.5, m.start(), m.end()))
 
     def image(url: str, start: int, end: int) -> None:
         host, data = _url_info(url)
@@ -283,39 +301,49 @@ def _find_content(text: str) -> list[_Hit]:
         hits.append(_Hit("markdown_image", 1.0 if data else 0.8, start, end, host, data))
         covered.append((start, end))
 
-    for m in _MD_IMAGE.finditer(text):
-        image(m.group(2), m.start(), m.end())
-    for m in _IMG_TAG_SRC.finditer(text):
-        image(m.group(1), m.start(), m.end())
-    refs = {k.strip().lower(): v for k, v in _MD_REF_DEF.findall(text)}
-    image_refs: set[str] = set()
-    for m in _MD_REF_IMAGE.finditer(text):
-        key = (m.group(2) or m.group(1)).strip().lower()
-        if key in refs:
-            image(refs[key], m.start(), m.end())
-            image_refs.add(key)
-    for m in _MD_REF_DEF.finditer(text):
-        covered.append((m.start(), m.end()))
-        if m.group(1).strip().lower() in image_refs:
-            continue  # reported with its image
-        host, data = _url_info(m.group(2))
-        hits.append(_Hit("markdown_link", 0.85 if data else 0.6, m.start(), m.end(), host, data))
-    for m in _MD_LINK.finditer(text):
-        url = m.group(2)
-        if url.lower().startswith("javascript:"):
-            continue  # reported as "script"
-        host, data = _url_info(url)
-        if not host and "://" not in url:
-            continue  # relative link or anchor
-        hits.append(_Hit("markdown_link", 0.85 if data else 0.6, m.start(), m.end(), host, data))
-        covered.append((m.start(), m.end()))
-    for m in _URL.finditer(text):
-        if any(s <= m.start() < e for s, e in covered):
-            continue
-        url = m.group().rstrip(_TRAILING_PUNCT)
-        host, data = _url_info(url)
-        score = 0.7 if url.lower().startswith("data:") else (0.6 if data else 0.4)
-        hits.append(_Hit("url", score, m.start(), m.start() + len(url), host, data))
+    if link:
+        for m in _MD_IMAGE.finditer(text):
+            image(m.group(2), m.start(), m.end())
+    if tag:
+        for m in _IMG_TAG_SRC.finditer(text):
+            image(m.group(1), m.start(), m.end())
+    if every or "]:" in text:
+        refs = {k.strip().lower(): v for k, v in _MD_REF_DEF.findall(text)}
+        image_refs: set[str] = set()
+        if every or "][" in text:
+            for m in _MD_REF_IMAGE.finditer(text):
+                key = (m.group(2) or m.group(1)).strip().lower()
+                if key in refs:
+                    image(refs[key], m.start(), m.end())
+                    image_refs.add(key)
+        for m in _MD_REF_DEF.finditer(text):
+            covered.append((m.start(), m.end()))
+            if m.group(1).strip().lower() in image_refs:
+                continue  # reported with its image
+            host, data = _url_info(m.group(2))
+            hits.append(
+                _Hit("markdown_link", 0.85 if data else 0.6, m.start(), m.end(), host, data)
+            )
+    if link:
+        for m in _MD_LINK.finditer(text):
+            url = m.group(2)
+            if url.lower().startswith("javascript:"):
+                continue  # reported as "script"
+            host, data = _url_info(url)
+            if not host and "://" not in url:
+                continue  # relative link or anchor
+            hits.append(
+                _Hit("markdown_link", 0.85 if data else 0.6, m.start(), m.end(), host, data)
+            )
+            covered.append((m.start(), m.end()))
+    if every or "://" in text or "www." in low or "data:" in low:
+        for m in _URL.finditer(text):
+            if any(s <= m.start() < e for s, e in covered):
+                continue
+            url = m.group().rstrip(_TRAILING_PUNCT)
+            host, data = _url_info(url)
+            score = 0.7 if url.lower().startswith("data:") else (0.6 if data else 0.4)
+            hits.append(_Hit("url", score, m.start(), m.start() + len(url), host, data))
     return hits
 
 
@@ -364,8 +392,22 @@ _NOT_ALNUM = re.compile(r"[\W_]+")
 _WS = re.compile(r"\s+")
 
 
+#: for ASCII text, what the two patterns above remove, as byte tables (NFKC leaves ASCII
+#: as it is; `\s` on str also matches \x1c-\x1f): the same result at a tenth of the cost
+_ASCII_NOT_ALNUM = bytes(c for c in range(128) if not chr(c).isalnum() or c == 0x5F)
+_ASCII_WS = b" \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f"
+
+
 def _alnum_lower(s: str) -> str:
+    if s.isascii():
+        return s.encode().translate(None, _ASCII_NOT_ALNUM).decode().lower()
     return _NOT_ALNUM.sub("", unicodedata.normalize("NFKC", s)).lower()
+
+
+def _without_whitespace(s: str) -> str:
+    if s.isascii():
+        return s.encode().translate(None, _ASCII_WS).decode()
+    return _WS.sub("", s)
 
 
 def _b64_fragments(secret: bytes) -> set[str]:
@@ -423,7 +465,7 @@ def _canary_leak(text: str, canary: str) -> tuple[str, int, int] | None:
         return "obfuscated", 0, len(text)
     if forms.alnum[::-1] in squeezed or forms.core[::-1] in squeezed:
         return "reversed", 0, len(text)
-    compact = _WS.sub("", text)
+    compact = _without_whitespace(text)
     for frag in forms.b64:
         if frag in compact:
             return "base64", 0, len(text)
