@@ -203,6 +203,9 @@ def serve_workers(data_dir: Path, policy: Path | None, host: str, port: int, cou
                 count,
                 console,
             )
+            from warden.runtime import tune_for_serving
+
+            tune_for_serving()  # the writer allocates per entry: no rescans of the policy
             _run_loop(_main(gateway.store, supervisor))
             listener.close()
         finally:
