@@ -980,20 +980,28 @@ def stage_features(
     return stage_inputs(encode(texts), dense[list(rows)])
 
 
-def stage_rows(
-    c: Corpus, spec: FeatureSpec, emb: StaticEmbedding, encode: Encode, rng: np.random.Generator
-) -> Rows:
-    """Training rows of the second stage: text attacks planted in e-mails (their first
+@dataclass(frozen=True)
+class StageExample:
+    """A document the second stage learns from, and which of its segments are rows."""
+
+    text: str
+    rows: tuple[int, ...]
+    label: float  # +1 / -1
+    #: where it came from: "attack", or the negative's source (benign_trigger_words, ...)
+    source: str
+
+
+def stage_examples(c: Corpus, spec: FeatureSpec, rng: np.random.Generator) -> list[StageExample]:
+    """The second stage's training documents: text attacks planted in e-mails (their first
     segment, positive); benign requests and business sentences planted in e-mails (their
     segments) and every segment of clean e-mails, code answers and presidio sentences
-    (negative). Both classes weigh the same in total."""
+    (negative)."""
     from warden.guard.evaluate_injection import REQUEST_GROUPS
 
     emails = [norm(e.text) for e in c.emails]
-    xs: list[npt.NDArray[np.float64]] = []
-    ys: list[float] = []
+    out: list[StageExample] = []
 
-    def add(text: str, needle: str | None, label: float, first_only: bool) -> None:
+    def add(text: str, needle: str | None, label: float, first_only: bool, source: str) -> None:
         raw, spans = _segments(text, spec)
         segs = [raw[a:b].decode("utf-8", "replace") for a, b in spans.tolist()]
         rows = list(range(len(segs)))
@@ -1002,8 +1010,7 @@ def stage_rows(
             rows = [k for k, sg in enumerate(segs) if sg.strip() and sg.strip() in low]
         rows = rows[:1] if first_only else rows
         if rows:
-            xs.append(stage_features(text, rows, spec, emb, encode))
-            ys.extend([label] * len(rows))
+            out.append(StageExample(text, tuple(rows), label, source))
 
     def some(n: int) -> list[str]:
         if not emails:
@@ -1014,18 +1021,22 @@ def stage_rows(
     for a in c.text_attacks:
         for e in some(3):
             for pos in POSITIONS:
-                add(insert_attack(e, norm(a.text), pos)[0], norm(a.text), 1.0, True)
+                add(insert_attack(e, norm(a.text), pos)[0], norm(a.text), 1.0, True, "attack")
     asks = [i for i in c.trigger if i.category in REQUEST_GROUPS]
     for i in [*asks, *c.business]:
         for e in some(2 if i.source != "benign_business" else 1):
             pos = POSITIONS[int(rng.integers(0, len(POSITIONS)))]
-            add(insert_attack(e, norm(i.text), pos)[0], norm(i.text), -1.0, False)
+            add(insert_attack(e, norm(i.text), pos)[0], norm(i.text), -1.0, False, i.source)
     for d in [*c.emails, *c.code_contexts, *c.presidio]:
-        add(norm(d.text), None, -1.0, False)
-    x = np.concatenate(xs)
-    y = np.array(ys)
+        add(norm(d.text), None, -1.0, False, d.source)
+    return out
+
+
+def dense_rows(
+    x: npt.NDArray[np.float64], y: npt.NDArray[np.float64], w: npt.NDArray[np.float64]
+) -> Rows:
+    """Dense training rows (one per line of ``x``) in the coordinate form L-BFGS reads."""
     n, k = x.shape
-    w = np.where(y > 0, 0.5 / max(1, int(np.sum(y > 0))), 0.5 / max(1, int(np.sum(y < 0))))
     return Rows(
         np.repeat(np.arange(n, dtype=np.int64), k),
         np.tile(np.arange(k, dtype=np.int64), n),
@@ -1034,6 +1045,18 @@ def stage_rows(
         w,
         np.zeros(n, dtype=np.int64),
     )
+
+
+def stage_rows(
+    c: Corpus, spec: FeatureSpec, emb: StaticEmbedding, encode: Encode, rng: np.random.Generator
+) -> Rows:
+    """Training rows of the second stage (:func:`stage_examples`), both classes weighing
+    the same in total."""
+    examples = stage_examples(c, spec, rng)
+    x = np.concatenate([stage_features(e.text, e.rows, spec, emb, encode) for e in examples])
+    y = np.array([e.label for e in examples for _ in e.rows])
+    w = np.where(y > 0, 0.5 / max(1, int(np.sum(y > 0))), 0.5 / max(1, int(np.sum(y < 0))))
+    return dense_rows(x, y, w)
 
 
 def fold_out(c: Corpus, f: int) -> Corpus:
