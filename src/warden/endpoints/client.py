@@ -1,8 +1,9 @@
 """The async OpenAI-compatible chat-completions client.
 
-One pooled `aiohttp.ClientSession` per event loop (measured against the simulator at 32
-in flight: 0.3–0.45 ms of client CPU per call, against 3.5–4.2 ms with httpx's
-AsyncClient; bench/README.md); per-endpoint timeouts and retries; failover
+One pool of keep-alive HTTP/1.1 connections per event loop (`endpoints/http1.py`: at 32
+in flight ≈ 38 µs of client CPU per call against ≈ 100 µs with aiohttp's ClientSession,
+tuned or not, and 3.5–4.2 ms with httpx's AsyncClient; bench/README.md); each endpoint's
+URL parsed once; per-endpoint timeouts and retries; failover
 only along a `Routing`'s candidates (which come from the residency plan alone). Every
 attempt — endpoint, region, zone, status or error, latency — is returned, so the record
 names exactly the deployments that were tried and the one that answered. The decision id
@@ -14,17 +15,17 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import ssl
 import time
 import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
-
 from warden import metrics
 from warden.audit.sqlite_store import utc_now
 from warden.endpoints import local_model
+from warden.endpoints.http1 import ConnectError, Http1Pool, Origin, TransportError
 from warden.endpoints.router import Router, Routing, Skip
 from warden.errors import WardenError
 from warden.policy.model import Endpoint
@@ -65,28 +66,43 @@ class CallResult:
 
 
 class ChatClient:
-    def __init__(self, router: Router, *, max_connections: int = 256) -> None:
+    def __init__(
+        self,
+        router: Router,
+        *,
+        max_connections: int = 256,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        """`ssl_context`: for HTTPS endpoints (default: the system's CAs, which honour
+        SSL_CERT_FILE / SSL_CERT_DIR)."""
         self.router = router
         self.max_connections = max_connections
-        #: one session per event loop (a session belongs to the loop it was made on)
-        self._pools: dict[int, tuple[weakref.ref[asyncio.AbstractEventLoop], Any]] = {}
+        self.ssl_context = ssl_context
+        #: one pool per event loop (a connection belongs to the loop it was made on)
+        self._pools: dict[int, tuple[weakref.ref[asyncio.AbstractEventLoop], Http1Pool]] = {}
+        #: base_url → its parsed origin (parsed once, not per call)
+        self._origins: dict[str, Origin] = {}
 
-    def pool(self) -> aiohttp.ClientSession:
+    def pool(self) -> Http1Pool:
         loop = asyncio.get_running_loop()
         held = self._pools.get(id(loop))
         if held is not None and held[0]() is loop and not held[1].closed:
-            session: aiohttp.ClientSession = held[1]
-            return session
-        connector = aiohttp.TCPConnector(limit=self.max_connections, limit_per_host=0)
-        session = aiohttp.ClientSession(connector=connector, trust_env=False)
-        self._pools[id(loop)] = (weakref.ref(loop), session)
-        return session
+            return held[1]
+        pool = Http1Pool(limit=self.max_connections, ssl_context=self.ssl_context)
+        self._pools[id(loop)] = (weakref.ref(loop), pool)
+        return pool
+
+    def origin(self, url: str) -> Origin:
+        origin = self._origins.get(url)
+        if origin is None:
+            origin = self._origins[url] = Origin.parse(url)
+        return origin
 
     async def aclose(self) -> None:
-        """Close this loop's session (call before the loop ends)."""
+        """Close this loop's pool (call before the loop ends)."""
         held = self._pools.pop(id(asyncio.get_running_loop()), None)
         if held is not None:
-            await held[1].close()
+            await held[1].aclose()
 
     async def complete(
         self,
@@ -165,24 +181,30 @@ class ChatClient:
             headers = {DECISION_HEADER: decision_id, "Content-Type": "application/json"}
             if endpoint.api_key_env and os.environ.get(endpoint.api_key_env):
                 headers["Authorization"] = f"Bearer {os.environ[endpoint.api_key_env]}"
-            timeout = aiohttp.ClientTimeout(
-                total=endpoint.timeout_ms / 1000, sock_connect=endpoint.connect_timeout_ms / 1000
-            )
             try:
-                async with self.pool().post(
-                    endpoint.base_url.rstrip("/") + "/chat/completions",
-                    data=json.dumps(request).encode(),
-                    headers=headers,
-                    timeout=timeout,
-                ) as response:
-                    raw = (await response.read()).decode("utf-8", errors="replace")
-                    status = response.status
+                response = await self.pool().request(
+                    "POST",
+                    self.origin(endpoint.base_url),
+                    "/chat/completions",
+                    headers,
+                    json.dumps(request).encode(),
+                    timeout=endpoint.timeout_ms / 1000,
+                    connect_timeout=endpoint.connect_timeout_ms / 1000,
+                )
             except TimeoutError as exc:
-                return self._failed(attempt, t0, "timeout", type(exc).__name__), None
-            except aiohttp.ClientConnectorError as exc:
-                return self._failed(attempt, t0, "connect_error", type(exc).__name__), None
-            except aiohttp.ClientError as exc:
-                return self._failed(attempt, t0, "transport_error", type(exc).__name__), None
+                return self._failed(attempt, t0, "timeout", str(exc) or "TimeoutError"), None
+            except ConnectError as exc:
+                return self._failed(attempt, t0, "connect_error", str(exc)[:200]), None
+            except TransportError as exc:
+                # a pooled connection that closed before any byte of the answer: most
+                # likely the server's idle timeout, not the endpoint failing — retried as
+                # any transport error (a recorded attempt), not counted by the breaker
+                failed = self._failed(
+                    attempt, t0, "transport_error", str(exc)[:200], counts=not exc.stale
+                )
+                return failed, None
+            raw = response.body.decode("utf-8", errors="replace")
+            status = response.status
             attempt["status"] = status
             if status != 200:
                 retry = status in _RETRYABLE_STATUS
@@ -215,14 +237,21 @@ class ChatClient:
 
     @staticmethod
     def _failed(
-        attempt: dict[str, Any], t0: float, error: str, detail: str, *, retry: bool = True
+        attempt: dict[str, Any],
+        t0: float,
+        error: str,
+        detail: str,
+        *,
+        retry: bool = True,
+        counts: bool | None = None,
     ) -> dict[str, Any]:
+        """`counts` (for the breaker) defaults to `retry`."""
         attempt.update(
             error=error,
             detail=detail,
             ok=False,
             latency_ms=round((time.perf_counter() - t0) * 1000, 3),
             retryable=retry,
-            counts_for_breaker=retry,
+            counts_for_breaker=retry if counts is None else counts,
         )
         return attempt

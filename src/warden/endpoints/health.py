@@ -10,9 +10,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
-
 from warden.audit.sqlite_store import utc_now
+from warden.endpoints.http1 import Http1Pool, HttpError, Origin
 from warden.policy.model import Endpoint
 
 
@@ -48,19 +47,20 @@ class Health:
         }
 
 
-async def check(session: aiohttp.ClientSession, endpoint: Endpoint, health: Health) -> bool:
+async def check(pool: Http1Pool, endpoint: Endpoint, health: Health) -> bool:
     url = health_url(endpoint)
     if url is None:
         health.healthy, health.error = True, None
         return True
     ok, error = False, None
-    timeout = aiohttp.ClientTimeout(total=endpoint.connect_timeout_ms / 1000 + 1.0)
+    connect = endpoint.connect_timeout_ms / 1000
     try:
-        async with session.get(url, timeout=timeout) as response:
-            await response.read()
-            ok = response.status == 200
-            error = None if ok else f"http_{response.status}"
-    except (TimeoutError, aiohttp.ClientError) as exc:
+        response = await pool.request(
+            "GET", Origin.parse(url), "", timeout=connect + 1.0, connect_timeout=connect
+        )
+        ok = response.status == 200
+        error = None if ok else f"http_{response.status}"
+    except (TimeoutError, HttpError, ValueError) as exc:
         error = type(exc).__name__
     health.checks += 1
     health.failed_checks += not ok

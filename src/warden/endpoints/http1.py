@@ -291,15 +291,16 @@ class _Connection(asyncio.Protocol):
         if sock is None:
             return True
         try:
-            peeked = sock.recv(1, _PEEK)
+            sock.recv(1, _PEEK)
         except BlockingIOError:
-            return True
+            return True  # nothing to read: alive as far as anyone can tell
         except OSError:
             return False
-        return not peeked  # b"": EOF; a byte: unexpected data — either way, not usable
+        return False  # b"": EOF; a byte: unexpected data — either way, not usable
 
     async def send(self, data: bytes) -> Response:
-        assert self.transport is not None
+        if self.transport is None or self.transport.is_closing():  # closed since connecting
+            raise TransportError("connection closed before sending", reused=False, received=False)
         self.uses += 1
         self._reset()
         self.waiter = self.pool.loop.create_future()
@@ -365,21 +366,23 @@ class Http1Pool:
         return response
 
     def _expire(self, conn: _Connection) -> None:
-        conn._fail(TimeoutError("total timeout"))
+        conn._fail(TimeoutError("total timeout"))  # before the whole answer was in
 
     async def _acquire(
         self, origin: Origin, deadline: float, connect_timeout: float
     ) -> _Connection:
         key = origin.key
         idle = self._idle.get(key)
-        now = time.monotonic()
-        while idle:
+        if idle:
             conn = idle.pop()  # the most recently used: least likely to have timed out
-            if now - conn.idle_since <= self.keepalive_s and conn.looks_alive():
+            if time.monotonic() - conn.idle_since > self.keepalive_s:
+                for old in [conn, *idle]:  # the rest are older still
+                    old.close()
+            elif conn.looks_alive():
                 return conn
-            self.stale_discarded += 1
-            conn.close()
-            break  # one dead pooled connection: the others are suspect, go fresh
+            else:  # dead before we wrote a byte: go once on a fresh connection
+                self.stale_discarded += 1
+                conn.close()
         while self._open >= self.limit:
             if self._close_some_idle():
                 continue
@@ -402,13 +405,13 @@ class Http1Pool:
     async def _connect(
         self, origin: Origin, deadline: float, connect_timeout: float
     ) -> _Connection:
+        budget = min(connect_timeout, deadline - self.loop.time())
+        if budget <= 0:
+            raise TimeoutError("total timeout (waiting for a connection)")
         self._open += 1
         self.connects += 1
         conn = _Connection(self, origin.key)
-        budget = min(connect_timeout, deadline - self.loop.time())
         try:
-            if budget <= 0:
-                raise TimeoutError("total timeout before connecting")
             tls = self.ssl_context() if origin.tls else None
             async with asyncio.timeout(budget):
                 await self.loop.create_connection(
@@ -418,10 +421,11 @@ class Http1Pool:
                     ssl=tls,
                     server_hostname=origin.host if tls else None,
                 )
+        except TimeoutError as exc:
+            conn.close()
+            raise TimeoutError(f"connect timeout ({budget:.3g} s)") from exc
         except (OSError, ssl.SSLError) as exc:  # refused, unreachable, DNS, TLS, certificate
             conn.close()
-            if isinstance(exc, TimeoutError):
-                raise
             raise ConnectError(f"{type(exc).__name__}: {exc}") from exc
         except BaseException:
             conn.close()
