@@ -1,0 +1,164 @@
+"""`ChatClient` on `endpoints/http1.py`, over real sockets (the scripted servers of
+test_http1, plain and TLS): what reaches the upstream (decision id, Authorization from
+`api_key_env`), what comes back (status, the raw body exactly), how each failure is
+classified and recorded, and that a stale pooled connection is an ordinary recorded
+attempt that the breaker does not count."""
+
+# ruff: noqa: F811  (the `serve` fixture is imported, then named as a parameter)
+from __future__ import annotations
+
+import json
+import socket
+from typing import Any
+
+import pytest
+
+from tests.helpers_http import Seen, Server, reply, serve, tls_pair  # noqa: F401  (fixture)
+from warden.endpoints.client import ChatClient
+from warden.endpoints.router import Router
+from warden.policy.model import BreakerSettings, Endpoint
+from warden.policy.residency import RoutePlan, RouteTable
+
+RAW = (
+    '{"id":"x", "object":"chat.completion","model":"sim-9","choices":[{"index":0,'
+    '"message":{"role":"assistant","content":"ça va — ok"}}],"usage":{"total_tokens":7}}'
+)
+BODY = {"messages": [{"role": "user", "content": "hello"}]}
+
+
+def client_for(
+    base_url: str, *, retries: int = 0, threshold: int = 3, **opts: Any
+) -> tuple[ChatClient, RoutePlan]:
+    endpoint = Endpoint(
+        kind="openai_chat",
+        base_url=base_url,
+        model="m-1",
+        region="eu-west-1",
+        zone="EU",
+        data_classes=["personal"],
+        transfer_basis="self_hosted",
+        retries=retries,
+        breaker=BreakerSettings(failure_threshold=threshold, open_seconds=30),
+        **opts,
+    )
+    table = RouteTable("v-test", {}, {"e1": endpoint})
+    plan = RoutePlan("EU", "personal", "t", ("e1",), (), ("EU",), "review", "residency.EU")
+    return ChatClient(Router(table)), plan
+
+
+async def call(client: ChatClient, plan: RoutePlan) -> Any:
+    try:
+        return await client.complete(client.router.route(plan), BODY, "dec-42")
+    finally:
+        await client.aclose()
+
+
+def answer(raw: str = RAW, status: int = 200) -> Any:
+    return lambda seen, server: reply(raw.encode(), status=status)
+
+
+async def test_https_call_sends_ids_and_key_and_keeps_the_raw_body(
+    serve,
+    tmp_path,
+    monkeypatch,
+) -> None:
+    server_ctx, client_ctx = tls_pair(tmp_path, ["127.0.0.1"])
+    server = await serve(answer(), ssl_ctx=server_ctx)
+    monkeypatch.setenv("WARDEN_TEST_UPSTREAM_KEY", "sk-test-123")
+    client, plan = client_for(
+        f"https://127.0.0.1:{server.port}/openai/v1", api_key_env="WARDEN_TEST_UPSTREAM_KEY"
+    )
+    client.ssl_context = client_ctx
+    result = await call(client, plan)
+    assert result.ok and result.status == 200 and result.raw == RAW
+    assert result.model == "sim-9" and result.content() == "ça va — ok"
+    assert result.usage == {"total_tokens": 7}
+    seen = server.seen[0]
+    assert seen.line == b"POST /openai/v1/chat/completions HTTP/1.1"
+    assert seen.headers["x-warden-decision-id"] == "dec-42"
+    assert seen.headers["authorization"] == "Bearer sk-test-123"
+    assert json.loads(seen.body) == {**BODY, "model": "m-1"}
+    assert [a["error"] for a in result.attempts] == [None]
+
+
+async def test_a_stale_pooled_connection_is_a_recorded_attempt_the_breaker_ignores(
+    serve,
+) -> None:
+    # every second request on a connection is read and then dropped without an answer
+    def script(seen: Seen, server: Server) -> bytes | None:
+        return None if seen.index_on_conn == 2 else reply(RAW.encode())
+
+    server = await serve(script)
+    client, plan = client_for(f"http://127.0.0.1:{server.port}/v1", retries=0, threshold=1)
+    first = await client.complete(client.router.route(plan), BODY, "dec-1")
+    second = await client.complete(client.router.route(plan), BODY, "dec-2")
+    assert first.ok and not second.ok
+    (attempt,) = second.attempts
+    assert attempt["error"] == "transport_error" and attempt["counts_for_breaker"] is False
+    assert client.router.breakers["e1"].state == "closed"  # threshold 1, yet not opened
+    assert len(server.seen) == 2  # sent once: no silent re-send
+    third = await client.complete(client.router.route(plan), BODY, "dec-3")
+    assert third.ok  # a fresh connection
+    await client.aclose()
+
+
+async def test_a_stale_connection_is_retried_by_the_endpoints_own_retry_rule(
+    serve,
+) -> None:
+    def script(seen: Seen, server: Server) -> bytes | None:
+        return None if seen.index_on_conn == 2 else reply(RAW.encode())
+
+    server = await serve(script)
+    client, plan = client_for(f"http://127.0.0.1:{server.port}/v1", retries=1)
+    assert (await client.complete(client.router.route(plan), BODY, "dec-1")).ok
+    result = await call(client, plan)
+    assert result.ok
+    assert [a["error"] for a in result.attempts] == ["transport_error", None]
+    # the retry is the recorded second attempt (sent again: the endpoint allows a retry)
+    assert [s.headers["x-warden-decision-id"] for s in server.seen] == ["dec-1", "dec-42"] * 1 + [
+        "dec-42"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("status", "retryable"), [(503, True), (429, True), (400, False), (401, False)]
+)
+async def test_http_errors_are_classified_with_their_status(
+    serve,
+    status: int,
+    retryable: bool,
+) -> None:
+    server = await serve(answer('{"error":"no"}', status=status))
+    client, plan = client_for(f"http://127.0.0.1:{server.port}/v1")
+    result = await call(client, plan)
+    (attempt,) = result.attempts
+    assert not result.ok and attempt["error"] == f"http_{status}"
+    assert attempt["status"] == status and attempt["retryable"] is retryable
+
+
+async def test_a_body_that_is_not_a_chat_completion_is_a_bad_response(serve) -> None:
+    server = await serve(answer('{"choices": "nope"'))
+    client, plan = client_for(f"http://127.0.0.1:{server.port}/v1")
+    (attempt,) = (await call(client, plan)).attempts
+    assert attempt["error"] == "bad_response" and attempt["status"] == 200
+
+
+async def test_refused_is_connect_error_and_silence_is_timeout(serve) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        client, plan = client_for(f"http://127.0.0.1:{sock.getsockname()[1]}/v1")
+        (attempt,) = (await call(client, plan)).attempts
+        assert attempt["error"] == "connect_error" and attempt["counts_for_breaker"] is True
+    server = await serve(answer(), delay=2.0)
+    client, plan = client_for(f"http://127.0.0.1:{server.port}/v1", timeout_ms=150)
+    (attempt,) = (await call(client, plan)).attempts
+    assert attempt["error"] == "timeout" and attempt["detail"] == "total timeout"
+
+
+async def test_a_broken_answer_is_a_transport_error_that_counts(serve) -> None:
+    server = await serve(
+        lambda seen, s: b"HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\n{", close_after_reply=True
+    )
+    client, plan = client_for(f"http://127.0.0.1:{server.port}/v1")
+    (attempt,) = (await call(client, plan)).attempts
+    assert attempt["error"] == "transport_error" and attempt["counts_for_breaker"] is True
