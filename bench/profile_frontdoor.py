@@ -50,6 +50,7 @@ PARTS: tuple[tuple[str, str], ...] = (
     ("input guard", "warden/gates/inputs.py"),
     ("LLM gate (all)", "warden/gates/llm.py"),
     ("model call (aiohttp client)", "aiohttp/client.py"),
+    ("model call (http1 client)", "warden/endpoints/http1.py"),
     ("audit writer thread", "warden/audit/sqlite_store.py"),
     ("checkpoint signing", "warden/audit/checkpoint.py"),
     ("canonical JSON", "warden/canonical.py"),

@@ -4,7 +4,7 @@ test_http1, plain and TLS): what reaches the upstream (decision id, Authorizatio
 classified and recorded, and that a stale pooled connection is an ordinary recorded
 attempt that the breaker does not count."""
 
-# ruff: noqa: F811  (the `serve` fixture is imported, then named as a parameter)
+# ruff: noqa: F811  (fixtures are imported, then named as parameters)
 from __future__ import annotations
 
 import json
@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from tests.helpers_http import Seen, Server, reply, serve, tls_pair  # noqa: F401  (fixture)
+from tests.helpers_upstream import upstreams  # noqa: F401  (fixture)
 from warden.endpoints.client import ChatClient
 from warden.endpoints.router import Router
 from warden.policy.model import BreakerSettings, Endpoint
@@ -162,3 +163,21 @@ async def test_a_broken_answer_is_a_transport_error_that_counts(serve) -> None:
     client, plan = client_for(f"http://127.0.0.1:{server.port}/v1")
     (attempt,) = (await call(client, plan)).attempts
     assert attempt["error"] == "transport_error" and attempt["counts_for_breaker"] is True
+
+
+async def test_against_the_simulator_one_kept_alive_connection_carries_every_call(
+    upstreams,
+) -> None:
+    up = upstreams("eu-west-1")
+    client, plan = client_for(up.url)
+    try:
+        results = [
+            await client.complete(client.router.route(plan), BODY, f"dec-{i}") for i in range(20)
+        ]
+        assert all(r.ok and r.status == 200 and r.raw for r in results)
+        assert all(json.loads(r.raw) == r.body for r in results)
+        assert client.pool().connects == 1
+    finally:
+        await client.aclose()
+    logged = [e["decision_id"] for e in up.access_log_entries()]
+    assert logged == [f"dec-{i}" for i in range(20)]

@@ -282,3 +282,35 @@ async def test_https_refuses_a_certificate_for_another_host(serve, tmp_path) -> 
         await tls_get(pool, server.port)
     assert server.seen == []
     await pool.aclose()
+
+
+def test_on_uvloop_as_warden_serve_runs(tmp_path) -> None:
+    """The same pool on uvloop (its socket objects differ): the peek and TLS both work."""
+    import uvloop
+
+    async def scenario() -> None:
+        threaded = ThreadServer()
+        pool = Http1Pool()
+        try:
+            assert await get(pool, threaded.port) == (200, b'{"n":1}')
+            threaded.drop_idle()
+            time.sleep(0.1)
+            assert await get(pool, threaded.port) == (200, b'{"n":2}')
+            assert pool.stale_discarded == 1
+        finally:
+            await pool.aclose()
+            threaded.close()
+        server_ctx, client_ctx = tls_pair(tmp_path, ["127.0.0.1"])
+        state = Server(lambda seen, server: reply(b'{"tls":1}'))
+        tls_server = await asyncio.start_server(state.handle, "127.0.0.1", 0, ssl=server_ctx)
+        state.port = tls_server.sockets[0].getsockname()[1]
+        tls_pool = Http1Pool(ssl_context=client_ctx)
+        try:
+            for _ in range(3):
+                assert await tls_get(tls_pool, state.port) == (200, b'{"tls":1}')
+            assert state.connections == 1
+        finally:
+            await tls_pool.aclose()
+            tls_server.close()
+
+    uvloop.run(scenario())
