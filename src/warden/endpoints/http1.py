@@ -220,6 +220,7 @@ class _Connection(asyncio.Protocol):
         status = self.parser.get_status_code()
         if 100 <= status < 200:  # an interim answer (100 Continue, 103): wait for the real one
             self._reset()
+            self.received = True
             return
         self.keep_alive = bool(self.parser.should_keep_alive())  # only valid here
         self.complete = True
