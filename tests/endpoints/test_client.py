@@ -181,3 +181,23 @@ async def test_against_the_simulator_one_kept_alive_connection_carries_every_cal
         await client.aclose()
     logged = [e["decision_id"] for e in up.access_log_entries()]
     assert logged == [f"dec-{i}" for i in range(20)]
+
+
+async def test_health_checks_use_the_same_pool(serve) -> None:
+    from warden.endpoints.health import Health, check
+
+    up = await serve(lambda seen, s: reply(b'{"data":[]}'))
+    down = await serve(lambda seen, s: reply(b"no", status=503))
+    client, _ = client_for(f"http://127.0.0.1:{up.port}/v1")
+    endpoint = client.router.endpoints["e1"]
+    health = Health()
+    assert await check(client.pool(), endpoint, health) and health.healthy
+    assert up.seen[0].line == b"GET /v1/models HTTP/1.1"
+    sick = endpoint.model_copy(update={"base_url": f"http://127.0.0.1:{down.port}/v1"})
+    assert not await check(client.pool(), sick, health) and health.error == "http_503"
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        gone = endpoint.model_copy(update={"base_url": f"http://127.0.0.1:{sock.getsockname()[1]}"})
+        assert not await check(client.pool(), gone, health)
+        assert health.error == "ConnectError"
+    await client.aclose()

@@ -314,3 +314,15 @@ def test_on_uvloop_as_warden_serve_runs(tmp_path) -> None:
             tls_server.close()
 
     uvloop.run(scenario())
+
+
+async def test_waiting_for_a_place_in_a_full_pool_counts_against_the_total_timeout(serve) -> None:
+    server = await serve(ok, delay=1.0)
+    pool = Http1Pool(limit=1)
+    slow = asyncio.ensure_future(get(pool, server.port, timeout=5.0))
+    await asyncio.sleep(0.05)
+    with pytest.raises(TimeoutError):
+        await get(pool, server.port, timeout=0.2)  # never got the one connection
+    assert (await slow)[0] == 200
+    assert server.connections == 1
+    await pool.aclose()
