@@ -236,6 +236,11 @@ def test_origins_are_parsed_once_with_their_defaults() -> None:
     assert (v6.host, v6.port, v6.host_header) == ("::1", 8100, b"[::1]:8100")
     with pytest.raises(ValueError):
         Origin.parse("ftp://example.com/")
+    azure = Origin.parse("https://r.openai.azure.com/openai/deployments/d?api-version=2024-06-01")
+    assert azure.target("/chat/completions") == (
+        "/openai/deployments/d/chat/completions?api-version=2024-06-01"
+    )
+    assert Origin.parse("http://10.0.0.1:8000").target("") == "/"
 
 
 # ---- TLS -------------------------------------------------------------------------------

@@ -15,13 +15,14 @@ from warden.endpoints.http1 import Http1Pool, HttpError, Origin
 from warden.policy.model import Endpoint
 
 
-def health_url(endpoint: Endpoint) -> str | None:
+def health_target(endpoint: Endpoint) -> tuple[Origin, str] | None:
+    """(origin, path) to GET: `health_url`, or `<base_url>/models` (before any query)."""
     if endpoint.kind != "openai_chat":
         return None
     if endpoint.health_url:
-        return endpoint.health_url
+        return Origin.parse(endpoint.health_url), ""
     assert endpoint.base_url is not None
-    return endpoint.base_url.rstrip("/") + "/models"
+    return Origin.parse(endpoint.base_url), "/models"
 
 
 @dataclass
@@ -48,15 +49,16 @@ class Health:
 
 
 async def check(pool: Http1Pool, endpoint: Endpoint, health: Health) -> bool:
-    url = health_url(endpoint)
-    if url is None:
+    if endpoint.kind != "openai_chat":
         health.healthy, health.error = True, None
         return True
     ok, error = False, None
     connect = endpoint.connect_timeout_ms / 1000
     try:
+        target = health_target(endpoint)
+        assert target is not None
         response = await pool.request(
-            "GET", Origin.parse(url), "", timeout=connect + 1.0, connect_timeout=connect
+            "GET", *target, timeout=connect + 1.0, connect_timeout=connect
         )
         ok = response.status == 200
         error = None if ok else f"http_{response.status}"

@@ -76,13 +76,21 @@ class TransportError(HttpError):
 
 @dataclass(frozen=True, slots=True)
 class Origin:
-    """scheme://host:port, parsed once; `prefix` is the URL's path (no trailing slash)."""
+    """scheme://host:port, parsed once. `prefix` is the URL's path (no trailing slash), to
+    which a request's path is appended; `query` (e.g. Azure OpenAI's `api-version=…`) goes
+    after the whole path."""
 
     tls: bool
     host: str
     port: int
     prefix: str
     host_header: bytes
+    query: str = ""
+
+    def target(self, path: str) -> str:
+        """The request target for `path` under this origin's prefix."""
+        target = f"{self.prefix}{path}" or "/"
+        return f"{target}?{self.query}" if self.query else target
 
     @classmethod
     def parse(cls, url: str) -> Origin:
@@ -96,9 +104,7 @@ class Origin:
         if port != (443 if tls else 80):
             shown = f"{shown}:{port}"
         prefix = parts.path.rstrip("/")
-        if parts.query:
-            prefix = f"{prefix}?{parts.query}"
-        return cls(tls, host, port, prefix, shown.encode("idna"))
+        return cls(tls, host, port, prefix, shown.encode("idna"), parts.query)
 
     @property
     def key(self) -> tuple[bool, str, int]:
@@ -124,7 +130,7 @@ def build_request(
 ) -> bytes:
     """The request's bytes: request line, Host, our fixed headers, `headers`, body."""
     lines = [
-        f"{method} {origin.prefix}{path} HTTP/1.1".encode("latin-1"),
+        f"{method} {origin.target(path)} HTTP/1.1".encode("latin-1"),
         b"Host: " + origin.host_header,
         b"User-Agent: " + USER_AGENT,
         b"Accept-Encoding: identity",
