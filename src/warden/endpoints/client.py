@@ -1,9 +1,9 @@
 """The async OpenAI-compatible chat-completions client.
 
 One pool of keep-alive HTTP/1.1 connections per event loop (`endpoints/http1.py`: at 32
-in flight ≈ 38 µs of client CPU per call against ≈ 100 µs with aiohttp's ClientSession,
-tuned or not, and 3.5–4.2 ms with httpx's AsyncClient; bench/README.md); each endpoint's
-URL parsed once; per-endpoint timeouts and retries; failover
+in flight ≈ 40 µs of client CPU per call against ≈ 90–110 µs with aiohttp's
+ClientSession, tuned or not; bench/README.md, "The upstream call"); each endpoint's URL
+parsed once; per-endpoint timeouts and retries; failover
 only along a `Routing`'s candidates (which come from the residency plan alone). Every
 attempt — endpoint, region, zone, status or error, latency — is returned, so the record
 names exactly the deployments that were tried and the one that answered. The decision id

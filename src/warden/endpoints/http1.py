@@ -1,10 +1,10 @@
 """A small HTTP/1.1 client on asyncio Protocols, with `httptools` (uvicorn's parser) for
 responses: what the chat client needs of an upstream call and nothing else.
 
-Why not aiohttp: measured against the simulator, one aiohttp call costs ≈ 4× the client
-CPU of this one (bench/bench_upstream_client.py; bench/README.md, "The upstream call"):
-its URL, cookie, trace, header-multidict and stream-reader layers run on every request
-even when unused. Here an origin is parsed once, the request is one bytes write, and the
+Why not aiohttp: measured against the simulator, one aiohttp call costs ≈ 2.3–3× the
+client CPU of this one (bench/bench_upstream_client.py; bench/README.md, "The upstream
+call"): its URL, cookie, trace, header-multidict and stream-reader layers run on every
+request even when unused. Here an origin is parsed once, the request is one bytes write, and the
 response is parsed by httptools straight into a list of body chunks.
 
 What it does: pooled keep-alive connections (bounded in total, shared by all origins of
@@ -19,8 +19,9 @@ Stale pooled connections and idempotency. A POST of a chat completion is not ide
 (it costs tokens and the upstream may log or act on it), so this module re-sends a request
 on its own only when it can prove the upstream never got it: a pooled connection is
 checked just before it is used (closed by the peer, or anything unexpected waiting to be
-read — a non-blocking MSG_PEEK on the socket), and if it is dead the request goes once on
-a fresh connection; no byte of it was written. Once a request's bytes were written, any
+read — a non-blocking MSG_PEEK on a duplicate of the socket's descriptor; over TLS only
+the transport's state, since a late session ticket would look like unexpected data), and
+if it is dead the request goes once on a fresh connection; no byte of it was written. Once a request's bytes were written, any
 failure is the caller's to judge: `TransportError` with `reused=True` and `received=False`
 says "a pooled connection closed before any byte of the answer" — the usual sign of a
 server's idle timeout racing our send, so the chat client does not count it against the
