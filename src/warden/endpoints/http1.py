@@ -22,11 +22,12 @@ checked just before it is used (closed by the peer, or anything unexpected waiti
 read — a non-blocking MSG_PEEK on a duplicate of the socket's descriptor; over TLS only
 the transport's state, since a late session ticket would look like unexpected data), and
 if it is dead the request goes once on a fresh connection; no byte of it was written.
-Once a request's bytes were written, any failure is the caller's to judge: `TransportError` with `reused=True` and `received=False`
-says "a pooled connection closed before any byte of the answer" — the usual sign of a
-server's idle timeout racing our send, so the chat client does not count it against the
-endpoint's breaker, but it is an ordinary recorded attempt, retried (or not) by the chat
-client's own per-endpoint retry rule, never silently.
+Once a request's bytes were written, any failure is the caller's to judge:
+`TransportError` with `reused=True` and `received=False` says "a pooled connection closed
+before any byte of the answer" — the usual sign of a server's idle timeout racing our
+send, so the chat client does not count it against the endpoint's breaker, but it is an
+ordinary recorded attempt, retried (or not) by the chat client's own per-endpoint retry
+rule, never silently.
 """
 
 from __future__ import annotations
