@@ -33,6 +33,8 @@ class Pipeline:
             ):
                 continue
             result = gate.run(ctx)
-            if inspect.isawaitable(result):
+            # most gates are synchronous and return None: skip the ABC check for them
+            # (inspect.isawaitable of None costs an isinstance against an ABC)
+            if result is not None and inspect.isawaitable(result):
                 await result
         return ctx
