@@ -24,7 +24,6 @@ import os
 import random
 import re
 import signal
-import socket
 import time
 from collections import deque
 from collections.abc import Callable
@@ -34,6 +33,8 @@ from pathlib import Path
 from typing import Any, cast
 
 import httptools
+
+from warden.endpoints.http1 import no_delay
 
 DEFAULT_MODEL = "sim-triage-1"
 SERVER_NAME = "warden-upstream-simulator"
@@ -930,10 +931,7 @@ class _Connection(asyncio.Protocol):
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
-        sock = transport.get_extra_info("socket")
-        if sock is not None:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        no_delay(transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
