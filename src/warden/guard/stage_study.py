@@ -279,6 +279,7 @@ def refold(c: Corpus, repeat: int) -> Corpus:
         f(c.presidio),
         f(c.business),
         c.files,
+        f(c.incidents),
     )
 
 
@@ -386,7 +387,8 @@ def study(
     cfg = TrainConfig()
     emb = StaticEmbedding.load(DEFAULT_EMBED)
     encode = caching_encoder(default_encoder(emb))
-    base = load_corpus().of("train")
+    # the study adds the incident statements itself (``extra``), not as ``stage_examples`` does
+    base = replace(load_corpus().of("train"), incidents=[])
     x0 = extra if extra is not None else Extra([], [])
     out = {v.name: Outcome({0.01: [], 0.05: []}) for v in variants}
     for r in range(repeats):
