@@ -61,7 +61,7 @@ def test_shipped_model_has_a_second_stage_pinned_to_the_package(
 ) -> None:
     stage = detector.classifier.stage
     assert stage is not None
-    assert stage.cap == 2 and stage.band > 0 and stage.context == 4
+    assert stage.cap == 2 and stage.band > 0
     assert stage.encoder_sha256 == MINILM_SHA256
     meta = json.loads(DEFAULT_JSON.read_text())
     assert meta["encoder"]["safetensors_sha256"] == MINILM_SHA256
@@ -122,10 +122,8 @@ def test_planted_task_missed_by_the_head_is_caught_by_the_second_stage(
     assert len(fired) == 1 and fired[0].start is not None and fired[0].end is not None
     assert normalize(doc, "document").text[fired[0].start : fired[0].end] == PLANTED
     assert {s["detector"] for s in report.as_record()["signals"]} >= {DETECTOR_ENCODER}
-    # one batch: at most two undecided segments and (v4) their context segments
-    stage = detector.classifier.stage
-    assert stage is not None and stage.context is not None
-    assert len(spy.calls) == 1 and 1 <= len(spy.calls[0]) <= stage.cap * (stage.context + 1)
+    # one batch of at most two undecided segments
+    assert len(spy.calls) == 1 and 1 <= len(spy.calls[0]) <= 2
     # the clean e-mail alone is not flagged
     assert not detector.scan(EMAIL, "document").flagged()
 
@@ -141,24 +139,22 @@ def test_second_stage_reads_only_undecided_segments_of_documents(
         assert report.layer_scores["encoder"] == 0.0
         assert not [s for s in report.signals if s.detector == DETECTOR_ENCODER]
     assert spy.calls == []
-    # a long document: still one batch of at most two segments in the band, each with (v4)
-    # at most ``context`` other segments of the document
-    assert stage.context is not None
+    # a long document: still one batch of at most two segments, each in the band
     long_doc = "\n".join([EMAIL, PLANTED, "How do you say 'peace' in Russian?"] * 10)
     detector.scan(long_doc, "document")
     assert len(spy.calls) <= 1
     if spy.calls:
         batch = spy.calls[0]
-        assert len(batch) <= stage.cap * (stage.context + 1)
+        assert len(batch) <= stage.cap
         t = normalize(long_doc, "document").text
         low = t.lower()
         raw = low.encode()
         spans = unit_array(t, "document", detector.classifier.spec, low)
         z = _head_logits(detector.classifier, long_doc)
         texts = [raw[a:b].decode() for a, b in spans.tolist()]
-        assert all(seg in texts for seg in batch)
-        ks = [k for k, s in enumerate(texts) if s == batch[0]]  # the candidates come first
-        assert any(-stage.band <= z[k] < 0 for k in ks)
+        for seg in batch:
+            ks = [k for k, s in enumerate(texts) if s == seg]
+            assert any(-stage.band <= z[k] < 0 for k in ks)
     # a document the head already decides (all segments far below): no encoder call
     spy.calls.clear()
     detector.scan("The meeting is on Tuesday.", "document")
@@ -170,24 +166,3 @@ def test_second_stage_reads_only_undecided_segments_of_documents(
 def test_model_dir_is_the_installed_package() -> None:
     assert (model_dir() / "model.safetensors").is_file()
     assert (model_dir() / "vocab.txt").is_file()
-
-
-def test_detector_scores_the_second_stage_as_training_computed_it(
-    detector: InjectionDetector,
-) -> None:
-    """v4's context features (the encoder's topic shift against 4 other segments) are the
-    same at scan time, in one padded batch, as in training, segment by segment."""
-    from warden.guard.embedding import segment_features
-    from warden.guard.train_injection import _segments, stage_features
-
-    clf = detector.classifier
-    stage, emb = clf.stage, clf.embedding
-    assert stage is not None and emb is not None and stage.context == 4
-    doc = normalize("\n".join([EMAIL, "Write a short poem about the sea.", EMAIL * 2]), "document")
-    raw, spans = _segments(doc.text, clf.spec)
-    dense = segment_features(emb, raw, spans)
-    rows = [1, 0]
-    got = clf.stage_logits(raw, spans, rows, dense)
-    x = stage_features(doc.text, rows, clf.spec, emb, clf.encoder().encode, stage.context)
-    want = x @ stage.weights + stage.intercept - stage.threshold_logit
-    assert got == pytest.approx(want, abs=1e-3)

@@ -46,7 +46,7 @@ import json
 import math
 import re
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -67,7 +67,7 @@ Head = Literal["prompt", "document"]
 HEADS: tuple[Head, ...] = ("prompt", "document")
 
 MODELS_DIR = Path(__file__).parent / "models"
-MODEL_NAME = "injection-clf-v4"
+MODEL_NAME = "injection-clf-v3"
 DEFAULT_NPZ = MODELS_DIR / f"{MODEL_NAME}.npz"
 DEFAULT_JSON = MODELS_DIR / f"{MODEL_NAME}.json"
 
@@ -413,42 +413,11 @@ class SecondStage:
     #: ... at most this many of them per document, the highest first
     cap: int
     encoder_sha256: str
-    #: v4: the encoder's own topic shift against this many other segments of the document
-    #: (spread evenly, first and last included); None: no such features (v3)
-    context: int | None = None
 
     def candidates(self, z: FloatArray) -> list[int]:
         """Undecided segments, given their document-head logits minus its threshold."""
         order = np.argsort(-z, kind="stable")
         return [int(k) for k in order if -self.band <= z[k] < 0.0][: self.cap]
-
-
-def context_of(n: int, k: int, size: int) -> list[int]:
-    """At most ``size`` segments other than ``k`` of a document of ``n`` (0: all), spread
-    evenly, the first and last included."""
-    others = [j for j in range(n) if j != k]
-    if size and len(others) > size:
-        picks = np.linspace(0, len(others) - 1, size).round().astype(np.int64)
-        others = [others[int(i)] for i in picks]
-    return others
-
-
-def context_shift(
-    vec: Callable[[int], FloatArray], n: int, rows: Sequence[int], size: int
-) -> FloatArray:
-    """The encoder's topic shift of segments ``rows`` (v4): the cosine of each one's vector
-    with the mean vector of its context (:func:`context_of`) and its highest cosine with any
-    of them; (1, 1) without a context. ``vec(j)``: segment ``j``'s unit vector."""
-    shift = np.ones((len(rows), 2))
-    for i, k in enumerate(rows):
-        others = context_of(n, k, size)
-        if others:
-            o = np.array([vec(j) for j in others])
-            mean = o.mean(axis=0)
-            norm = float(np.linalg.norm(mean))
-            own = vec(k)
-            shift[i] = (float(own @ mean) / norm if norm > 1e-9 else 1.0, float(np.max(o @ own)))
-    return shift
 
 
 def stage_inputs(vecs: npt.NDArray[np.float32], dense_rows: npt.NDArray[np.float32]) -> FloatArray:
@@ -527,7 +496,6 @@ class InjectionClassifier:
                     float(enc["band_logits"]),
                     int(enc["cap"]),
                     str(enc["safetensors_sha256"]),
-                    None if enc.get("context") is None else int(enc["context"]),
                 )
             except (KeyError, TypeError, ValueError) as exc:
                 raise ModelError(f"{npz_path.name}: second stage: {exc}") from exc
@@ -563,19 +531,8 @@ class InjectionClassifier:
         one encoder batch; ``dense_x``: :func:`segment_features` of all its segments."""
         if self.stage is None:
             raise ModelError("this model has no second stage")
-        size = self.stage.context
-        need = list(rows)
-        if size is not None:  # v4: the candidates and their contexts, in one batch
-            more = {j for k in rows for j in context_of(len(spans), k, size)}
-            need += sorted(more - set(rows))
-        texts = [low_raw[spans[k, 0] : spans[k, 1]].decode("utf-8", "replace") for k in need]
-        vecs = self.encoder().encode(texts)
-        x = stage_inputs(vecs[: len(rows)], dense_x[list(rows)])
-        if size is not None:
-            at = {k: i for i, k in enumerate(need)}
-            f64 = vecs.astype(np.float64)
-            shift = context_shift(lambda j: f64[at[j]], len(spans), rows, size)
-            x = np.concatenate([x, shift], axis=1)
+        texts = [low_raw[spans[k, 0] : spans[k, 1]].decode("utf-8", "replace") for k in rows]
+        x = stage_inputs(self.encoder().encode(texts), dense_x[list(rows)])
         out: FloatArray = x @ self.stage.weights + (
             self.stage.intercept - self.stage.threshold_logit
         )

@@ -279,7 +279,6 @@ def refold(c: Corpus, repeat: int) -> Corpus:
         f(c.presidio),
         f(c.business),
         c.files,
-        f(c.incidents),
     )
 
 
@@ -387,8 +386,7 @@ def study(
     cfg = TrainConfig()
     emb = StaticEmbedding.load(DEFAULT_EMBED)
     encode = caching_encoder(default_encoder(emb))
-    # the study adds the incident statements itself (``extra``), not as ``stage_examples`` does
-    base = replace(load_corpus().of("train"), incidents=[])
+    base = load_corpus().of("train")
     x0 = extra if extra is not None else Extra([], [])
     out = {v.name: Outcome({0.01: [], 0.05: []}) for v in variants}
     for r in range(repeats):

@@ -2,7 +2,7 @@
 
     python -m warden.guard.train_injection [--data DIR] [--out DIR]
 
-Same data, same code, same numpy: byte-identical ``injection-clf-v4.npz`` and ``.json``.
+Same data, same code, same numpy: byte-identical ``injection-clf-v3.npz`` and ``.json``.
 There is no randomness outside one seeded generator, the optimiser is a plain full-batch
 L-BFGS written here (no threads, no BLAS reductions), and the files are written with
 fixed zip timestamps and sorted JSON.
@@ -90,7 +90,6 @@ DATA_FILES = (
     "benign_trigger_words.jsonl",
     "presidio_synth_dataset_v2.json",
     "benign_business_sentences.jsonl",
-    "benign_incident_statements.jsonl",
 )
 
 #: the categories of BIPIA text attacks that are ordinary user requests; as *prompts*
@@ -150,8 +149,6 @@ class Corpus:
     presidio: list[Item]
     business: list[Item]
     files: dict[str, str] = field(default_factory=dict)
-    #: v4: benign incident statements (negatives of the second stage only)
-    incidents: list[Item] = field(default_factory=list)
 
     def of(self, split: Split) -> Corpus:
         def pick(items: list[Item]) -> list[Item]:
@@ -169,7 +166,6 @@ class Corpus:
             pick(self.presidio),
             pick(self.business),
             self.files,
-            pick(self.incidents),
         )
 
     def sizes(self) -> dict[str, int]:
@@ -184,7 +180,6 @@ class Corpus:
             "benign_trigger_words": len(self.trigger),
             "presidio_sentences": len(self.presidio),
             "benign_business_sentences": len(self.business),
-            "benign_incident_statements": len(self.incidents),
         }
 
 
@@ -249,10 +244,6 @@ def load_corpus(data_dir: Path = DATA_DIR) -> Corpus:
         _item("benign_business", r["template"], r["text"], r["kind"])
         for r in _read_jsonl(data_dir / DATA_FILES[9])
     ]
-    incidents = [
-        _item("benign_incidents", r["template"], r["text"], r["kind"])
-        for r in _read_jsonl(data_dir / DATA_FILES[10])
-    ]
     return Corpus(
         emails,
         text_attacks,
@@ -265,7 +256,6 @@ def load_corpus(data_dir: Path = DATA_DIR) -> Corpus:
         presidio,
         business,
         files,
-        incidents,
     )
 
 
@@ -710,10 +700,6 @@ class TrainConfig:
     #: train the document head's second stage (needs cross-validation and the embedding)
     second_stage: bool = True
     stage_l2: float = 3e-5
-    #: v4: the encoder's topic shift against this many context segments (None: v3's features)
-    stage_context: int | None = 4
-    #: v4: each negative source of the second stage weighs the same (v3: every row does)
-    stage_by_source: bool = True
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -728,8 +714,6 @@ class TrainConfig:
             "embedding": None if self.embedding is None else self.embedding.name,
             "second_stage": self.second_stage,
             "stage_l2": self.stage_l2,
-            "stage_context": self.stage_context,
-            "stage_by_source": self.stage_by_source,
         }
 
 
@@ -752,7 +736,6 @@ def limited(c: Corpus, limit: int | None) -> Corpus:
         cut(c.presidio),
         cut(c.business),
         c.files,
-        cut(c.incidents),
     )
 
 
@@ -985,27 +968,16 @@ def _segments(doc_text: str, spec: FeatureSpec) -> tuple[bytes, npt.NDArray[np.i
 
 
 def stage_features(
-    doc_text: str,
-    rows: Sequence[int],
-    spec: FeatureSpec,
-    emb: StaticEmbedding,
-    encode: Encode,
-    context: int | None = None,
+    doc_text: str, rows: Sequence[int], spec: FeatureSpec, emb: StaticEmbedding, encode: Encode
 ) -> npt.NDArray[np.float64]:
     """The second stage's features of segments ``rows`` of a document, as the detector
-    computes them (``context``: v4's encoder topic shift, see ``classifier.context_shift``)."""
-    from warden.guard.classifier import context_shift, stage_inputs
+    computes them."""
+    from warden.guard.classifier import stage_inputs
 
     raw, spans = _segments(doc_text, spec)
     dense = segment_features(emb, raw, spans)
     texts = [raw[spans[k, 0] : spans[k, 1]].decode("utf-8", "replace") for k in rows]
-    x = stage_inputs(encode(texts), dense[list(rows)])
-    if context is None:
-        return x
-    segs = [raw[a:b].decode("utf-8", "replace") for a, b in spans.tolist()]
-    all_vec = encode(segs).astype(np.float64)
-    shift = context_shift(lambda j: all_vec[j], len(segs), rows, context)
-    return np.concatenate([x, shift], axis=1)
+    return stage_inputs(encode(texts), dense[list(rows)])
 
 
 @dataclass(frozen=True)
@@ -1019,12 +991,7 @@ class StageExample:
     source: str
 
 
-def stage_examples(
-    c: Corpus,
-    spec: FeatureSpec,
-    rng: np.random.Generator,
-    incident_rng: np.random.Generator | None = None,
-) -> list[StageExample]:
+def stage_examples(c: Corpus, spec: FeatureSpec, rng: np.random.Generator) -> list[StageExample]:
     """The second stage's training documents: text attacks planted in e-mails (their first
     segment, positive); benign requests and business sentences planted in e-mails (their
     segments) and every segment of clean e-mails, code answers and presidio sentences
@@ -1062,14 +1029,6 @@ def stage_examples(
             add(insert_attack(e, norm(i.text), pos)[0], norm(i.text), -1.0, False, i.source)
     for d in [*c.emails, *c.code_contexts, *c.presidio]:
         add(norm(d.text), None, -1.0, False, d.source)
-    # v4 (round 6): incident statements in 2 e-mails each, drawn from ``incident_rng`` (as
-    # ``stage_study --round6`` measured them), so the draws above are v3's
-    if incident_rng is not None:
-        rng = incident_rng
-    for i in c.incidents:
-        for e in some(2):
-            pos = POSITIONS[int(rng.integers(0, len(POSITIONS)))]
-            add(insert_attack(e, norm(i.text), pos)[0], norm(i.text), -1.0, False, i.source)
     return out
 
 
@@ -1089,31 +1048,14 @@ def dense_rows(
 
 
 def stage_rows(
-    c: Corpus,
-    spec: FeatureSpec,
-    emb: StaticEmbedding,
-    encode: Encode,
-    rng: np.random.Generator,
-    context: int | None = None,
-    by_source: bool = False,
-    incident_rng: np.random.Generator | None = None,
+    c: Corpus, spec: FeatureSpec, emb: StaticEmbedding, encode: Encode, rng: np.random.Generator
 ) -> Rows:
     """Training rows of the second stage (:func:`stage_examples`), both classes weighing
-    the same in total; ``by_source``: within a class, each source weighs the same."""
-    examples = stage_examples(c, spec, rng, incident_rng)
-    x = np.concatenate(
-        [stage_features(e.text, e.rows, spec, emb, encode, context) for e in examples]
-    )
+    the same in total."""
+    examples = stage_examples(c, spec, rng)
+    x = np.concatenate([stage_features(e.text, e.rows, spec, emb, encode) for e in examples])
     y = np.array([e.label for e in examples for _ in e.rows])
-    if by_source:
-        g = np.array([e.source for e in examples for _ in e.rows])
-        w = np.zeros(len(y))
-        for name in sorted(set(g.tolist())):
-            w[g == name] = 1.0 / int(np.sum(g == name))
-        for side in (y > 0, y < 0):
-            w[side] *= 0.5 / w[side].sum()
-    else:
-        w = np.where(y > 0, 0.5 / max(1, int(np.sum(y > 0))), 0.5 / max(1, int(np.sum(y < 0))))
+    w = np.where(y > 0, 0.5 / max(1, int(np.sum(y > 0))), 0.5 / max(1, int(np.sum(y < 0))))
     return dense_rows(x, y, w)
 
 
@@ -1135,7 +1077,6 @@ def fold_out(c: Corpus, f: int) -> Corpus:
         keep(c.presidio),
         keep(c.business),
         c.files,
-        keep(c.incidents),
     )
 
 
@@ -1183,25 +1124,10 @@ def train_second_stage(
         for d in attacked(clean_docs(c.emails, "email"), asks, 3, POSITIONS, req_rng, "x")
     ]
     n_feats = 0
-    shift = (
-        []
-        if cfg.stage_context is None
-        else [
-            f"encoder cosine with the mean of {cfg.stage_context} context segments",
-            "encoder's highest cosine with a context segment",
-        ]
-    )
     judged: list[tuple[str, bool, float]] = []  # kind, flagged by the head, stage logit
     for f, (wf, bf) in enumerate(fold_models):
         s_rows = stage_rows(
-            fold_out(c, f),
-            spec,
-            emb,
-            encode,
-            np.random.default_rng([cfg.seed, 7, f]),
-            cfg.stage_context,
-            cfg.stage_by_source,
-            np.random.default_rng([cfg.seed, 10, f]),
+            fold_out(c, f), spec, emb, encode, np.random.default_rng([cfg.seed, 7, f])
         )
         n_feats = int(s_rows.col.max()) + 1
         sw, sb = train_logreg(s_rows, n_feats, cfg.stage_l2, cfg.max_iter)
@@ -1213,7 +1139,7 @@ def train_second_stage(
             cand = [int(k) for k in order if head_t - STAGE_BAND <= z[k] < head_t][:STAGE_CAP]
             s = -math.inf
             if cand:
-                x = stage_features(d.text, cand, spec, emb, encode, cfg.stage_context)
+                x = stage_features(d.text, cand, spec, emb, encode)
                 s = float(np.max(x @ sw + sb))
             judged.append((d.kind, bool(z.max() >= head_t), s))
     by_kind: dict[str, list[tuple[bool, float]]] = {}
@@ -1237,16 +1163,7 @@ def train_second_stage(
         }
         for kind, v in sorted(by_kind.items())
     }
-    final = stage_rows(
-        c,
-        spec,
-        emb,
-        encode,
-        np.random.default_rng([cfg.seed, 7, len(fold_models)]),
-        cfg.stage_context,
-        cfg.stage_by_source,
-        np.random.default_rng([cfg.seed, 10, len(fold_models)]),
-    )
+    final = stage_rows(c, spec, emb, encode, np.random.default_rng([cfg.seed, 7, len(fold_models)]))
     sw, sb = train_logreg(final, int(final.col.max()) + 1, cfg.stage_l2, cfg.max_iter)
     meta: dict[str, Any] = {
         "model": "all-MiniLM-L6-v2 (mean-pooled, unit length), numpy forward pass",
@@ -1254,13 +1171,8 @@ def train_second_stage(
         "max_pieces": MAX_PIECES,
         "band_logits": STAGE_BAND,
         "cap": STAGE_CAP,
-        "context": cfg.stage_context,
         "threshold_logit": t2 if math.isfinite(t2) else 1e9,
-        "features": [
-            f"sentence vector ({n_feats - len(EXTRA_FEATURES) - len(shift)} dims)",
-            *EXTRA_FEATURES,
-            *shift,
-        ],
+        "features": [f"sentence vector ({n_feats - len(EXTRA_FEATURES)} dims)", *EXTRA_FEATURES],
         "l2": cfg.stage_l2,
         "rows": len(final.y),
         "positive_rows": int(np.sum(final.y > 0)),
