@@ -1,4 +1,4 @@
-"""Study (round 5, not a shipped model): can the MiniLM second stage recall more?
+"""Study (rounds 5 and 6, not a shipped model): can the MiniLM second stage recall more?
 
     python -m warden.guard.stage_study [--repeats 3] [--band 4] [--cap 2]
 
@@ -24,6 +24,10 @@ variant's stage fitted on all training items at repeat 0's threshold. The red te
 documents include such letters and its release gate allows no false positive in 99.
 Prints one table. ≈ 5 minutes on 2 cores (the MiniLM forward passes, cached per text).
 See MODEL_CARD.md, round 5.
+
+``--round6``: the variants of ``ROUND6`` with Warden's own planted assistant tasks (extra
+positives) and benign incident statements (extra negatives, and/or e-mails carrying one as
+a clean kind of the threshold rule), training side only (MODEL_CARD.md, round 6).
 """
 
 from __future__ import annotations
