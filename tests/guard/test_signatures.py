@@ -130,8 +130,13 @@ def test_benign_trigger_words_do_not_match(sigs: SignatureSet, text: str) -> Non
 
 
 def test_whole_own_benign_sets_do_not_match(sigs: SignatureSet) -> None:
-    """Every benign trigger-word prompt and business sentence (train and test)."""
-    for name in ("benign_trigger_words.jsonl", "benign_business_sentences.jsonl"):
+    """Every benign trigger-word prompt, business sentence and incident statement (train and
+    test)."""
+    for name in (
+        "benign_trigger_words.jsonl",
+        "benign_business_sentences.jsonl",
+        "benign_incident_statements.jsonl",
+    ):
         with (DATA / name).open(encoding="utf-8") as fh:
             rows = [json.loads(line)["text"] for line in fh]
         bad = [t for t in rows if flagged(sigs, t)]

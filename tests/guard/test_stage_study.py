@@ -1,14 +1,31 @@
-"""The round-5 second-stage study's helpers (the study itself runs MiniLM for minutes)."""
+"""The round-5/6 second-stage study's helpers (the study itself runs MiniLM for minutes)."""
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import math
+from collections import Counter
 from collections.abc import Sequence
+from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
 
-from warden.guard.stage_study import Segmented, context_of, features, stage_threshold
+from warden.guard.stage_study import (
+    INCIDENTS_FILE,
+    TASKS_FILE,
+    Extra,
+    Segmented,
+    Variant,
+    context_of,
+    extra_examples,
+    features,
+    load_extra,
+    stage_threshold,
+)
+from warden.guard.train_injection import DATA_DIR, Item, TrainConfig, load_corpus
 
 
 def test_context_is_spread_over_the_other_segments() -> None:
@@ -48,3 +65,66 @@ def test_stage_threshold_keeps_every_clean_kind_within_its_limit() -> None:
     flagged = [("code", True, -math.inf)] * 5 + [("code", False, 1.0)] * 95
     assert 1.0 < stage_threshold(flagged, 0.01) < 1.0 + 1e-9
     assert stage_threshold([("code", False, -math.inf)], 0.01) == -math.inf
+
+
+def _make_own_data() -> ModuleType:
+    path = Path(__file__).resolve().parents[2] / "data" / "injection" / "make_own_data.py"
+    spec = importlib.util.spec_from_file_location("make_own_data", path)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_round6_sets_are_the_generators_output_byte_for_byte() -> None:
+    gen = _make_own_data()
+    for name, rows in ((TASKS_FILE, gen.task_rows()), (INCIDENTS_FILE, gen.incident_rows())):
+        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+        assert (DATA_DIR / name).read_text(encoding="utf-8") == text
+
+
+def test_planted_tasks_cover_the_training_categories_evenly() -> None:
+    gen = _make_own_data()
+    train_categories = {i.category for i in load_corpus().of("train").text_attacks}
+    per = Counter(cat for cat, _ in gen.TASK_TEMPLATES)
+    assert set(per) == train_categories and len(per) == 15
+    assert set(per.values()) == {6}
+
+
+def test_load_extra_keeps_the_training_side_only() -> None:
+    x = load_extra()
+    assert x.tasks and x.incidents
+    assert {i.split for i in [*x.tasks, *x.incidents]} == {"train"}
+    for items in (x.tasks, x.incidents):  # split by template: a template is on one side
+        by_key: dict[str, set[str]] = {}
+        for i in items:
+            by_key.setdefault(i.key, set()).add(i.split)
+        assert all(len(v) == 1 for v in by_key.values())
+
+
+def test_extra_examples_plant_tasks_as_positives_and_incidents_as_negatives() -> None:
+    emails = [
+        Item(
+            "bipia_email",
+            f"e{k}",
+            f"Dear customer, your order {k} has shipped. Thanks.",
+            "train",
+            0,
+        )
+        for k in range(4)
+    ]
+    task = Item("own_planted_tasks", "p000", "Write a haiku about the owl.", "train", 0)
+    incident = Item(
+        "benign_incidents", "c000", "My laptop was stolen from a hotel lobby.", "train", 0
+    )
+    x = Extra([task], [incident])
+    spec = TrainConfig().spec
+    none = extra_examples(x, emails, Variant("v", 4, True), spec, np.random.default_rng(0))
+    assert none == []
+    v = Variant("v", 4, True, tasks=True, incidents=True)
+    ex = extra_examples(x, emails, v, spec, np.random.default_rng(0))
+    pos = [e for e in ex if e.label > 0]
+    neg = [e for e in ex if e.label < 0]
+    assert len(pos) == 9 and len(neg) == 2  # 3 e-mails x 3 positions; 2 e-mails
+    assert all(len(e.rows) == 1 and e.source == "own_planted_tasks" for e in pos)
+    assert all(e.source == "benign_incidents" and "stolen" in e.text for e in neg)

@@ -1,4 +1,4 @@
-"""Study (round 5, not a shipped model): can the MiniLM second stage recall more?
+"""Study (rounds 5 and 6, not a shipped model): can the MiniLM second stage recall more?
 
     python -m warden.guard.stage_study [--repeats 3] [--band 4] [--cap 2]
 
@@ -24,6 +24,10 @@ variant's stage fitted on all training items at repeat 0's threshold. The red te
 documents include such letters and its release gate allows no false positive in 99.
 Prints one table. ≈ 5 minutes on 2 cores (the MiniLM forward passes, cached per text).
 See MODEL_CARD.md, round 5.
+
+``--round6``: the variants of ``ROUND6`` with Warden's own planted assistant tasks (extra
+positives) and benign incident statements (extra negatives, and/or e-mails carrying one as
+a clean kind of the threshold rule), training side only (MODEL_CARD.md, round 6).
 """
 
 from __future__ import annotations
@@ -32,17 +36,19 @@ import argparse
 import math
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 
-from warden.guard.classifier import DENSE_EXTRA, InjectionClassifier, logit
+from warden.guard.classifier import DENSE_EXTRA, FeatureSpec, InjectionClassifier, logit
 from warden.guard.embedding import DEFAULT_EMBED, StaticEmbedding, segment_features
 from warden.guard.encoder import default_encoder
 from warden.guard.evaluate_injection import REQUEST_GROUPS
 from warden.guard.train_injection import (
     CV_FOLDS,
+    DATA_DIR,
     POSITIONS,
     SEED,
     SPLIT_SALT,
@@ -54,7 +60,9 @@ from warden.guard.train_injection import (
     StageExample,
     TrainConfig,
     _in_fold,
+    _item,
     _out_of_fold,
+    _read_jsonl,
     _segments,
     _subset,
     _unit,
@@ -66,7 +74,9 @@ from warden.guard.train_injection import (
     dense_rows,
     document_head_docs,
     fold_out,
+    insert_attack,
     load_corpus,
+    norm,
     stage_examples,
     train_logreg,
     unit_logits,
@@ -76,6 +86,9 @@ F64 = npt.NDArray[np.float64]
 F32 = npt.NDArray[np.float32]
 #: clean kinds whose out-of-fold rate bounds the second stage's threshold (as shipped)
 CLEAN_KINDS = ("email", "email_thread", "code", "presidio", "email+request")
+#: round 6: the own sets of planted tasks (positives) and benign incident statements
+TASKS_FILE = "own_planted_tasks.jsonl"
+INCIDENTS_FILE = "benign_incident_statements.jsonl"
 
 
 @dataclass(frozen=True)
@@ -85,6 +98,12 @@ class Variant:
     context: int | None
     #: each negative source weighs the same (else every negative row does)
     by_source: bool
+    #: round 6: own planted tasks as extra positives (3 e-mails x 3 positions each)
+    tasks: bool = False
+    #: round 6: benign incident statements planted in e-mails as extra negatives
+    incidents: bool = False
+    #: round 6: e-mails carrying an incident statement as a clean kind of the threshold rule
+    incident_kind: bool = False
 
 
 VARIANTS = (
@@ -94,6 +113,74 @@ VARIANTS = (
     Variant("+ MiniLM context, K=8", 8, True),
     Variant("+ MiniLM context, all", 0, True),
 )
+#: round 6: the own sets added to the K=4 variant (and to v3's features)
+ROUND6 = (
+    Variant("v3 (shipped)", None, False),
+    Variant("K=4", 4, True),
+    Variant("K=4 + tasks", 4, True, tasks=True),
+    Variant("K=4 + incidents", 4, True, incidents=True),
+    Variant("K=4 + incidents, kind", 4, True, incidents=True, incident_kind=True),
+    Variant("K=4 + both", 4, True, tasks=True, incidents=True),
+    Variant("K=4 + both, kind", 4, True, tasks=True, incidents=True, incident_kind=True),
+    Variant("v3 feat. + both, kind", None, True, tasks=True, incidents=True, incident_kind=True),
+)
+
+
+@dataclass(frozen=True)
+class Extra:
+    """Round 6's own sets (training side only), split and folded by template."""
+
+    tasks: list[Item]
+    incidents: list[Item]
+
+
+def load_extra(data_dir: Path = DATA_DIR) -> Extra:
+    tasks = [
+        _item("own_planted_tasks", r["template"], r["text"], r["category"])
+        for r in _read_jsonl(data_dir / TASKS_FILE)
+    ]
+    incidents = [
+        _item("benign_incidents", r["template"], r["text"], r["kind"])
+        for r in _read_jsonl(data_dir / INCIDENTS_FILE)
+    ]
+    return Extra(
+        [i for i in tasks if i.split == "train"], [i for i in incidents if i.split == "train"]
+    )
+
+
+def extra_examples(
+    x: Extra, emails: Sequence[Item], v: Variant, spec: FeatureSpec, rng: np.random.Generator
+) -> list[StageExample]:
+    """Second-stage documents from round 6's sets, as ``stage_examples`` builds its own:
+    each planted task in 3 e-mails x 3 positions (its first segment, positive), each
+    incident statement in 2 e-mails at a random position (its segments, negative)."""
+    texts = [norm(e.text) for e in emails]
+    out: list[StageExample] = []
+
+    def add(text: str, needle: str, label: float, first_only: bool, source: str) -> None:
+        raw, spans = _segments(text, spec)
+        segs = [raw[a:b].decode("utf-8", "replace") for a, b in spans.tolist()]
+        low = needle.lower()
+        rows = [k for k, sg in enumerate(segs) if sg.strip() and sg.strip() in low]
+        rows = rows[:1] if first_only else rows
+        if rows:
+            out.append(StageExample(text, tuple(rows), label, source))
+
+    def some(n: int) -> list[str]:
+        picks = rng.choice(len(texts), size=min(n, len(texts)), replace=False)
+        return [texts[int(i)] for i in picks]
+
+    if not texts:
+        return out
+    for i in x.tasks if v.tasks else []:
+        for e in some(3):
+            for pos in POSITIONS:
+                add(insert_attack(e, norm(i.text), pos)[0], norm(i.text), 1.0, True, i.source)
+    for i in x.incidents if v.incidents else []:
+        for e in some(2):
+            pos = POSITIONS[int(rng.integers(0, len(POSITIONS)))]
+            add(insert_attack(e, norm(i.text), pos)[0], norm(i.text), -1.0, False, i.source)
+    return out
 
 
 @dataclass(frozen=True)
@@ -165,14 +252,24 @@ def fit_stage(
     return np.append(sw, sb)
 
 
+def _refold(items: list[Item], repeat: int) -> list[Item]:
+    if repeat == 0:
+        return items
+    salt = f"{SPLIT_SALT}:fold:rep{repeat}"
+    return [replace(i, fold=int(_unit(salt, i.source, i.key) * CV_FOLDS)) for i in items]
+
+
+def refold_extra(x: Extra, repeat: int) -> Extra:
+    return Extra(_refold(x.tasks, repeat), _refold(x.incidents, repeat))
+
+
 def refold(c: Corpus, repeat: int) -> Corpus:
     """``c`` with its items assigned to folds by another salt (repeat 0: the shipped one)."""
     if repeat == 0:
         return c
 
     def f(items: list[Item]) -> list[Item]:
-        salt = f"{SPLIT_SALT}:fold:rep{repeat}"
-        return [replace(i, fold=int(_unit(salt, i.source, i.key) * CV_FOLDS)) for i in items]
+        return _refold(items, repeat)
 
     return Corpus(
         f(c.emails),
@@ -197,9 +294,14 @@ class OOFDoc:
     doc: Segmented
 
 
-def oof_docs(c: Corpus, cfg: TrainConfig, emb: StaticEmbedding) -> tuple[list[OOFDoc], float]:
+def oof_docs(
+    c: Corpus, cfg: TrainConfig, emb: StaticEmbedding, incidents: Sequence[Item] = ()
+) -> tuple[list[OOFDoc], float]:
     """Every in-fold document scored by the document head of the other folds, and the
-    head's out-of-fold threshold (logit) chosen as ``train_injection`` chooses it."""
+    head's out-of-fold threshold (logit) chosen as ``train_injection`` chooses it.
+    ``incidents`` (round 6) are planted in e-mails as the requests are (kind
+    ``email+incident``, 3 e-mails x 3 positions each); like the requests, they never
+    move the head's threshold."""
     dim = 1 << cfg.spec.bits
     data = document_head_docs(c, np.random.default_rng([cfg.seed, 1]), cfg.per_attack)
     rows = build_rows(data, cfg.spec, None, emb)
@@ -208,6 +310,11 @@ def oof_docs(c: Corpus, cfg: TrainConfig, emb: StaticEmbedding) -> tuple[list[OO
     requests = [
         Doc(d.text, 0, d.items, "email+request")
         for d in attacked(clean_docs(c.emails, "email"), asks, 3, POSITIONS, req_rng, "x")
+    ]
+    inc_rng = np.random.default_rng([cfg.seed, 9])
+    requests += [
+        Doc(d.text, 0, d.items, "email+incident")
+        for d in attacked(clean_docs(c.emails, "email"), incidents, 3, POSITIONS, inc_rng, "x")
     ]
     out: list[OOFDoc] = []
     neg: dict[str, list[float]] = {}
@@ -221,7 +328,7 @@ def oof_docs(c: Corpus, cfg: TrainConfig, emb: StaticEmbedding) -> tuple[list[OO
             if _in_fold(d, f):
                 z = unit_logits(w, b, d.text, cfg.spec, emb)
                 out.append(OOFDoc(d.kind, f, z, segmented(d.text, cfg, emb)))
-                if d.kind != "email+request":
+                if d.kind not in ("email+request", "email+incident"):
                     (pos if d.label else neg.setdefault(d.kind, [])).append(float(z.max()))
     kinds = THRESHOLD_KINDS["document"]
     _, fig = choose_threshold({k: v for k, v in neg.items() if k in kinds}, pos, 0.01, 0.0)
@@ -233,14 +340,18 @@ def candidates(z: F64, head_t: float, band: float, cap: int) -> list[int]:
     return [int(k) for k in order if head_t - band <= z[k] < head_t][:cap]
 
 
-def stage_threshold(judged: Sequence[tuple[str, bool, float]], request_limit: float) -> float:
+def stage_threshold(
+    judged: Sequence[tuple[str, bool, float]],
+    request_limit: float,
+    kinds: Sequence[str] = CLEAN_KINDS,
+) -> float:
     """The lowest second-stage logit at which no clean kind's cascade rate exceeds
     max(its limit, the head's own rate): 1 %, or ``request_limit`` for benign requests."""
     by_kind: dict[str, list[tuple[bool, float]]] = {}
     for kind, hit, s in judged:
         by_kind.setdefault(kind, []).append((hit, s))
     t = -math.inf
-    for kind in CLEAN_KINDS:
+    for kind in kinds:
         v = by_kind.get(kind, [])
         if not v:
             continue
@@ -258,25 +369,62 @@ class Outcome:
     recall: dict[float, list[float]]  # request limit -> e-mail + text-attack recall per repeat
     threshold0: float = math.inf  # repeat 0, 1 % limit
     claim_flagged: int = 0
+    #: round 6, 1 % limit: out-of-fold rate flagged per repeat on e-mails carrying an
+    #: incident statement and on e-mails carrying a benign request
+    incident_rate: list[float] = field(default_factory=list)
+    request_rate: list[float] = field(default_factory=list)
+
+
+def _rate(judged: Sequence[tuple[str, bool, float]], kind: str, t: float) -> float:
+    v = [h or s >= t for k, h, s in judged if k == kind]
+    return float(np.mean(v)) if v else 0.0
 
 
 def study(
-    repeats: int, band: float, cap: int, variants: Sequence[Variant] = VARIANTS
+    repeats: int,
+    band: float,
+    cap: int,
+    variants: Sequence[Variant] = VARIANTS,
+    extra: Extra | None = None,
 ) -> tuple[dict[str, Outcome], int]:
     cfg = TrainConfig()
     emb = StaticEmbedding.load(DEFAULT_EMBED)
     encode = caching_encoder(default_encoder(emb))
     base = load_corpus().of("train")
+    x0 = extra if extra is not None else Extra([], [])
     out = {v.name: Outcome({0.01: [], 0.05: []}) for v in variants}
     for r in range(repeats):
         c = refold(base, r)
-        docs, head_t = oof_docs(c, cfg, emb)
+        x = refold_extra(x0, r)
+        docs, head_t = oof_docs(c, cfg, emb, x.incidents)
         folds = [
             stage_examples(fold_out(c, f), cfg.spec, np.random.default_rng([SEED, 7, f]))
             for f in range(cfg.folds)
         ]
+        xfolds = [
+            Extra([i for i in x.tasks if i.fold != f], [i for i in x.incidents if i.fold != f])
+            for f in range(cfg.folds)
+        ]
         for v in variants:
-            stages = [fit_stage(ex, cfg, emb, encode, v) for ex in folds]
+            stages = [
+                fit_stage(
+                    [
+                        *folds[f],
+                        *extra_examples(
+                            xfolds[f],
+                            fold_out(c, f).emails,
+                            v,
+                            cfg.spec,
+                            np.random.default_rng([SEED, 10, f]),
+                        ),
+                    ],
+                    cfg,
+                    emb,
+                    encode,
+                    v,
+                )
+                for f in range(cfg.folds)
+            ]
             judged = []
             for d in docs:
                 cand = candidates(d.z, head_t, band, cap)
@@ -285,12 +433,15 @@ def study(
                     st = stages[d.fold]
                     s = float(np.max(features(d.doc, cand, encode, v.context) @ st[:-1] + st[-1]))
                 judged.append((d.kind, bool(d.z.max() >= head_t), s))
+            kinds = (*CLEAN_KINDS, "email+incident") if v.incident_kind else CLEAN_KINDS
             for limit in (0.01, 0.05):
-                t = stage_threshold(judged, limit)
-                att = [h or s >= t for k, h, s in judged if k == "email+text_attack"]
-                out[v.name].recall[limit].append(float(np.mean(att)))
-                if r == 0 and limit == 0.01:
-                    out[v.name].threshold0 = t
+                t = stage_threshold(judged, limit, kinds)
+                out[v.name].recall[limit].append(_rate(judged, "email+text_attack", t))
+                if limit == 0.01:
+                    out[v.name].incident_rate.append(_rate(judged, "email+incident", t))
+                    out[v.name].request_rate.append(_rate(judged, "email+request", t))
+                    if r == 0:
+                        out[v.name].threshold0 = t
     # claim letters: the shipped head, each stage fitted on all training items
     from warden.demo.claims import claim_letters
     from warden.guard.normalize import normalize
@@ -305,7 +456,10 @@ def study(
         z = np.array([zz for _, _, zz in clf.window_logits(norm_text, "document")])
         scored.append((z, segmented(norm_text, cfg, emb)))
     for v in variants:
-        st = fit_stage(everything, cfg, emb, encode, v)
+        more = extra_examples(
+            x0, base.emails, v, cfg.spec, np.random.default_rng([SEED, 10, cfg.folds])
+        )
+        st = fit_stage([*everything, *more], cfg, emb, encode, v)
         for z, doc in scored:
             cand = candidates(z, head_t, band, cap)
             if cand and np.max(features(doc, cand, encode, v.context) @ st[:-1] + st[-1]) >= (
@@ -320,16 +474,27 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--band", type=float, default=4.0)
     parser.add_argument("--cap", type=int, default=2)
+    parser.add_argument(
+        "--round6", action="store_true", help="round 6: the own planted-task / incident sets"
+    )
     args = parser.parse_args(argv)
-    result, n_letters = study(args.repeats, args.band, args.cap)
+    if args.round6:
+        result, n_letters = study(args.repeats, args.band, args.cap, ROUND6, load_extra())
+    else:
+        result, n_letters = study(args.repeats, args.band, args.cap)
     print(f"band {args.band} logits, cap {args.cap}; e-mail + text-attack recall out of fold")
-    print(f"{'variant':<26} {'req 1 % (mean; per repeat)':<34} {'req 5 % (mean)':>14}  claims")
+    print(
+        f"{'variant':<26} {'req 1 % (mean; per repeat)':<34} {'req 5 % (mean)':>14}  claims"
+        "  incid. / req. FPR (1 %, mean)"
+    )
     for name, o in result.items():
         r1, r5 = o.recall[0.01], o.recall[0.05]
         each = " ".join(f"{x:.3f}" for x in r1)
+        inc = np.mean(o.incident_rate) if o.incident_rate else 0.0
+        req = np.mean(o.request_rate) if o.request_rate else 0.0
         print(
             f"{name:<26} {np.mean(r1):.3f} ({each}){'':<4} {np.mean(r5):>10.3f}"
-            f"  {o.claim_flagged}/{n_letters}"
+            f"  {o.claim_flagged}/{n_letters}  {inc:.3f} / {req:.3f}"
         )
 
 
