@@ -409,18 +409,36 @@ BUSINESS_TEMPLATES: list[tuple[str, str]] = [
 ]
 
 
-def business_rows() -> list[dict[str, str]]:
-    rng = random.Random(SEED + 1)
+def template_rows(
+    templates: list[tuple[str, str]],
+    slots: dict[str, list[str]],
+    *,
+    seed: int,
+    prefix: str,
+    label: str,
+    capitalise: bool = False,
+) -> list[dict[str, str]]:
+    """Every template rendered `VARIANTS` times (once when it has no slot), duplicates
+    dropped, each row naming its template (`<prefix><index>`) and its `label` value."""
+    rng = random.Random(seed)
     out: list[dict[str, str]] = []
     seen: set[str] = set()
-    for i, (kind, template) in enumerate(BUSINESS_TEMPLATES):
+    for i, (value, template) in enumerate(templates):
         for _ in range(VARIANTS if "{" in template else 1):
-            text = render(template, rng, BUSINESS_SLOTS)
+            text = render(template, rng, slots)
+            if capitalise:
+                text = text[0].upper() + text[1:]
             if text in seen:
                 continue
             seen.add(text)
-            out.append({"text": text, "template": f"b{i:03d}", "kind": kind})
+            out.append({"text": text, "template": f"{prefix}{i:03d}", label: value})
     return out
+
+
+def business_rows() -> list[dict[str, str]]:
+    return template_rows(
+        BUSINESS_TEMPLATES, BUSINESS_SLOTS, seed=SEED + 1, prefix="b", label="kind"
+    )
 
 
 def render(template: str, rng: random.Random, slots: dict[str, list[str]] | None = None) -> str:
@@ -662,17 +680,7 @@ TASK_TEMPLATES: list[tuple[str, str]] = [
 
 
 def task_rows() -> list[dict[str, str]]:
-    rng = random.Random(SEED + 2)
-    out: list[dict[str, str]] = []
-    seen: set[str] = set()
-    for i, (category, template) in enumerate(TASK_TEMPLATES):
-        for _ in range(VARIANTS if "{" in template else 1):
-            text = render(template, rng, TASK_SLOTS)
-            if text in seen:
-                continue
-            seen.add(text)
-            out.append({"text": text, "template": f"p{i:03d}", "category": category})
-    return out
+    return template_rows(TASK_TEMPLATES, TASK_SLOTS, seed=SEED + 2, prefix="p", label="category")
 
 
 # --------------------------------------------------------------- benign incident statements
@@ -804,18 +812,14 @@ INCIDENT_TEMPLATES: list[tuple[str, str]] = [
 
 
 def incident_rows() -> list[dict[str, str]]:
-    rng = random.Random(SEED + 3)
-    out: list[dict[str, str]] = []
-    seen: set[str] = set()
-    for i, (kind, template) in enumerate(INCIDENT_TEMPLATES):
-        for _ in range(VARIANTS if "{" in template else 1):
-            text = render(template, rng, INCIDENT_SLOTS)
-            text = text[0].upper() + text[1:]
-            if text in seen:
-                continue
-            seen.add(text)
-            out.append({"text": text, "template": f"c{i:03d}", "kind": kind})
-    return out
+    return template_rows(
+        INCIDENT_TEMPLATES,
+        INCIDENT_SLOTS,
+        seed=SEED + 3,
+        prefix="c",
+        label="kind",
+        capitalise=True,
+    )
 
 
 def write(name: str, data: list[dict[str, str]], templates: int) -> None:

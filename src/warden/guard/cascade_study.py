@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from warden.guard.classifier import DENSE_EXTRA, FeatureSpec, units
+from warden.guard.classifier import DENSE_EXTRA, FeatureSpec
 from warden.guard.embedding import DEFAULT_EMBED, StaticEmbedding
 from warden.guard.evaluate_injection import REQUEST_GROUPS
 from warden.guard.train_injection import (
@@ -52,6 +52,9 @@ from warden.guard.train_injection import (
     insert_attack,
     load_corpus,
     norm,
+    pick_some,
+    planted_rows,
+    segment_texts,
     train_logreg,
     unit_logits,
 )
@@ -106,12 +109,6 @@ def minilm_encoder(emb: StaticEmbedding) -> Encoder:
     return encode
 
 
-def segment_texts(text: str, spec: FeatureSpec) -> list[str]:
-    low = text.lower()
-    raw = low.encode("utf-8", "surrogatepass")
-    return [raw[a:b].decode("utf-8", "replace") for a, b in units(text, "document", spec, low)]
-
-
 def stage_features(encode: Encoder, segs: Sequence[str], rows: Sequence[int]) -> F64:
     """Each row's sentence vector and its cosine with the mean of the other segments."""
     vecs = encode(segs).astype(np.float64)
@@ -135,18 +132,13 @@ def stage_rows(c: Corpus, encode: Encoder, spec: FeatureSpec, rng: np.random.Gen
 
     def add(text: str, needle: str | None, label: float, first_only: bool) -> None:
         segs = segment_texts(text, spec)
-        rows = list(range(len(segs)))
-        if needle is not None:
-            low = needle.lower()
-            rows = [k for k, s in enumerate(segs) if s.strip() and s.strip() in low]
-        rows = rows[:1] if first_only else rows
+        rows = planted_rows(segs, needle, first_only)
         if rows:
             xs.append(stage_features(encode, segs, rows))
             ys.extend([label] * len(rows))
 
     def some(n: int) -> list[str]:
-        picks = rng.choice(len(emails), size=min(n, len(emails)), replace=False)
-        return [emails[int(i)] for i in picks]
+        return pick_some(rng, emails, n)
 
     for a in c.text_attacks:
         for e in some(3):

@@ -77,6 +77,9 @@ from warden.guard.train_injection import (
     insert_attack,
     load_corpus,
     norm,
+    pick_some,
+    planted_rows,
+    segment_texts,
     stage_examples,
     train_logreg,
     unit_logits,
@@ -158,17 +161,12 @@ def extra_examples(
     out: list[StageExample] = []
 
     def add(text: str, needle: str, label: float, first_only: bool, source: str) -> None:
-        raw, spans = _segments(text, spec)
-        segs = [raw[a:b].decode("utf-8", "replace") for a, b in spans.tolist()]
-        low = needle.lower()
-        rows = [k for k, sg in enumerate(segs) if sg.strip() and sg.strip() in low]
-        rows = rows[:1] if first_only else rows
+        rows = planted_rows(segment_texts(text, spec), needle, first_only)
         if rows:
             out.append(StageExample(text, tuple(rows), label, source))
 
     def some(n: int) -> list[str]:
-        picks = rng.choice(len(texts), size=min(n, len(texts)), replace=False)
-        return [texts[int(i)] for i in picks]
+        return pick_some(rng, texts, n)
 
     if not texts:
         return out

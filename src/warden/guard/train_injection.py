@@ -967,6 +967,30 @@ def _segments(doc_text: str, spec: FeatureSpec) -> tuple[bytes, npt.NDArray[np.i
     return low.encode("utf-8", "surrogatepass"), spans
 
 
+def segment_texts(doc_text: str, spec: FeatureSpec) -> list[str]:
+    """The document head's segments of a text, as (lower-cased) strings."""
+    raw, spans = _segments(doc_text, spec)
+    return [raw[a:b].decode("utf-8", "replace") for a, b in spans.tolist()]
+
+
+def planted_rows(segs: Sequence[str], needle: str | None, first_only: bool) -> list[int]:
+    """The segments of a document that hold the planted text `needle` (every segment when
+    there is none), or only the first of them."""
+    rows = list(range(len(segs)))
+    if needle is not None:
+        low = needle.lower()
+        rows = [k for k, sg in enumerate(segs) if sg.strip() and sg.strip() in low]
+    return rows[:1] if first_only else rows
+
+
+def pick_some(rng: np.random.Generator, texts: Sequence[str], n: int) -> list[str]:
+    """Up to `n` different texts drawn from `texts`."""
+    if not texts:
+        return []
+    picks = rng.choice(len(texts), size=min(n, len(texts)), replace=False)
+    return [texts[int(i)] for i in picks]
+
+
 def stage_features(
     doc_text: str, rows: Sequence[int], spec: FeatureSpec, emb: StaticEmbedding, encode: Encode
 ) -> npt.NDArray[np.float64]:
@@ -1002,21 +1026,12 @@ def stage_examples(c: Corpus, spec: FeatureSpec, rng: np.random.Generator) -> li
     out: list[StageExample] = []
 
     def add(text: str, needle: str | None, label: float, first_only: bool, source: str) -> None:
-        raw, spans = _segments(text, spec)
-        segs = [raw[a:b].decode("utf-8", "replace") for a, b in spans.tolist()]
-        rows = list(range(len(segs)))
-        if needle is not None:
-            low = needle.lower()
-            rows = [k for k, sg in enumerate(segs) if sg.strip() and sg.strip() in low]
-        rows = rows[:1] if first_only else rows
+        rows = planted_rows(segment_texts(text, spec), needle, first_only)
         if rows:
             out.append(StageExample(text, tuple(rows), label, source))
 
     def some(n: int) -> list[str]:
-        if not emails:
-            return []
-        picks = rng.choice(len(emails), size=min(n, len(emails)), replace=False)
-        return [emails[int(i)] for i in picks]
+        return pick_some(rng, emails, n)
 
     for a in c.text_attacks:
         for e in some(3):
