@@ -58,8 +58,9 @@ LITELLM_KEY = "sk-bench-overhead"
 MODEL = "sim-triage-1"
 POLICY = ROOT / "examples" / "policy.yaml"
 TARGET_P50_RATIO = 1 / 5
-#: request workers for `warden serve --workers` (2 cores, shared with the simulator and loadgen)
-DEFAULT_WARDEN_WORKERS = 2
+#: `warden serve --workers` counts to run, as for LiteLLM: one process (the default; the
+#: audit writer is a thread), and two request workers feeding a writer process (2 cores)
+DEFAULT_WARDEN_WORKERS = "1,2"
 TARGET_RPS_RATIO = 5.0
 
 console = Console(width=130)
@@ -439,28 +440,39 @@ def derive(targets: list[Target], levels: list[int]) -> dict[str, Any]:
 
 
 def verdict(derived: dict[str, Any], levels: list[int]) -> dict[str, Any]:
-    high_key = str(max(levels))
-    wardens = [v for k, v in derived.items() if k.startswith("warden") and high_key in v]
-    # several worker counts: judge the one with the best throughput
-    warden = max(wardens, key=lambda v: v[high_key]["rps"]) if wardens else None
-    litellms = {k: v for k, v in derived.items() if k.startswith("litellm")}
-    if not warden or not litellms:
-        return {}
+    """Each figure compares each side's best configuration for it: Warden's worker count
+    is chosen per figure exactly as LiteLLM's is (both run 1 and 2 workers)."""
     low, high = str(min(levels)), str(max(levels))
-    # compare against LiteLLM's best configuration for each figure
-    best_p50 = min(v[low]["added_p50_ms"] for v in litellms.values() if low in v)
-    best_p50_high = min(v[high]["added_p50_ms"] for v in litellms.values() if high in v)
-    best_rps = max(v[high]["rps"] for v in litellms.values() if high in v)
-    p50_ratio = warden[low]["added_p50_ms"] / best_p50 if best_p50 > 0 else None
-    p50_ratio_high = warden[high]["added_p50_ms"] / best_p50_high if best_p50_high > 0 else None
-    rps_ratio = warden[high]["rps"] / best_rps if best_rps else None
-    return {
-        f"added_p50_ratio_c{low}": p50_ratio,
-        f"added_p50_ratio_c{high}": p50_ratio_high,
-        f"rps_ratio_c{high}": rps_ratio,
-        "p50_target_met": p50_ratio is not None and p50_ratio <= TARGET_P50_RATIO,
-        "rps_target_met": rps_ratio is not None and rps_ratio >= TARGET_RPS_RATIO,
-    }
+    wardens = {k: v for k, v in derived.items() if k.startswith("warden")}
+    litellms = {k: v for k, v in derived.items() if k.startswith("litellm")}
+    if not wardens or not litellms:
+        return {}
+
+    def best(side: dict[str, Any], level: str, key: str, pick: Any) -> tuple[str, float]:
+        rows = [(name, v[level][key]) for name, v in side.items() if level in v]
+        return pick(rows, key=lambda row: row[1])  # type: ignore[no-any-return]
+
+    out: dict[str, Any] = {}
+    for level in (low, high):
+        w_name, w_p50 = best(wardens, level, "added_p50_ms", min)
+        l_name, l_p50 = best(litellms, level, "added_p50_ms", min)
+        out[f"added_p50_ratio_c{level}"] = w_p50 / l_p50 if l_p50 > 0 else None
+        out[f"added_p50_c{level}"] = {w_name: w_p50, l_name: l_p50}
+    w_name, w_rps = best(wardens, high, "rps", max)
+    l_name, l_rps = best(litellms, high, "rps", max)
+    out[f"rps_ratio_c{high}"] = w_rps / l_rps if l_rps else None
+    out[f"rps_c{high}"] = {w_name: w_rps, l_name: l_rps}
+    p50_ratio = out[f"added_p50_ratio_c{low}"]
+    p50_ratio_high = out[f"added_p50_ratio_c{high}"]
+    rps_ratio = out[f"rps_ratio_c{high}"]
+    out["p50_target_met"] = (
+        p50_ratio is not None
+        and p50_ratio <= TARGET_P50_RATIO
+        and p50_ratio_high is not None
+        and p50_ratio_high <= TARGET_P50_RATIO
+    )
+    out["rps_target_met"] = rps_ratio is not None and rps_ratio >= TARGET_RPS_RATIO
+    return out
 
 
 def print_tables(targets: list[Target], derived: dict[str, Any], summary: dict[str, Any]) -> None:

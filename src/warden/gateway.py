@@ -164,6 +164,11 @@ class Gateway:
         self.store = store
         self.keyring = keyring
         self.endpoints = EndpointRuntime(policy.routes)
+        #: requests inside `run_request` now (on this process's event loop)
+        self.in_flight = 0
+        if isinstance(store, SQLiteAuditStore):
+            # one request alone commits on the loop itself: no thread hop per commit
+            store.commit_inline_when(lambda: self.in_flight <= 1)
         #: the policy's `model:` references, loaded at start-up (Gateway.open)
         self.models = dict(models or {})
         self.bands = BandsGate(active_thresholds(store))
@@ -275,7 +280,11 @@ class Gateway:
         """Run an already-parsed request through every gate (the doors parse)."""
         caller.require(Permission.DECIDE)
         ctx = DecisionContext(new_decision_id(), request, caller, self.policy, utc_now())
-        await self.pipeline.run(ctx)
+        self.in_flight += 1
+        try:
+            await self.pipeline.run(ctx)
+        finally:
+            self.in_flight -= 1
         if "conflict_seq" not in ctx.results["commit"]:
             self._count(ctx)
         return ctx
