@@ -448,29 +448,23 @@ def verdict(derived: dict[str, Any], levels: list[int]) -> dict[str, Any]:
     if not wardens or not litellms:
         return {}
 
-    def best(side: dict[str, Any], level: str, key: str, pick: Any) -> tuple[str, float]:
-        rows = [(name, v[level][key]) for name, v in side.items() if level in v]
-        return pick(rows, key=lambda row: row[1])  # type: ignore[no-any-return]
+    def best(side: dict[str, Any], level: str, key: str, *, highest: bool) -> tuple[str, float]:
+        rows = [(name, float(v[level][key])) for name, v in side.items() if level in v]
+        return (max if highest else min)(rows, key=lambda row: row[1])
 
     out: dict[str, Any] = {}
     for level in (low, high):
-        w_name, w_p50 = best(wardens, level, "added_p50_ms", min)
-        l_name, l_p50 = best(litellms, level, "added_p50_ms", min)
+        w_name, w_p50 = best(wardens, level, "added_p50_ms", highest=False)
+        l_name, l_p50 = best(litellms, level, "added_p50_ms", highest=False)
         out[f"added_p50_ratio_c{level}"] = w_p50 / l_p50 if l_p50 > 0 else None
         out[f"added_p50_c{level}"] = {w_name: w_p50, l_name: l_p50}
-    w_name, w_rps = best(wardens, high, "rps", max)
-    l_name, l_rps = best(litellms, high, "rps", max)
-    out[f"rps_ratio_c{high}"] = w_rps / l_rps if l_rps else None
+    w_name, w_rps = best(wardens, high, "rps", highest=True)
+    l_name, l_rps = best(litellms, high, "rps", highest=True)
+    rps_ratio = w_rps / l_rps if l_rps else None
+    out[f"rps_ratio_c{high}"] = rps_ratio
     out[f"rps_c{high}"] = {w_name: w_rps, l_name: l_rps}
-    p50_ratio = out[f"added_p50_ratio_c{low}"]
-    p50_ratio_high = out[f"added_p50_ratio_c{high}"]
-    rps_ratio = out[f"rps_ratio_c{high}"]
-    out["p50_target_met"] = (
-        p50_ratio is not None
-        and p50_ratio <= TARGET_P50_RATIO
-        and p50_ratio_high is not None
-        and p50_ratio_high <= TARGET_P50_RATIO
-    )
+    p50_ratios = [out[f"added_p50_ratio_c{level}"] for level in (low, high)]
+    out["p50_target_met"] = all(r is not None and r <= TARGET_P50_RATIO for r in p50_ratios)
     out["rps_target_met"] = rps_ratio is not None and rps_ratio >= TARGET_RPS_RATIO
     return out
 
