@@ -118,6 +118,11 @@ def main() -> None:
     parser.add_argument("--py-spy", action="store_true", help="also sample a profile")
     parser.add_argument("--keep", type=Path, help="copy py-spy's folded stacks here")
     parser.add_argument(
+        "--idle",
+        action="store_true",
+        help="py-spy also samples waiting threads (wall time, e.g. fsync and socket waits)",
+    )
+    parser.add_argument(
         "--workers", type=int, default=1, help="warden serve --workers (CPU summed over all)"
     )
     args = parser.parse_args()
@@ -153,6 +158,8 @@ def main() -> None:
                     str(math.ceil(args.seconds)),
                 ]
                 spy_argv += ["-f", "raw", "-o", str(out), "--threads"]
+                if args.idle:
+                    spy_argv.append("--idle")
                 if kids:
                     spy_argv.append("--subprocesses")
                 spy = subprocess.Popen(

@@ -9,6 +9,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from tests.conftest import EXAMPLE_POLICY
 from tests.helpers_llm import start_world
 from tests.helpers_server import WardenServer, create_key, run_cli
@@ -121,22 +123,56 @@ def test_per_decision_type_threshold_from_the_policy_decides(tmp_path: Path) -> 
 def test_against_a_served_gateway_by_url(upstreams: Any, tmp_path: Path) -> None:  # noqa: F811
     """The gateway's own upstreams (scripted simulators) answer its LLM decision types;
     the red team sees only HTTP: POST /v1/decisions, POST /v1/chat/completions with the
-    Warden headers, and GET /v1/decisions/{id} for the audit record."""
+    Warden headers, and GET /v1/decisions/{id} for the audit record. Its key has the
+    `redteam` role: every probe is recorded as an exercise, and none reaches the review
+    queue or the guard statistics; a service key is refused before any probe is sent."""
     opts = {"scripted": True}
     world = start_world(
         upstreams, tmp_path, **{n: opts for n in ("llm-eu-1", "llm-eu-2", "llm-us-1")}
     )
     blind = _policy(tmp_path, world.policy.read_text(), blind=True)
     data_dir = tmp_path / "data"
-    key = create_key(data_dir, "svc-redteam", "service")
+    key = create_key(data_dir, "red-1", "redteam")
+    service = create_key(data_dir, "svc-1", "service")
+    reviewer = create_key(data_dir, "rita", "reviewer")
     with WardenServer(data_dir, tmp_path / "server.log", policy=blind) as server:
         server.start()
-        args = ["redteam", "-p", str(blind), "--url", server.url, "--api-key", key]
-        result = run_cli(*args, "--per-set", PER_SET, "--scripted-upstreams", "--json", timeout=240)
-        bogus = run_cli(*args[:-1], "wk_not_a_key", "--per-set", "2", timeout=120)
+        size_before = httpx.get(f"{server.url}/healthz", timeout=5).json()["audit_entries"]
+        args = ["redteam", "-p", str(blind), "--url", server.url, "--api-key"]
+        as_service = run_cli(*args, service, "--per-set", "2", timeout=120)
+        bogus = run_cli(*args, "wk_not_a_key", "--per-set", "2", timeout=120)
+        size_after_refusals = httpx.get(f"{server.url}/healthz", timeout=5).json()["audit_entries"]
+        result = run_cli(
+            *args, key, "--per-set", PER_SET, "--scripted-upstreams", "--json", timeout=240
+        )
+        queue = httpx.get(
+            f"{server.url}/v1/review/queue", headers={"X-API-Key": reviewer}, timeout=10
+        ).json()["items"]
+        metrics = httpx.get(f"{server.url}/metrics", timeout=10).text
     assert result.returncode == 1, result.stdout + result.stderr + server.log()
-    # a key the gateway does not know stops the run at once, with one line saying why
+    # a service key, or a key the gateway does not know, stops the run before any probe,
+    # with one line saying why
+    assert as_service.returncode == 2, as_service.stdout + as_service.stderr
+    assert "has role 'service'" in as_service.stderr and "role redteam" in as_service.stderr
     assert bogus.returncode == 2 and "HTTP 401 (unknown API key)" in bogus.stderr, bogus.stderr
+    assert size_after_refusals == size_before
+    # the probes that went to review are exercises: recorded, never queued
+    assert queue == []
+    went_to_review = [
+        line
+        for line in metrics.splitlines()
+        if line.startswith("warden_exercise_decisions_total{") and 'outcome="review"' in line
+    ]
+    assert went_to_review and all(float(x.rsplit(" ", 1)[1]) > 0 for x in went_to_review)
+    assert 'warden_guard_checks_total{surface="text"}' not in metrics
+    stats = run_cli("guard", "stats", "--data-dir", str(data_dir))
+    assert "red-team exercise decisions not counted" in stats.stdout, stats.stdout
+    cells = {
+        row[0]: row[1:]
+        for line in stats.stdout.splitlines()
+        if len(row := [c.strip() for c in line.strip("│ ").split("│")]) > 3
+    }
+    assert cells["text"][:2] == ["0", "0"], stats.stdout  # surface: checked, hits
     report = _json(result.stdout)
     assert report["target"] == server.url and report["simulators"] == {}
     rows = _rows(report)

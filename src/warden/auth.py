@@ -2,7 +2,13 @@
 
 Keys are stored only as SHA-256 hashes in `keys.yaml` in the data directory; the plain key
 is shown once, when it is created. Roles map to permissions in one table, so every door
-(HTTP, CLI, Python) checks the same thing."""
+(HTTP, CLI, Python) checks the same thing.
+
+The `redteam` role is for `warden redteam --url` against a live gateway: it may decide and
+read its own decisions, and every decision it asks for is an *exercise* — run through
+every gate and recorded like any other, but marked as such in its record, never queued for
+a person, and kept out of the band monitor, the guard statistics and the output-length
+baseline (see `warden.audit.record.is_exercise`)."""
 
 from __future__ import annotations
 
@@ -24,6 +30,7 @@ class Role(enum.StrEnum):
     REVIEWER = "reviewer"
     AUDITOR = "auditor"
     ADMIN = "admin"
+    REDTEAM = "redteam"
 
 
 class Permission(enum.StrEnum):
@@ -56,6 +63,7 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
         }
     ),
     Role.ADMIN: frozenset(Permission),
+    Role.REDTEAM: frozenset({Permission.DECIDE, Permission.READ_DECISION}),
 }
 
 
@@ -73,6 +81,20 @@ class Principal:
                 f"role {self.role.value!r} ({self.name}) may not "
                 f"{permission.value.replace('_', ' ')}"
             )
+
+    @property
+    def exercise(self) -> bool:
+        """Its decisions are red-team exercises (see the module docstring)."""
+        return self.role is Role.REDTEAM
+
+    def describe(self) -> dict[str, object]:
+        """What `GET /v1/whoami` answers: the key's name, role and permissions."""
+        return {
+            "name": self.name,
+            "role": self.role.value,
+            "permissions": sorted(p.value for p in ROLE_PERMISSIONS[self.role]),
+            "exercise": self.exercise,
+        }
 
     def as_record(self) -> dict[str, str]:
         return {"name": self.name, "role": self.role.value}

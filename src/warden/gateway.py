@@ -333,6 +333,9 @@ class Gateway:
 
     def _count(self, ctx: DecisionContext) -> None:
         outcome = ctx.outcome()
+        if ctx.caller.exercise:  # counted apart, and kept out of the band monitor
+            metrics.EXERCISES.labels(ctx.request.decision_type, outcome).inc()
+            return
         if ctx.stop is not None and ctx.stop.disposition == "refuse":
             metrics.REFUSALS.labels(ctx.stop.code).inc()
             if ctx.stop.code == "residency.unlabeled":

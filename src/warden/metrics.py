@@ -30,6 +30,11 @@ AUDIT_BATCH = Histogram(
     "Entries per group commit",
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
 )
+EXERCISES = Counter(
+    "warden_exercise_decisions_total",
+    "Red-team exercises (decisions for redteam keys; outside every other figure here)",
+    ["decision_type", "outcome"],
+)
 UNLABELED = Counter(
     "warden_unlabeled_requests_total", "Requests refused because they carried no jurisdiction"
 )

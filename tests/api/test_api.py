@@ -249,3 +249,18 @@ def test_health_metrics_and_openapi(api: Any) -> None:
         "/v1/review/{decision_id}/release",
     ):
         assert path in spec["paths"], path
+
+
+def test_whoami_names_the_key_role_and_permissions(api: Any) -> None:
+    client, keys = api
+    red = client.get("/v1/whoami", headers=keys["redteam"])
+    assert red.status_code == 200
+    assert red.json() == {
+        "name": "redteam-1",
+        "role": "redteam",
+        "permissions": ["decide", "read_decision"],
+        "exercise": True,
+    }
+    service = client.get("/v1/whoami", headers=keys["service"]).json()
+    assert service["role"] == "service" and service["exercise"] is False
+    assert client.get("/v1/whoami").status_code == 401

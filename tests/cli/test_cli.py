@@ -116,6 +116,9 @@ def test_keys_create(tmp_path: Path) -> None:
     assert again.returncode == 2 and "exists already" in again.stderr
     bad = run("keys", "create", "x", "--role", "root", "--data-dir", str(tmp_path))
     assert bad.returncode == 2 and "unknown role 'root'" in bad.stderr
+    assert "redteam" in bad.stderr  # the message lists the roles there are
+    red = run("keys", "create", "red", "--role", "redteam", "--data-dir", str(tmp_path))
+    assert red.returncode == 0 and red.stdout.startswith("wk_red_")
 
 
 def test_demo_runs_end_to_end(tmp_path: Path) -> None:

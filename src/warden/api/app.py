@@ -117,6 +117,10 @@ def create_app(gateway: Gateway, *, close_on_shutdown: bool = False) -> FastAPI:
     app.router.routes.insert(0, Route("/v1/decisions", decide_fast, methods=["POST"]))
     install_chat_completions(app, gateway)  # POST /v1/chat/completions (OpenAI-compatible)
 
+    @app.get("/v1/whoami", responses=ERRORS, summary="The caller's key: name, role, permissions")
+    def whoami(caller: Caller) -> dict[str, object]:
+        return caller.describe()
+
     @app.get(
         "/v1/decisions/{decision_id}",
         responses=ERRORS,

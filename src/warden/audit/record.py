@@ -15,11 +15,17 @@ from warden.pipeline.context import DecisionContext
 RECORD_FORMAT = 1
 
 
+def is_exercise(record: dict[str, Any]) -> bool:
+    """A red-team exercise: decided for a `redteam` key (`warden.auth`). Recorded like any
+    decision, never queued for review, left out of the monitors and statistics."""
+    return record.get("exercise") is True
+
+
 def decision_body(ctx: DecisionContext) -> dict[str, Any]:
     request = ctx.request
     bands = ctx.results.get("bands", {})
     stop = ctx.stop
-    return {
+    body = {
         "record_format": RECORD_FORMAT,
         "decision_id": ctx.decision_id,
         "received_at": ctx.received_at,
@@ -52,6 +58,9 @@ def decision_body(ctx: DecisionContext) -> dict[str, Any]:
         "thresholds_version": bands.get("thresholds_version"),
         "processing_us": (time.perf_counter_ns() - ctx.started_ns) // 1000,
     }
+    if ctx.caller.exercise:  # only then: every other record keeps its exact old form
+        body["exercise"] = True
+    return body
 
 
 def review_body(

@@ -247,7 +247,13 @@ def policy_show(version: str, data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
 @one_line_errors
 def keys_create(
     name: str,
-    role: Annotated[str, typer.Option(help="service | reviewer | auditor | admin")],
+    role: Annotated[
+        str,
+        typer.Option(
+            help="service | reviewer | auditor | admin | redteam (decides as red-team "
+            "exercises: recorded, never queued for review)"
+        ),
+    ],
     data_dir: DataDir = DEFAULT_DATA_DIR,
 ) -> None:
     """Create an API key; the key is printed once and stored hashed."""
@@ -256,9 +262,8 @@ def keys_create(
     try:
         parsed = Role(role)
     except ValueError:
-        raise WardenError(
-            f"--role: unknown role {role!r} (service, reviewer, auditor, admin)"
-        ) from None
+        known = ", ".join(r.value for r in Role)
+        raise WardenError(f"--role: unknown role {role!r} ({known})") from None
     key = KeyRing(data_dir / "keys.yaml").create(name, parsed)
     console.print(key, highlight=False)
 
@@ -273,6 +278,11 @@ def guard_stats_cmd(data_dir: DataDir = DEFAULT_DATA_DIR) -> None:
     with read_only(data_dir) as store:
         stats = guard_stats(store.iter_entries())
     console.print(stats_table(stats))
+    if stats.exercises:
+        console.print(
+            f"{stats.exercises} red-team exercise decisions not counted "
+            "(`warden redteam` reports those)"
+        )
 
 
 @app.command()

@@ -36,7 +36,8 @@ class CommitGate:
             unique_key=idempotency_unique_key(ctx.caller.name, key)
             if key and not refused
             else None,
-            outcome=body["outcome"],
+            # the outcome column feeds the review queue: an exercise is never queued
+            outcome=None if ctx.caller.exercise else body["outcome"],
         )
         result = await self.store.submit_async(entry)
         if result.conflict is not None:

@@ -48,8 +48,9 @@ class InputsGate:
                     inspect_tool_call(index, call, compiled, ctx.inputs, guard.tool_args)
                 )
         except RequestError as exc:  # a broken document: refuse, naming the field
-            self._count(findings)
-            metrics.GUARD_CHECKS.labels("document").inc()
+            if not ctx.caller.exercise:
+                self._count(findings)
+                metrics.GUARD_CHECKS.labels("document").inc()
             ctx.add_result(
                 self.name, {"findings": [f.as_record() for f in findings], "error": exc.to_dict()}
             )
@@ -58,7 +59,8 @@ class InputsGate:
         ctx.recorded_inputs = recorded
         if ctx.canary is None:  # preset only when a recorded decision is reproduced
             ctx.canary = _new_canary()
-        self._count(findings)
+        if not ctx.caller.exercise:  # a red-team run must not inflate the hit rates
+            self._count(findings)
         hits = [f for f in findings if f.hit]
         result: dict[str, Any] = {
             "surfaces": sorted({f.surface for f in findings}),

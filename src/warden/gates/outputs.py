@@ -36,11 +36,13 @@ class OutputsGate:
             decision_type=compiled.name,
             canary=ctx.canary,
             guard=guard,
+            observe=not ctx.caller.exercise,
         )
-        metrics.GUARD_CHECKS.labels("output").inc()
         hits = [f for f in inspection.findings if f.hit]
-        for finding in inspection.findings:
-            metrics.GUARD_HITS.labels("output", finding.code or "pii_redacted").inc()
+        if not ctx.caller.exercise:  # a red-team run must not inflate the hit rates
+            metrics.GUARD_CHECKS.labels("output").inc()
+            for finding in inspection.findings:
+                metrics.GUARD_HITS.labels("output", finding.code or "pii_redacted").inc()
         result = {
             "checked": True,
             "of": "proposal" if structured else "answer",

@@ -240,11 +240,13 @@ async def _drive_in_process(
     policy_path: Path, data_dir: Path, probes: list[Probe], progress: Callable[[], None]
 ) -> list[Verdict]:
     from warden.audit.entry import final_record
-    from warden.auth import LOCAL_ADMIN
+    from warden.auth import Principal, Role
     from warden.errors import WardenError
     from warden.frontdoor import chat_completion
     from warden.gateway import Gateway
 
+    # probes are exercises here too, so a kept --data-dir holds them as such
+    red = Principal("warden-redteam", Role.REDTEAM)
     out = []
     with Gateway.open(data_dir, policy_path) as gateway:
         try:
@@ -252,14 +254,10 @@ async def _drive_in_process(
                 decision_id: str | None
                 try:
                     if probe.door == "chat":
-                        answer = await chat_completion(
-                            gateway, probe.request, probe.headers, LOCAL_ADMIN
-                        )
+                        answer = await chat_completion(gateway, probe.request, probe.headers, red)
                         decision_id = answer.decision_id
                     else:
-                        decision_id = (await gateway.decide(probe.request, LOCAL_ADMIN))[
-                            "decision_id"
-                        ]
+                        decision_id = (await gateway.decide(probe.request, red))["decision_id"]
                 except WardenError as exc:
                     decision_id = getattr(exc, "decision_id", None)
                     if decision_id is None:
@@ -274,6 +272,37 @@ async def _drive_in_process(
     return out
 
 
+def _require_redteam_key(http: Any, url: str) -> None:
+    """Before any probe: the key must have the `redteam` role, so that the gateway records
+    every probe as an exercise and none of them lands in its reviewers' queue, its band
+    monitor or its guard statistics."""
+    from warden.errors import AuthError, WardenError
+
+    response = http.get("/v1/whoami")
+    if response.status_code in (401, 403):
+        try:
+            message = response.json().get("error", {}).get("message", "not allowed")
+        except ValueError:
+            message = "not allowed"
+        raise AuthError(
+            f"{url}/v1/whoami: HTTP {response.status_code} ({message}): pass a key with "
+            "role redteam with --api-key or WARDEN_API_KEY"
+        )
+    if response.status_code != 200:
+        raise WardenError(
+            f"{url}/v1/whoami: HTTP {response.status_code}: is this a Warden gateway "
+            "(and one recent enough to tell a red-team key)?"
+        )
+    me = response.json()
+    if me.get("role") != "redteam":
+        raise WardenError(
+            f"--api-key: key {me.get('name')!r} has role {me.get('role')!r}; a red team "
+            "against a live gateway needs a key with role redteam (`warden keys create "
+            "NAME --role redteam`), whose decisions are recorded as exercises and kept out "
+            "of the review queue, the band monitor and the guard statistics"
+        )
+
+
 def _drive_over_http(
     url: str, api_key: str, probes: list[Probe], progress: Callable[[], None]
 ) -> list[Verdict]:
@@ -283,6 +312,7 @@ def _drive_over_http(
 
     out = []
     with httpx.Client(base_url=url, headers={"X-API-Key": api_key}, timeout=60) as http:
+        _require_redteam_key(http, url)
         for probe in probes:
             path = "/v1/chat/completions" if probe.door == "chat" else "/v1/decisions"
             response = http.post(path, json=probe.request, headers=probe.headers)

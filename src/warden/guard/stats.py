@@ -1,6 +1,7 @@
 """Per-surface guard statistics computed from the audit log itself (so the figures are as
 trustworthy as the log): how many inputs each surface checked, how many hit, what the
-hits were, and where those decisions went."""
+hits were, and where those decisions went. Red-team exercises (decisions asked for with a
+`redteam` key) are counted apart: a red-team run must not inflate the hit rates."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from dataclasses import dataclass, field
 from rich.table import Table
 
 from warden.audit.entry import StoredEntry
+from warden.audit.record import is_exercise
 
 SURFACES = ("text", "document", "tool_args", "output")
 
@@ -27,12 +29,23 @@ class SurfaceStats:
         return self.hits / self.checked if self.checked else 0.0
 
 
-def guard_stats(entries: Iterable[StoredEntry]) -> dict[str, SurfaceStats]:
+@dataclass
+class GuardStats:
+    surfaces: dict[str, SurfaceStats]
+    #: red-team exercise decisions seen and left out of `surfaces`
+    exercises: int = 0
+
+
+def guard_stats(entries: Iterable[StoredEntry]) -> GuardStats:
     stats = {surface: SurfaceStats() for surface in SURFACES}
+    result = GuardStats(stats)
     for entry in entries:
         if entry.kind not in ("decision", "refusal"):
             continue
         body = entry.body()
+        if is_exercise(body):
+            result.exercises += 1
+            continue
         outcome = str(body.get("outcome"))
         for gate in body.get("gates", []):
             if gate.get("gate") not in ("inputs", "outputs"):
@@ -54,10 +67,10 @@ def guard_stats(entries: Iterable[StoredEntry]) -> dict[str, SurfaceStats]:
                 s.hits += 1
                 s.codes[str(error.get("code"))] += 1
                 s.outcomes[outcome] += 1
-    return stats
+    return result
 
 
-def stats_table(stats: dict[str, SurfaceStats]) -> Table:
+def stats_table(stats: GuardStats) -> Table:
     table = Table(
         "surface",
         "checked",
@@ -68,7 +81,7 @@ def stats_table(stats: dict[str, SurfaceStats]) -> Table:
         title="Guard hits per surface",
         title_justify="left",
     )
-    for surface, s in stats.items():
+    for surface, s in stats.surfaces.items():
         reasons = ", ".join(f"{c} {n}" for c, n in s.codes.most_common(3)) or "-"
         went = ", ".join(f"{o} {n}" for o, n in s.outcomes.most_common()) or "-"
         table.add_row(surface, str(s.checked), str(s.hits), f"{s.hit_rate:.1%}", reasons, went)

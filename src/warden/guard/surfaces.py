@@ -258,8 +258,15 @@ class OutputInspection:
 
 
 def inspect_output(
-    text: str, *, decision_type: str, canary: str | None, guard: OutputGuard
+    text: str,
+    *,
+    decision_type: str,
+    canary: str | None,
+    guard: OutputGuard,
+    observe: bool = True,
 ) -> OutputInspection:
+    """PII, anomaly and canary checks on an outward text; `observe=False` keeps the answer
+    out of the decision type's rolling length baseline (a red-team exercise)."""
     findings: list[Finding] = []
     out = text
     if guard.pii != "off":
@@ -281,7 +288,8 @@ def inspect_output(
             findings.append(f)
     checker = anomaly_checker()
     signals = checker.check(text, decision_type=decision_type, canary=canary)
-    checker.observe(decision_type, len(text))
+    if observe:
+        checker.observe(decision_type, len(text))
     canary_signals = [s for s in signals if s.detector == "output.canary"]
     other = [s for s in signals if s.detector != "output.canary"]
     if canary_signals:

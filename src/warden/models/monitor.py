@@ -24,6 +24,7 @@ from typing import Any
 from prometheus_client import Counter, Gauge
 
 from warden.audit.entry import StoredEntry
+from warden.audit.record import is_exercise
 
 log = logging.getLogger("warden.bands")
 
@@ -134,6 +135,8 @@ def band_history(entries: Iterable[StoredEntry], window: int = 500) -> dict[str,
         if entry.kind != "decision":
             continue
         body = entry.body()
+        if is_exercise(body):
+            continue
         counts.setdefault(body["decision_type"], []).append(1 if body["outcome"] == "review" else 0)
     return {
         dt: [sum(v[i : i + window]) / window for i in range(0, len(v) - window + 1, window)]

@@ -13,6 +13,7 @@ from functools import cached_property
 from typing import Any
 
 from warden.audit.entry import StoredEntry, final_record
+from warden.audit.record import is_exercise
 from warden.policy.loader import LoadedPolicy
 
 #: entry kinds that change a case's review state (each one bumps its generation)
@@ -72,8 +73,13 @@ class CaseState:
 
     @property
     def queued(self) -> bool:
-        """The decision went to review (and is a decision, not a refusal)."""
-        return self.decision.kind == "decision" and self.record.get("outcome") == "review"
+        """The decision went to review (and is a decision, not a refusal, nor a red-team
+        exercise: those are never reviewed)."""
+        return (
+            self.decision.kind == "decision"
+            and self.record.get("outcome") == "review"
+            and not is_exercise(self.record)
+        )
 
     @property
     def status(self) -> str:

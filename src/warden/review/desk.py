@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from warden import metrics
 from warden.audit.entry import NewEntry, StoredEntry
-from warden.audit.record import review_body
+from warden.audit.record import is_exercise, review_body
 from warden.audit.store import AuditStore
 from warden.auth import Permission, Principal
 from warden.errors import ConflictError, RequestError
@@ -147,6 +147,12 @@ class ReviewDesk:
 
     def case(self, entries: list[StoredEntry], *, now: datetime | None = None) -> CaseState:
         state = derive(entries, now or datetime.now(UTC))
+        if is_exercise(state.record):
+            raise ConflictError(
+                f"decision {state.decision_id} is a red-team exercise: exercises are "
+                "recorded, not reviewed",
+                code="review.exercise",
+            )
         if not state.queued:
             raise ConflictError(
                 f"decision {state.decision_id} is not waiting for review "
