@@ -20,8 +20,8 @@ import httpx
 import pytest
 
 from tests.conftest import payment
-from tests.helpers_llm import World, claim, served_world
-from tests.helpers_server import WardenServer, run_cli
+from tests.helpers_llm import World, claim, served_world, start_world
+from tests.helpers_server import WardenServer, create_key, run_cli
 from tests.helpers_upstream import upstreams  # noqa: F401  (fixture)
 from warden.audit.sqlite_store import SQLiteAuditStore
 from warden.audit.tools import read_only
@@ -279,3 +279,38 @@ def test_bad_worker_counts_are_refused_naming_the_option(tmp_path: Path) -> None
     assert not (tmp_path / "d").exists()  # refused before anything was opened
     assert worker_count("auto") == (os.cpu_count() or 1)
     assert worker_count("3") == 3
+
+
+def test_an_open_breaker_is_shared_by_the_workers(upstreams: Any, tmp_path: Path) -> None:  # noqa: F811
+    """The EU primary dies: the first worker whose breaker opens publishes it, and the other
+    worker stops calling the dead endpoint too, without failing calls of its own to learn
+    it (it used to need `failure_threshold` failures per worker). A long cool-down keeps
+    any probe out of the run."""
+    world = start_world(upstreams, tmp_path)
+    text = world.policy.read_text()
+    head, primary, rest = text.partition("  llm-eu-1:\n")
+    rest = rest.replace("open_seconds: 2}", "open_seconds: 120}", 1)
+    world.policy.write_text(head + primary + rest)
+    data_dir = tmp_path / "data"
+    key = create_key(data_dir, "svc", "service")
+    with WardenServer(data_dir, tmp_path / "server.log", policy=world.policy, workers=2) as server:
+        server.start(timeout=60)
+        auth = {"X-API-Key": key}
+        world.upstreams["llm-eu-1"].kill()
+        served: dict[str, int] = {}
+        for _ in range(200):  # fresh connections, until each worker served a few claims
+            response = httpx.post(f"{server.url}/v1/decisions", json=claim("EU"), headers=auth)
+            assert response.status_code == 200, response.text
+            worker = response.headers[WORKER]
+            served[worker] = served.get(worker, 0) + 1
+            if len(served) == 2 and min(served.values()) >= 4:
+                break
+        assert len(served) == 2, served
+        health = until_both_workers(lambda: httpx.get(f"{server.url}/healthz", timeout=10))
+        breakers = {r.headers[WORKER]: r.json()["endpoints"]["llm-eu-1"]["breaker"] for r in health}
+    opened = [b for b in breakers.values() if b["times_opened"]]
+    adopted = [b for b in breakers.values() if b["adopted"]]
+    assert len(opened) == 1 and len(adopted) == 1, breakers
+    assert opened[0] is not adopted[0]
+    assert adopted[0]["state"] == "open" and adopted[0]["failures"] < 3, breakers
+    assert all(b["shared"] for b in breakers.values())

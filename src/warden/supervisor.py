@@ -78,6 +78,7 @@ class Supervisor:
         socket_path: Path,
         count: int,
         console: Console,
+        breaker_board: Path | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.policy_source = policy_source
@@ -86,6 +87,7 @@ class Supervisor:
         self.socket_path = socket_path
         self.count = count
         self.console = console
+        self.breaker_board = breaker_board
         self.workers: list[Worker] = []
         self.fast_failures = 0
         self.failed: str | None = None
@@ -110,6 +112,8 @@ class Supervisor:
             "--index",
             str(index),
         ]
+        if self.breaker_board is not None:
+            argv += ["--breaker-board", str(self.breaker_board)]
         # a session of its own: a terminal's Ctrl-C reaches the parent, which stops the
         # workers in order (stop accepting, finish in-flight requests, then the writer)
         proc = subprocess.Popen(
@@ -179,6 +183,7 @@ def _describe(code: int) -> str:
 def serve_workers(data_dir: Path, policy: Path | None, host: str, port: int, count: int) -> None:
     console = Console(stderr=True)
     metrics_dir = tempfile.mkdtemp(prefix="warden-metrics-")
+    run_dir = tempfile.mkdtemp(prefix="warden-run-")  # the workers' shared breaker board
     if "prometheus_client" in sys.modules and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         raise WardenError("internal: prometheus_client was imported before multiprocess set-up")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir  # inherited by every worker
@@ -194,6 +199,10 @@ def serve_workers(data_dir: Path, policy: Path | None, host: str, port: int, cou
             listener.set_inheritable(True)
             socket_path = writer_socket_path(data_dir)
             banner(console, gateway, data_dir, host, port, count)
+            from warden.endpoints.board import BreakerBoard
+
+            board_path = Path(run_dir) / "breakers.bin"
+            BreakerBoard.create(board_path, list(gateway.policy.routes.endpoints)).close()
             supervisor = Supervisor(
                 data_dir,
                 gateway.policy.source,
@@ -202,6 +211,7 @@ def serve_workers(data_dir: Path, policy: Path | None, host: str, port: int, cou
                 socket_path,
                 count,
                 console,
+                board_path,
             )
             from warden.runtime import tune_for_serving
 
@@ -214,6 +224,7 @@ def serve_workers(data_dir: Path, policy: Path | None, host: str, port: int, cou
             raise WardenError(supervisor.failed)
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)
+        shutil.rmtree(run_dir, ignore_errors=True)
         if socket_path is not None and socket_path.parent != data_dir.resolve():
             shutil.rmtree(socket_path.parent, ignore_errors=True)
 

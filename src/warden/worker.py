@@ -145,6 +145,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--listen-fd", type=int, required=True)
     parser.add_argument("--parent-pid", type=int, required=True)
     parser.add_argument("--index", type=int, default=0)
+    parser.add_argument("--breaker-board", type=Path, help="the workers' shared breakers")
     args = parser.parse_args(argv)
     die_with_parent(args.parent_pid)
     listener = socket.socket(fileno=args.listen_fd)
@@ -157,6 +158,12 @@ def main(argv: list[str] | None = None) -> None:
     gateway = open_gateway(
         args.data_dir, args.writer_socket, args.policy_source, args.policy_version
     )
+    if args.breaker_board is not None:
+        from warden.endpoints.board import BreakerBoard
+
+        gateway.endpoints.share_breakers(
+            BreakerBoard(args.breaker_board, list(gateway.policy.routes.endpoints))
+        )
     try:
         warm_up(t.spec.guard.output for t in gateway.policy.decision_types.values())
         tune_for_serving()

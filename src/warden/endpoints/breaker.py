@@ -1,7 +1,12 @@
 """A circuit breaker per endpoint: closed → open after `failure_threshold` consecutive
 failures → half-open after `open_seconds` (one probe call at a time) → closed on the
 probe's success, open again on its failure. Counts and timestamps are kept for the
-record and for `/metrics`-style inspection."""
+record and for `/metrics`-style inspection.
+
+Under `warden serve --workers N` each breaker also has a slot on the workers' shared
+`BreakerBoard` (`warden.endpoints.board`): its own transitions are published there, the
+other workers' adopted before each routing decision, and the half-open probe is one for all
+workers."""
 
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ from typing import Any, Literal
 
 from warden import metrics
 from warden.audit.sqlite_store import utc_now
+from warden.endpoints.board import CLOSED, OPEN, BoardSlot
 from warden.policy.model import BreakerSettings
 
 State = Literal["closed", "open", "half_open"]
@@ -32,27 +38,65 @@ class Breaker:
     stamps: dict[str, str] = field(default_factory=dict)
     #: (state, utc) for every transition, newest last (bounded)
     transitions: list[tuple[str, str]] = field(default_factory=list)
+    #: the slot shared with the other workers (None: this process alone)
+    board: BoardSlot | None = None
+    #: how long a half-open probe may hold the shared slot (the endpoint's timeouts)
+    probe_seconds: float = 30.0
+    #: transitions adopted from the other workers
+    adopted: int = 0
+    _seen: int = 0  # the board generation this breaker has taken in
+
+    def _sync(self, now: float) -> None:
+        """Take in what another worker published since this breaker last looked."""
+        board = self.board
+        if board is None:
+            return
+        shared = board.read()
+        if shared.generation == self._seen:
+            return
+        self._seen = shared.generation
+        if shared.state == OPEN:
+            if self.state == "closed" or shared.opened_at != self.opened_at:
+                self.opened_at = shared.opened_at
+                if self.state != "open" and not self.probe_in_flight:
+                    self.adopted += 1
+                    self._move("open")
+        elif shared.state == CLOSED and shared.generation and self.state != "closed":
+            self.consecutive_failures = 0
+            self.probe_in_flight = False
+            self.adopted += 1
+            self._move("closed")
 
     def available(self, now: float | None = None) -> bool:
         """Whether a call may be tried now (no side effect; `acquire` takes the slot)."""
+        now = time.monotonic() if now is None else now
+        self._sync(now)
         if self.state == "closed":
             return True
-        now = time.monotonic() if now is None else now
-        if self.state == "open":
-            return now - self.opened_at >= self.settings.open_seconds
-        return not self.probe_in_flight
+        if self.state == "open" and now - self.opened_at < self.settings.open_seconds:
+            return False
+        return not self.probe_in_flight and not (
+            self.board is not None and self.board.held_elsewhere(now)
+        )
 
     def acquire(self, now: float | None = None) -> bool:
-        """Take permission for one call; in half-open only one probe at a time."""
+        """Take permission for one call; in half-open only one probe at a time (across
+        the workers, with a board)."""
+        now = time.monotonic() if now is None else now
+        self._sync(now)
         if self.state == "closed":
             return True
-        now = time.monotonic() if now is None else now
         if self.state == "open":
             if now - self.opened_at < self.settings.open_seconds:
                 return False
             self._move("half_open")
         if self.probe_in_flight:
             return False
+        if self.board is not None:
+            generation = self.board.claim_probe(self.probe_seconds, now)
+            if generation is None:
+                return False
+            self._seen = generation
         self.probe_in_flight = True
         return True
 
@@ -63,6 +107,7 @@ class Breaker:
         self.stamps["last_success_at"] = utc_now()
         if self.state != "closed":
             self._move("closed")
+            self._publish(CLOSED)
 
     def record_failure(self, now: float | None = None) -> None:
         self.failures += 1
@@ -75,9 +120,14 @@ class Breaker:
             self.opened_at = time.monotonic() if now is None else now
             self.times_opened += 1
             self._move("open")
+            self._publish(OPEN)
 
     def release(self) -> None:
         """A call that ended without telling anything about the endpoint (cancelled)."""
+        if self.probe_in_flight and self.board is not None:
+            generation = self.board.release_probe()
+            if generation is not None:
+                self._seen = generation
         self.probe_in_flight = False
 
     def probe_now(self) -> None:
@@ -85,6 +135,11 @@ class Breaker:
         cool-down."""
         if self.state == "open":
             self.opened_at = time.monotonic() - self.settings.open_seconds
+            self._publish(OPEN)
+
+    def _publish(self, state: int) -> None:
+        if self.board is not None:
+            self._seen = self.board.publish(state, self.opened_at if state == OPEN else 0.0)
 
     def _move(self, state: State) -> None:
         self.state = state
@@ -101,5 +156,7 @@ class Breaker:
             "failures": self.failures,
             "successes": self.successes,
             "times_opened": self.times_opened,
+            "shared": self.board is not None,
+            "adopted": self.adopted,
             **self.stamps,
         }

@@ -48,7 +48,10 @@ class Router:
     def __init__(self, table: RouteTable, health_interval: float = 2.0) -> None:
         self.table = table
         self.endpoints: dict[str, Endpoint] = dict(table.endpoints)
-        self.breakers = {n: Breaker(n, e.breaker) for n, e in self.endpoints.items()}
+        self.breakers = {
+            n: Breaker(n, e.breaker, probe_seconds=(e.timeout_ms + e.connect_timeout_ms) / 1000 + 1)
+            for n, e in self.endpoints.items()
+        }
         self.health = {n: Health() for n in self.endpoints}
         self.stale_after = health_interval * STALE_INTERVALS
         #: skip records for each plan's not-allowed endpoints, built once

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 from typing import Any
 
+from warden.endpoints.board import BreakerBoard
 from warden.endpoints.client import ChatClient
 from warden.endpoints.health import check, run_checks
 from warden.endpoints.router import Router
@@ -19,6 +20,11 @@ class EndpointRuntime:
         self.client = ChatClient(self.router)
         self.health_interval = health_interval
         self._task: asyncio.Task[None] | None = None
+
+    def share_breakers(self, board: BreakerBoard) -> None:
+        """Publish and adopt breaker transitions through `board` (the other workers')."""
+        for name, breaker in self.router.breakers.items():
+            breaker.board = board.slot(name)
 
     async def check_health(self) -> None:
         router = self.router

@@ -1,0 +1,181 @@
+"""Breaker transitions shared by the request workers of one `warden serve --workers N`.
+
+Without it every worker keeps its own breaker per endpoint: when an endpoint dies, each
+worker has to fail `failure_threshold` calls on it before it stops calling, and after the
+cool-down each sends its own probe. With the board, the first worker whose breaker opens
+publishes it and the others adopt it on their next routing decision; a closed breaker (a
+probe that succeeded) and a passing health check are published the same way; and in
+half-open state one probe is in flight across all workers, not one per worker.
+
+The board is a small file the parent creates in its private run directory and every
+worker maps into memory: a header naming the endpoints (sorted), then one 48-byte slot
+per endpoint. A writer takes an exclusive `flock` on the file and bumps the slot's
+generation to odd before changing it and to even after (a seqlock), so readers — every
+routing decision — read without a lock and retry the rare torn read. Times are
+`time.monotonic()`, which is one clock for every process of the machine. Consecutive
+failures are still counted per worker: the board shares the transitions, not the counts.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import mmap
+import os
+import secrets
+import struct
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from warden.errors import WardenError
+
+MAGIC = b"WRDNBRD1"
+_HEADER = struct.Struct("<8s32sI4x")  # magic, sha256 of the endpoint names, slot count
+#: generation, state, opened_at (monotonic), probe holder, probe deadline (monotonic)
+_SLOT = struct.Struct("<QI4xdqd8x")
+CLOSED, OPEN = 0, 2
+
+
+@dataclass(frozen=True)
+class SlotState:
+    generation: int
+    state: int  # CLOSED or OPEN (half-open is each worker's own view of an expired OPEN)
+    opened_at: float
+    probe_owner: int
+    probe_until: float
+
+
+def _names_digest(names: Sequence[str]) -> bytes:
+    return hashlib.sha256("\n".join(sorted(names)).encode()).digest()
+
+
+class BreakerBoard:
+    def __init__(self, path: Path, names: Sequence[str], *, create: bool = False) -> None:
+        self.path = path
+        self.names = sorted(names)
+        size = _HEADER.size + _SLOT.size * len(self.names)
+        flags = os.O_RDWR | (os.O_CREAT | os.O_EXCL if create else 0)
+        self._fd = os.open(path, flags, 0o600)
+        try:
+            if create:
+                os.ftruncate(self._fd, size)
+                os.pwrite(
+                    self._fd, _HEADER.pack(MAGIC, _names_digest(self.names), len(self.names)), 0
+                )
+            elif os.fstat(self._fd).st_size != size:
+                raise WardenError(f"{path}: breaker board of the wrong size for this policy")
+            self._map = mmap.mmap(self._fd, size)
+        except BaseException:
+            os.close(self._fd)
+            raise
+        magic, digest, count = _HEADER.unpack_from(self._map, 0)
+        if magic != MAGIC or digest != _names_digest(self.names) or count != len(self.names):
+            self.close()
+            raise WardenError(f"{path}: breaker board made for other endpoints")
+        self._index = {name: i for i, name in enumerate(self.names)}
+        #: who holds a probe: one id per mapping (a process maps the board once)
+        self.owner = secrets.randbits(62) + 1
+
+    @classmethod
+    def create(cls, path: Path, names: Sequence[str]) -> BreakerBoard:
+        return cls(path, names, create=True)
+
+    def slot(self, name: str) -> BoardSlot:
+        return BoardSlot(self, self._index[name])
+
+    def _offset(self, index: int) -> int:
+        return _HEADER.size + _SLOT.size * index
+
+    def read(self, index: int) -> SlotState:
+        offset = self._offset(index)
+        while True:
+            values = _SLOT.unpack_from(self._map, offset)
+            if values[0] % 2 == 0 and _SLOT.unpack_from(self._map, offset)[0] == values[0]:
+                return SlotState(*values)
+            time.sleep(0)  # a writer is halfway through this slot
+
+    @contextmanager
+    def _locked(self, index: int) -> Iterator[SlotState]:
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        try:
+            yield SlotState(*_SLOT.unpack_from(self._map, self._offset(index)))
+        finally:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def _write(self, index: int, current: SlotState, **changes: float | int) -> int:
+        """Write a slot while holding the lock; returns the new generation."""
+        offset = self._offset(index)
+        struct.pack_into("<Q", self._map, offset, current.generation + 1)  # odd: writing
+        fields = {
+            "state": current.state,
+            "opened_at": current.opened_at,
+            "probe_owner": current.probe_owner,
+            "probe_until": current.probe_until,
+            **changes,
+        }
+        generation = current.generation + 2
+        _SLOT.pack_into(
+            self._map,
+            offset,
+            current.generation + 1,
+            int(fields["state"]),
+            float(fields["opened_at"]),
+            int(fields["probe_owner"]),
+            float(fields["probe_until"]),
+        )
+        struct.pack_into("<Q", self._map, offset, generation)  # even: done
+        return generation
+
+    def publish(self, index: int, state: int, opened_at: float = 0.0) -> int:
+        """A transition (and the end of any probe); returns the new generation."""
+        with self._locked(index) as current:
+            return self._write(
+                index, current, state=state, opened_at=opened_at, probe_owner=0, probe_until=0.0
+            )
+
+    def claim_probe(self, index: int, seconds: float, now: float) -> int | None:
+        """Take the one half-open probe for `seconds`; the new generation, or None when
+        another process holds a probe that has not run out."""
+        with self._locked(index) as current:
+            if current.probe_owner not in (0, self.owner) and current.probe_until > now:
+                return None
+            return self._write(index, current, probe_owner=self.owner, probe_until=now + seconds)
+
+    def release_probe(self, index: int) -> int | None:
+        """Give up this mapping's probe (a call that said nothing about the endpoint)."""
+        with self._locked(index) as current:
+            if current.probe_owner != self.owner:
+                return None
+            return self._write(index, current, probe_owner=0, probe_until=0.0)
+
+    def close(self) -> None:
+        self._map.close()
+        os.close(self._fd)
+
+
+@dataclass(frozen=True)
+class BoardSlot:
+    """One endpoint's slot, as its breaker uses it."""
+
+    board: BreakerBoard
+    index: int
+
+    def read(self) -> SlotState:
+        return self.board.read(self.index)
+
+    def publish(self, state: int, opened_at: float = 0.0) -> int:
+        return self.board.publish(self.index, state, opened_at)
+
+    def claim_probe(self, seconds: float, now: float) -> int | None:
+        return self.board.claim_probe(self.index, seconds, now)
+
+    def release_probe(self) -> int | None:
+        return self.board.release_probe(self.index)
+
+    def held_elsewhere(self, now: float) -> bool:
+        """Another mapping (worker) holds a probe that has not run out."""
+        shared = self.read()
+        return shared.probe_owner not in (0, self.board.owner) and shared.probe_until > now

@@ -1,0 +1,129 @@
+"""The workers' shared breaker board: real files, real memory maps, and a second real
+process where it matters (the half-open probe is one per board, not one per process)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from warden.endpoints.board import OPEN, BreakerBoard
+from warden.endpoints.breaker import Breaker
+from warden.errors import WardenError
+from warden.policy.model import BreakerSettings
+
+NAMES = ["llm-eu-1", "llm-eu-2", "llm-us-1"]
+SETTINGS = BreakerSettings(failure_threshold=3, open_seconds=5.0)
+
+
+def pair(tmp_path: Path) -> tuple[Breaker, Breaker]:
+    """Two workers' breakers for llm-eu-1, each on its own mapping of one board."""
+    path = tmp_path / "breakers.bin"
+    BreakerBoard.create(path, NAMES).close()
+    a = Breaker("llm-eu-1", SETTINGS, board=BreakerBoard(path, NAMES).slot("llm-eu-1"))
+    b = Breaker("llm-eu-1", SETTINGS, board=BreakerBoard(path, NAMES).slot("llm-eu-1"))
+    return a, b
+
+
+def test_an_open_breaker_is_adopted_by_the_other_worker(tmp_path: Path) -> None:
+    a, b = pair(tmp_path)
+    now = time.monotonic()
+    assert a.available(now) and b.available(now)
+    for _ in range(3):
+        assert a.acquire(now)
+        a.record_failure(now)
+    assert a.state == "open"
+    # b has seen no failure of its own, and still stops calling
+    assert not b.available(now) and b.state == "open" and b.failures == 0
+    assert b.snapshot()["adopted"] == 1 and b.snapshot()["shared"] is True
+    assert b.opened_at == a.opened_at
+    assert not b.acquire(now + 1)  # the cool-down is the opener's
+
+
+def test_a_closed_breaker_is_adopted_too(tmp_path: Path) -> None:
+    a, b = pair(tmp_path)
+    now = time.monotonic()
+    for _ in range(3):
+        a.record_failure(now)
+    assert not b.available(now)
+    later = now + SETTINGS.open_seconds
+    assert a.acquire(later) and a.state == "half_open"  # a holds the one probe
+    assert not b.available(later) and not b.acquire(later)
+    a.record_success()
+    assert a.state == "closed"
+    assert b.available(later) and b.state == "closed" and b.snapshot()["adopted"] == 2
+
+
+def test_a_passing_health_check_shortens_everyones_cool_down(tmp_path: Path) -> None:
+    a, b = pair(tmp_path)
+    now = time.monotonic()
+    for _ in range(3):
+        a.record_failure(now)
+    assert not b.available(now)
+    a.probe_now()
+    assert b.available(time.monotonic())
+
+
+def test_a_cancelled_probe_frees_the_slot(tmp_path: Path) -> None:
+    a, b = pair(tmp_path)
+    now = time.monotonic()
+    for _ in range(3):
+        a.record_failure(now)
+    later = now + SETTINGS.open_seconds
+    assert a.acquire(later)
+    assert not b.acquire(later)
+    a.release()
+    assert a.board is not None and a.board.read().probe_owner == 0
+    assert b.acquire(later)  # the other worker may probe now
+
+
+PROBE = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    from warden.endpoints.board import BreakerBoard
+    slot = BreakerBoard(Path(sys.argv[1]), sys.argv[2].split(",")).slot("llm-eu-1")
+    print(slot.claim_probe(30.0, time.monotonic()) is not None)
+    """
+)
+
+
+def other_process_claims(path: Path) -> bool:
+    result = subprocess.run(
+        [sys.executable, "-c", PROBE, str(path), ",".join(NAMES)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return result.stdout.strip() == "True"
+
+
+def test_one_probe_across_processes(tmp_path: Path) -> None:
+    a, _ = pair(tmp_path)
+    now = time.monotonic()
+    for _ in range(3):
+        a.record_failure(now)
+    path = tmp_path / "breakers.bin"
+    assert a.acquire(now + SETTINGS.open_seconds)  # this process probes
+    assert not other_process_claims(path)  # so another process may not
+    a.record_failure()  # the probe failed: open again, and the probe slot is free
+    assert a.board is not None and a.board.read().state == OPEN
+    assert other_process_claims(path)
+    # that process exited holding the probe: it runs out after its deadline only
+    assert a.board.read().probe_owner != 0
+
+
+def test_a_board_for_other_endpoints_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "breakers.bin"
+    BreakerBoard.create(path, NAMES).close()
+    with pytest.raises(WardenError, match="wrong size"):
+        BreakerBoard(path, ["llm-eu-1"])
+    with pytest.raises(WardenError, match="other endpoints"):
+        BreakerBoard(path, ["llm-eu-1", "llm-eu-2", "llm-xx-9"])
+    with pytest.raises(FileExistsError):
+        BreakerBoard.create(path, NAMES)
