@@ -36,6 +36,7 @@ MAGIC = b"WRDNBRD1"
 _HEADER = struct.Struct("<8s32sI4x")  # magic, sha256 of the endpoint names, slot count
 #: generation, state, opened_at (monotonic), probe holder, probe deadline (monotonic)
 _SLOT = struct.Struct("<QI4xdqd8x")
+_GENERATION = struct.Struct("<Q")
 CLOSED, OPEN = 0, 2
 
 
@@ -88,6 +89,10 @@ class BreakerBoard:
 
     def _offset(self, index: int) -> int:
         return _HEADER.size + _SLOT.size * index
+
+    def generation(self, index: int) -> int:
+        """The slot's generation alone: what a routing decision reads when nothing changed."""
+        return int(_GENERATION.unpack_from(self._map, self._offset(index))[0])
 
     def read(self, index: int) -> SlotState:
         offset = self._offset(index)
@@ -165,6 +170,9 @@ class BoardSlot:
 
     def read(self) -> SlotState:
         return self.board.read(self.index)
+
+    def generation(self) -> int:
+        return self.board.generation(self.index)
 
     def publish(self, state: int, opened_at: float = 0.0) -> int:
         return self.board.publish(self.index, state, opened_at)

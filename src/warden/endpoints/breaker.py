@@ -49,11 +49,9 @@ class Breaker:
     def _sync(self, now: float) -> None:
         """Take in what another worker published since this breaker last looked."""
         board = self.board
-        if board is None:
+        if board is None or board.generation() == self._seen:
             return
         shared = board.read()
-        if shared.generation == self._seen:
-            return
         self._seen = shared.generation
         if shared.state == OPEN:
             if self.state == "closed" or shared.opened_at != self.opened_at:
