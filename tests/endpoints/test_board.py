@@ -127,3 +127,13 @@ def test_a_board_for_other_endpoints_is_refused(tmp_path: Path) -> None:
         BreakerBoard(path, ["llm-eu-1", "llm-eu-2", "llm-xx-9"])
     with pytest.raises(FileExistsError):
         BreakerBoard.create(path, NAMES)
+
+
+def test_a_restarted_worker_starts_from_the_board(tmp_path: Path) -> None:
+    a, _ = pair(tmp_path)
+    now = time.monotonic()
+    for _ in range(3):
+        a.record_failure(now)
+    board = BreakerBoard(tmp_path / "breakers.bin", NAMES)  # the new process's mapping
+    fresh = Breaker("llm-eu-1", SETTINGS, board=board.slot("llm-eu-1"))
+    assert not fresh.available(now) and fresh.state == "open" and fresh.opened_at == a.opened_at
