@@ -137,3 +137,37 @@ def test_a_restarted_worker_starts_from_the_board(tmp_path: Path) -> None:
     board = BreakerBoard(tmp_path / "breakers.bin", NAMES)  # the new process's mapping
     fresh = Breaker("llm-eu-1", SETTINGS, board=board.slot("llm-eu-1"))
     assert not fresh.available(now) and fresh.state == "open" and fresh.opened_at == a.opened_at
+
+
+async def test_a_failed_health_check_counts_for_every_worker(tmp_path: Path) -> None:
+    """Worker A's health checks find the EU endpoints down (nothing listens on their
+    ports); worker B, which has not checked yet, skips them as unhealthy at once."""
+    from tests.conftest import EXAMPLE_POLICY
+    from tests.helpers_server import free_port
+    from warden.endpoints.rebase import rebase_endpoints
+    from warden.endpoints.runtime import EndpointRuntime
+    from warden.policy.loader import load_policy_file
+
+    dead = {n: f"http://127.0.0.1:{free_port()}/v1" for n in ("llm-eu-1", "llm-eu-2", "llm-us-1")}
+    policy_path = tmp_path / "policy.yaml"
+    policy_path.write_bytes(rebase_endpoints(EXAMPLE_POLICY.read_bytes(), dead))
+    routes = load_policy_file(policy_path).routes
+    path = tmp_path / "routes.bin"
+    BreakerBoard.create(path, list(routes.endpoints)).close()
+    a, b = EndpointRuntime(routes), EndpointRuntime(routes)
+    for runtime in (a, b):
+        runtime.share_breakers(BreakerBoard(path, list(routes.endpoints)))
+    plan = routes.plan("EU", "personal", "claims_triage")
+    assert plan is not None
+    assert b.router.route(plan).candidates == plan.allowed  # nothing known yet
+    try:
+        await a.check_health()
+    finally:
+        await a.stop()
+    routing = b.router.route(plan)
+    assert routing.candidates == ()
+    unhealthy = [s for s in routing.skipped if s.reason == "unhealthy"]
+    assert {s.endpoint for s in unhealthy} == set(plan.allowed)
+    assert all("another worker" in s.detail for s in unhealthy)
+    health = b.router.health["llm-eu-1"].snapshot()
+    assert health["checks"] == 0 and health["adopted"] == 1 and health["healthy"] is False

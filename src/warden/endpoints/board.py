@@ -5,7 +5,9 @@ worker has to fail `failure_threshold` calls on it before it stops calling, and 
 cool-down each sends its own probe. With the board, the first worker whose breaker opens
 publishes it and the others adopt it on their next routing decision; a closed breaker (a
 probe that succeeded) and a passing health check are published the same way; and in
-half-open state one probe is in flight across all workers, not one per worker.
+half-open state one probe is in flight across all workers, not one per worker. Each
+worker's health checks are published there as well, and a newer check from another worker
+counts as the endpoint's health.
 
 The board is a small file the parent creates in its private run directory and every
 worker maps into memory: a header naming the endpoints (sorted), then one 48-byte slot
@@ -27,26 +29,31 @@ import struct
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from warden.errors import WardenError
 
 MAGIC = b"WRDNBRD1"
 _HEADER = struct.Struct("<8s32sI4x")  # magic, sha256 of the endpoint names, slot count
-#: generation, state, opened_at (monotonic), probe holder, probe deadline (monotonic)
-_SLOT = struct.Struct("<QI4xdqd8x")
+#: generation, breaker state, last health check's result, opened_at (monotonic), probe
+#: holder, probe deadline (monotonic), last health check's time (monotonic)
+_SLOT = struct.Struct("<QIIdqdd")
 _GENERATION = struct.Struct("<Q")
 CLOSED, OPEN = 0, 2
+HEALTH_UNKNOWN, HEALTH_OK, HEALTH_FAILED = 0, 1, 2
 
 
 @dataclass(frozen=True)
 class SlotState:
     generation: int
     state: int  # CLOSED or OPEN (half-open is each worker's own view of an expired OPEN)
+    health: int  # the newest health check of any worker: HEALTH_*
     opened_at: float
     probe_owner: int
     probe_until: float
+    health_at: float  # when that check finished
 
 
 def _names_digest(names: Sequence[str]) -> bytes:
@@ -110,29 +117,24 @@ class BreakerBoard:
         finally:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
 
-    def _write(self, index: int, current: SlotState, **changes: float | int) -> int:
+    def _write(self, index: int, current: SlotState, **changes: Any) -> int:
         """Write a slot while holding the lock; returns the new generation."""
         offset = self._offset(index)
-        struct.pack_into("<Q", self._map, offset, current.generation + 1)  # odd: writing
-        fields = {
-            "state": current.state,
-            "opened_at": current.opened_at,
-            "probe_owner": current.probe_owner,
-            "probe_until": current.probe_until,
-            **changes,
-        }
-        generation = current.generation + 2
+        _GENERATION.pack_into(self._map, offset, current.generation + 1)  # odd: writing
+        new = replace(current, generation=current.generation + 2, **changes)
         _SLOT.pack_into(
             self._map,
             offset,
             current.generation + 1,
-            int(fields["state"]),
-            float(fields["opened_at"]),
-            int(fields["probe_owner"]),
-            float(fields["probe_until"]),
+            new.state,
+            new.health,
+            new.opened_at,
+            new.probe_owner,
+            new.probe_until,
+            new.health_at,
         )
-        struct.pack_into("<Q", self._map, offset, generation)  # even: done
-        return generation
+        _GENERATION.pack_into(self._map, offset, new.generation)  # even: done
+        return new.generation
 
     def publish(self, index: int, state: int, opened_at: float = 0.0) -> int:
         """A transition (and the end of any probe); returns the new generation."""
@@ -148,6 +150,15 @@ class BreakerBoard:
             if current.probe_owner not in (0, self.owner) and current.probe_until > now:
                 return None
             return self._write(index, current, probe_owner=self.owner, probe_until=now + seconds)
+
+    def publish_health(self, index: int, ok: bool, at: float) -> int | None:
+        """One health check's result, unless a newer one is there already."""
+        with self._locked(index) as current:
+            if current.health_at > at:
+                return None
+            return self._write(
+                index, current, health=HEALTH_OK if ok else HEALTH_FAILED, health_at=at
+            )
 
     def release_probe(self, index: int) -> int | None:
         """Give up this mapping's probe (a call that said nothing about the endpoint)."""
@@ -182,6 +193,9 @@ class BoardSlot:
 
     def release_probe(self) -> int | None:
         return self.board.release_probe(self.index)
+
+    def publish_health(self, ok: bool, at: float) -> int | None:
+        return self.board.publish_health(self.index, ok, at)
 
     def held_elsewhere(self, now: float) -> bool:
         """Another mapping (worker) holds a probe that has not run out."""

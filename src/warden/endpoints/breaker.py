@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from warden import metrics
 from warden.audit.sqlite_store import utc_now
-from warden.endpoints.board import CLOSED, OPEN, BoardSlot
+from warden.endpoints.board import CLOSED, OPEN, BoardSlot, SlotState
 from warden.policy.model import BreakerSettings
 
 State = Literal["closed", "open", "half_open"]
@@ -45,13 +45,15 @@ class Breaker:
     #: transitions adopted from the other workers
     adopted: int = 0
     _seen: int = 0  # the board generation this breaker has taken in
+    #: the slot as last read (the router takes the shared health check from it)
+    shared: SlotState | None = None
 
     def _sync(self, now: float) -> None:
         """Take in what another worker published since this breaker last looked."""
         board = self.board
         if board is None or board.generation() == self._seen:
             return
-        shared = board.read()
+        shared = self.shared = board.read()
         self._seen = shared.generation
         if shared.state == OPEN:
             if self.state == "closed" or shared.opened_at != self.opened_at:

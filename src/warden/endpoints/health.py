@@ -33,10 +33,21 @@ class Health:
     error: str | None = None
     checks: int = 0
     failed_checks: int = 0
+    #: checks by other workers taken in (shared breaker board)
+    adopted: int = 0
 
     def unhealthy(self, now: float, stale_after: float) -> bool:
         """Failed its last check, and that check is recent enough to believe."""
         return self.healthy is False and now - self.checked_at <= stale_after
+
+    def adopt(self, ok: bool, checked_at: float) -> None:
+        """A newer check by another worker (`warden serve --workers N`) is this endpoint's
+        health too; it is not counted among this worker's own checks."""
+        if checked_at > self.checked_at:
+            self.healthy, self.checked_at = ok, checked_at
+            self.error = None if ok else "failed a health check by another worker"
+            self.checked_at_utc = utc_now()
+            self.adopted += 1
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -45,6 +56,7 @@ class Health:
             "error": self.error,
             "checks": self.checks,
             "failed_checks": self.failed_checks,
+            "adopted": self.adopted,
         }
 
 

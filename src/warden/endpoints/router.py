@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from warden.endpoints.board import HEALTH_OK
 from warden.endpoints.breaker import Breaker
 from warden.endpoints.health import Health
 from warden.policy.model import Endpoint
@@ -63,7 +64,11 @@ class Router:
         skipped: list[Skip] = []
         for name in plan.allowed:
             breaker = self.breakers[name]
-            if not breaker.available(now):
+            available = breaker.available(now)  # takes in the shared board first, if any
+            shared = breaker.shared
+            if shared is not None and shared.health:  # a newer check by another worker
+                self.health[name].adopt(shared.health == HEALTH_OK, shared.health_at)
+            if not available:
                 since = breaker.stamps.get("open_at")
                 skipped.append(Skip(name, "breaker_open", f"open since {since}"))
             elif self.health[name].unhealthy(now, self.stale_after):

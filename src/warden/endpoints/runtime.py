@@ -33,8 +33,11 @@ class EndpointRuntime:
             *(check(self.client.pool(), router.endpoints[n], router.health[n]) for n in names)
         )
         for name, ok in zip(names, results, strict=True):
+            breaker = router.breakers[name]
+            if breaker.board is not None:  # the other workers take in this check too
+                breaker.board.publish_health(ok, router.health[name].checked_at)
             if ok:
-                router.breakers[name].probe_now()
+                breaker.probe_now()
 
     def start_health_checks(self) -> None:
         """Start the periodic checks on the running loop (the server's lifespan)."""
