@@ -48,7 +48,7 @@ class Breaker:
     #: the slot as last read (the router takes the shared health check from it)
     shared: SlotState | None = None
 
-    def _sync(self, now: float) -> None:
+    def _sync(self) -> None:
         """Take in what another worker published since this breaker last looked."""
         board = self.board
         if board is None or board.generation() == self._seen:
@@ -70,7 +70,7 @@ class Breaker:
     def available(self, now: float | None = None) -> bool:
         """Whether a call may be tried now (no side effect; `acquire` takes the slot)."""
         now = time.monotonic() if now is None else now
-        self._sync(now)
+        self._sync()
         if self.state == "closed":
             return True
         if self.state == "open" and now - self.opened_at < self.settings.open_seconds:
@@ -83,7 +83,7 @@ class Breaker:
         """Take permission for one call; in half-open only one probe at a time (across
         the workers, with a board)."""
         now = time.monotonic() if now is None else now
-        self._sync(now)
+        self._sync()
         if self.state == "closed":
             return True
         if self.state == "open":
