@@ -8,9 +8,11 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from tests.helpers_upstream import upstreams  # noqa: F401  (fixture)
 from warden.endpoints.board import OPEN, BreakerBoard
 from warden.endpoints.breaker import Breaker
 from warden.errors import WardenError
@@ -171,3 +173,42 @@ async def test_a_failed_health_check_counts_for_every_worker(tmp_path: Path) -> 
     assert all("another worker" in s.detail for s in unhealthy)
     health = b.router.health["llm-eu-1"].snapshot()
     assert health["checks"] == 0 and health["adopted"] == 1 and health["healthy"] is False
+
+
+async def test_workers_share_one_health_check_per_interval(upstreams: Any, tmp_path: Path) -> None:  # noqa: F811
+    """Two workers' runtimes on one board against a real simulator: the second worker's
+    checks within the interval send nothing and take in the first one's results."""
+    from tests.conftest import EXAMPLE_POLICY
+    from warden.endpoints.rebase import rebase_endpoints
+    from warden.endpoints.runtime import EndpointRuntime
+    from warden.policy.loader import load_policy_file
+
+    sim = upstreams("eu-west-1")
+    names = ("llm-eu-1", "llm-eu-2", "llm-us-1")
+    policy_path = tmp_path / "policy.yaml"
+    policy_path.write_bytes(
+        rebase_endpoints(EXAMPLE_POLICY.read_bytes(), dict.fromkeys(names, sim.url))
+    )
+    routes = load_policy_file(policy_path).routes
+    path = tmp_path / "routes.bin"
+    BreakerBoard.create(path, list(routes.endpoints)).close()
+    a = EndpointRuntime(routes, health_interval=30.0)
+    b = EndpointRuntime(routes, health_interval=30.0)
+    for runtime in (a, b):
+        runtime.share_breakers(BreakerBoard(path, list(routes.endpoints)))
+
+    def checks() -> int:
+        return len(sim.access_log_entries("/v1/models"))
+
+    try:
+        await a.check_health()
+        assert checks() == len(names)
+        await b.check_health()  # within the interval: nothing sent
+        await a.check_health()  # its own checks are not "another worker's"
+        assert checks() == 2 * len(names)
+    finally:
+        await a.stop()
+        await b.stop()
+    for name in names:
+        health = b.router.health[name].snapshot()
+        assert health["checks"] == 0 and health["adopted"] >= 1 and health["healthy"] is True

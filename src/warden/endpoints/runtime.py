@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from typing import Any
 
-from warden.endpoints.board import BreakerBoard
+from warden.endpoints.board import HEALTH_OK, BreakerBoard
 from warden.endpoints.client import ChatClient
 from warden.endpoints.health import check, run_checks
 from warden.endpoints.router import Router
@@ -26,9 +27,24 @@ class EndpointRuntime:
         for name, breaker in self.router.breakers.items():
             breaker.board = board.slot(name)
 
+    def _checked_elsewhere(self, name: str, now: float) -> bool:
+        """Another worker checked `name` within this interval: take its result instead of
+        sending one more check (N workers send about one check per interval, not N)."""
+        slot = self.router.breakers[name].board
+        if slot is None:
+            return False
+        shared = slot.read()
+        health = self.router.health[name]
+        newer = shared.health and shared.health_at > health.checked_at  # not this one's own
+        if not newer or now - shared.health_at >= 0.9 * self.health_interval:
+            return False
+        health.adopt(shared.health == HEALTH_OK, shared.health_at)
+        return True
+
     async def check_health(self) -> None:
         router = self.router
-        names = list(router.endpoints)
+        now = time.monotonic()
+        names = [n for n in router.endpoints if not self._checked_elsewhere(n, now)]
         results = await asyncio.gather(
             *(check(self.client.pool(), router.endpoints[n], router.health[n]) for n in names)
         )
