@@ -55,6 +55,10 @@ class SlotState:
     probe_until: float
     health_at: float  # when that check finished
 
+    def probe_held_by_other(self, owner: int, now: float) -> bool:
+        """A mapping other than `owner` holds a half-open probe that has not run out."""
+        return self.probe_owner not in (0, owner) and self.probe_until > now
+
 
 def _names_digest(names: Sequence[str]) -> bytes:
     return hashlib.sha256("\n".join(sorted(names)).encode()).digest()
@@ -105,7 +109,7 @@ class BreakerBoard:
         offset = self._offset(index)
         while True:
             values = _SLOT.unpack_from(self._map, offset)
-            if values[0] % 2 == 0 and _SLOT.unpack_from(self._map, offset)[0] == values[0]:
+            if values[0] % 2 == 0 and _GENERATION.unpack_from(self._map, offset)[0] == values[0]:
                 return SlotState(*values)
             time.sleep(0)  # a writer is halfway through this slot
 
@@ -147,7 +151,7 @@ class BreakerBoard:
         """Take the one half-open probe for `seconds`; the new generation, or None when
         another process holds a probe that has not run out."""
         with self._locked(index) as current:
-            if current.probe_owner not in (0, self.owner) and current.probe_until > now:
+            if current.probe_held_by_other(self.owner, now):
                 return None
             return self._write(index, current, probe_owner=self.owner, probe_until=now + seconds)
 
@@ -199,5 +203,4 @@ class BoardSlot:
 
     def held_elsewhere(self, now: float) -> bool:
         """Another mapping (worker) holds a probe that has not run out."""
-        shared = self.read()
-        return shared.probe_owner not in (0, self.board.owner) and shared.probe_until > now
+        return self.read().probe_held_by_other(self.board.owner, now)

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from warden.endpoints.board import HEALTH_OK
+from warden.endpoints.board import HEALTH_OK, HEALTH_UNKNOWN
 from warden.endpoints.breaker import Breaker
 from warden.endpoints.health import Health
 from warden.policy.model import Endpoint
@@ -66,7 +66,7 @@ class Router:
             breaker = self.breakers[name]
             available = breaker.available(now)  # takes in the shared board first, if any
             shared = breaker.shared
-            if shared is not None and shared.health:  # a newer check by another worker
+            if shared is not None and shared.health != HEALTH_UNKNOWN:  # another worker's check
                 self.health[name].adopt(shared.health == HEALTH_OK, shared.health_at)
             if not available:
                 since = breaker.stamps.get("open_at")

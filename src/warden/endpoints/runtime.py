@@ -8,7 +8,7 @@ import contextlib
 import time
 from typing import Any
 
-from warden.endpoints.board import HEALTH_OK, BreakerBoard
+from warden.endpoints.board import HEALTH_OK, HEALTH_UNKNOWN, BreakerBoard
 from warden.endpoints.client import ChatClient
 from warden.endpoints.health import check, run_checks
 from warden.endpoints.router import Router
@@ -35,7 +35,8 @@ class EndpointRuntime:
             return False
         shared = slot.read()
         health = self.router.health[name]
-        newer = shared.health and shared.health_at > health.checked_at  # not this one's own
+        checked = shared.health != HEALTH_UNKNOWN
+        newer = checked and shared.health_at > health.checked_at  # not this one's own
         if not newer or now - shared.health_at >= 0.9 * self.health_interval:
             return False
         health.adopt(shared.health == HEALTH_OK, shared.health_at)

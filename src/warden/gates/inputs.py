@@ -48,9 +48,7 @@ class InputsGate:
                     inspect_tool_call(index, call, compiled, ctx.inputs, guard.tool_args)
                 )
         except RequestError as exc:  # a broken document: refuse, naming the field
-            if not ctx.caller.exercise:
-                self._count(findings)
-                metrics.GUARD_CHECKS.labels("document").inc()
+            self._count(ctx, findings, broken_document=True)
             ctx.add_result(
                 self.name, {"findings": [f.as_record() for f in findings], "error": exc.to_dict()}
             )
@@ -59,8 +57,7 @@ class InputsGate:
         ctx.recorded_inputs = recorded
         if ctx.canary is None:  # preset only when a recorded decision is reproduced
             ctx.canary = _new_canary()
-        if not ctx.caller.exercise:  # a red-team run must not inflate the hit rates
-            self._count(findings)
+        self._count(ctx, findings)
         hits = [f for f in findings if f.hit]
         result: dict[str, Any] = {
             "surfaces": sorted({f.surface for f in findings}),
@@ -80,7 +77,13 @@ class InputsGate:
             )
 
     @staticmethod
-    def _count(findings: list[Finding]) -> None:
+    def _count(
+        ctx: DecisionContext, findings: list[Finding], *, broken_document: bool = False
+    ) -> None:
+        if ctx.caller.exercise:  # a red-team run must not inflate the hit rates
+            return
+        if broken_document:
+            metrics.GUARD_CHECKS.labels("document").inc()
         for finding in findings:
             metrics.GUARD_CHECKS.labels(finding.surface).inc()
             if finding.hit:
