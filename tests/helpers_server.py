@@ -121,9 +121,34 @@ class WardenServer:
                 stdin=subprocess.DEVNULL,
                 env=cli_env(),
             )
+        started = time.monotonic()
         wait_until_answering(
             self.proc, f"{self.url}/healthz", timeout, "warden serve", self.log, self.close
         )
+        if self.workers > 1:
+            self.wait_for_workers(timeout - (time.monotonic() - started))
+
+    def wait_for_workers(self, timeout: float) -> None:
+        """Until every request worker answered once (fresh connections): the port answers
+        as soon as the first worker is up, and a test that needs both must not race the
+        second one's start (loading models takes a while on a loaded machine)."""
+        assert self.proc is not None
+        seen: set[str] = set()
+        deadline = time.monotonic() + max(timeout, 1.0)
+        while len(seen) < self.workers:
+            if self.proc.poll() is not None:
+                raise AssertionError(
+                    f"warden serve exited with {self.proc.returncode}:\n{self.log()}"
+                )
+            if time.monotonic() > deadline:
+                self.close()
+                raise AssertionError(
+                    f"only {len(seen)} of {self.workers} workers answered:\n{self.log()}"
+                )
+            try:
+                seen.add(httpx.get(f"{self.url}/healthz", timeout=2).headers["x-warden-worker"])
+            except httpx.TransportError:
+                time.sleep(0.05)
 
     def kill(self) -> None:
         """SIGKILL: no shutdown code runs, exactly like a crash."""

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from tests.helpers_http import serve  # noqa: F401  (fixture)
 from tests.helpers_upstream import upstreams  # noqa: F401  (fixture)
 from warden.endpoints.board import OPEN, BreakerBoard
 from warden.endpoints.breaker import Breaker
@@ -212,3 +213,43 @@ async def test_workers_share_one_health_check_per_interval(upstreams: Any, tmp_p
     for name in names:
         health = b.router.health[name].snapshot()
         assert health["checks"] == 0 and health["adopted"] >= 1 and health["healthy"] is True
+
+
+async def test_one_slow_health_check_is_not_shared_as_an_outage(
+    serve: Any,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """Every endpoint answers its health GET too late once (a loaded machine): worker A's
+    checks are inconclusive, so worker B still routes to all of them and A does too; only
+    A's second slow round in a row makes them unhealthy, for both workers."""
+    from tests.conftest import EXAMPLE_POLICY
+    from tests.helpers_http import reply
+    from warden.endpoints.rebase import rebase_endpoints
+    from warden.endpoints.runtime import EndpointRuntime
+    from warden.policy.loader import load_policy_file
+
+    slow = await serve(lambda seen, s: reply(b'{"data":[]}'), delay=2.5)
+    urls = {n: f"http://127.0.0.1:{slow.port}/v1" for n in ("llm-eu-1", "llm-eu-2", "llm-us-1")}
+    policy_path = tmp_path / "policy.yaml"
+    policy_path.write_bytes(rebase_endpoints(EXAMPLE_POLICY.read_bytes(), urls))
+    routes = load_policy_file(policy_path).routes
+    path = tmp_path / "routes.bin"
+    BreakerBoard.create(path, list(routes.endpoints)).close()
+    a, b = EndpointRuntime(routes), EndpointRuntime(routes)
+    for runtime in (a, b):
+        runtime.share_breakers(BreakerBoard(path, list(routes.endpoints)))
+    plan = routes.plan("EU", "personal", "claims_triage")
+    assert plan is not None
+    try:
+        await a.check_health()
+        assert a.router.route(plan).candidates == plan.allowed
+        assert b.router.route(plan).candidates == plan.allowed
+        snap = a.router.health["llm-eu-1"].snapshot()
+        assert snap["forgiven_timeouts"] == 1 and snap["healthy"] is None
+        assert b.router.health["llm-eu-1"].snapshot()["adopted"] == 0
+        await a.check_health()
+    finally:
+        await a.stop()
+    assert a.router.route(plan).candidates == ()
+    assert b.router.route(plan).candidates == ()
+    assert b.router.health["llm-eu-1"].snapshot()["adopted"] == 1

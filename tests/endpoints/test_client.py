@@ -201,3 +201,39 @@ async def test_health_checks_use_the_same_pool(serve) -> None:
         assert not await check(client.pool(), gone, health)
         assert health.error == "ConnectError"
     await client.aclose()
+
+
+async def test_one_timed_out_health_check_is_inconclusive_two_in_a_row_fail(serve) -> None:
+    """A loaded machine can make one GET slow; only a second timeout in a row makes the
+    endpoint unhealthy. A refused connection fails at once, and a pass resets the count."""
+    from warden.endpoints.health import Health, check
+
+    fast = await serve(lambda seen, s: reply(b'{"data":[]}'))
+    slow = await serve(lambda seen, s: reply(b'{"data":[]}'), delay=1.5)
+    client, _ = client_for(f"http://127.0.0.1:{fast.port}/v1", connect_timeout_ms=10)
+    endpoint = client.router.endpoints["e1"]
+    sluggish = endpoint.model_copy(update={"base_url": f"http://127.0.0.1:{slow.port}/v1"})
+    health = Health()
+    try:
+        assert await check(client.pool(), endpoint, health) is True
+        assert await check(client.pool(), sluggish, health) is None  # forgiven
+        assert health.healthy is True and not health.unhealthy(health.checked_at, 60)
+        assert health.timeouts_in_a_row == 1 and health.forgiven_timeouts == 1
+        assert health.error is not None and health.error.startswith("TimeoutError (1 in a row")
+        assert await check(client.pool(), sluggish, health) is False  # the second in a row
+        assert health.unhealthy(health.checked_at, 60)
+        assert health.error == "TimeoutError (2 in a row)"
+        assert await check(client.pool(), sluggish, health) is False  # still down: no grace
+        assert await check(client.pool(), endpoint, health) is True
+        assert health.healthy is True and health.timeouts_in_a_row == 0 and health.error is None
+        assert await check(client.pool(), sluggish, health) is None  # a pass reset the count
+        with socket.socket() as sock:  # a refused connection is no timeout: unhealthy at once
+            sock.bind(("127.0.0.1", 0))
+            gone = endpoint.model_copy(
+                update={"base_url": f"http://127.0.0.1:{sock.getsockname()[1]}"}
+            )
+            assert await check(client.pool(), gone, health) is False
+            assert health.error == "ConnectError" and health.timeouts_in_a_row == 0
+        assert health.checks == 7 and health.failed_checks == 5
+    finally:
+        await client.aclose()

@@ -1,6 +1,13 @@
 """Health checks: a GET on each HTTP endpoint's health URL (default `<base_url>/models`)
 every few seconds. An endpoint whose last check failed, and is recent, is skipped as
-`unhealthy`; a passing check lets an open breaker probe at once."""
+`unhealthy`; a passing check lets an open breaker probe at once.
+
+A refused connection or an error status fails at once. A check that only *times out* after
+a passing one is inconclusive: the endpoint stays routable and nothing is shared with the
+other workers; the next timeout in a row fails it. On a loaded machine one slow answer to
+a GET is not an outage, and taking it for one sent every request of a jurisdiction to its
+secondary — or to review when that check was slow too. Calls that really fail still open
+the endpoint's breaker after its `failure_threshold`."""
 
 from __future__ import annotations
 
@@ -13,6 +20,9 @@ from typing import Any
 from warden.audit.sqlite_store import utc_now
 from warden.endpoints.http1 import Http1Pool, HttpError, Origin
 from warden.policy.model import Endpoint
+
+#: checks in a row that time out before a healthy endpoint counts as unhealthy
+TIMEOUTS_BEFORE_UNHEALTHY = 2
 
 
 def health_target(endpoint: Endpoint) -> tuple[Origin, str] | None:
@@ -35,6 +45,10 @@ class Health:
     failed_checks: int = 0
     #: checks by other workers taken in (shared breaker board)
     adopted: int = 0
+    #: this worker's checks in a row that timed out (0 after any other outcome)
+    timeouts_in_a_row: int = 0
+    #: timed-out checks that did not make the endpoint unhealthy on their own
+    forgiven_timeouts: int = 0
 
     def unhealthy(self, now: float, stale_after: float) -> bool:
         """Failed its last check, and that check is recent enough to believe."""
@@ -57,14 +71,18 @@ class Health:
             "checks": self.checks,
             "failed_checks": self.failed_checks,
             "adopted": self.adopted,
+            "timeouts_in_a_row": self.timeouts_in_a_row,
+            "forgiven_timeouts": self.forgiven_timeouts,
         }
 
 
-async def check(pool: Http1Pool, endpoint: Endpoint, health: Health) -> bool:
+async def check(pool: Http1Pool, endpoint: Endpoint, health: Health) -> bool | None:
+    """Check `endpoint` once and update `health`: True (passed), False (failed: unhealthy
+    now), or None (a timeout after a passing check: inconclusive, health unchanged)."""
     if endpoint.kind != "openai_chat":
         health.healthy, health.error = True, None
         return True
-    ok, error = False, None
+    ok, error, timed_out = False, None, False
     connect = endpoint.connect_timeout_ms / 1000
     try:
         target = health_target(endpoint)
@@ -74,12 +92,24 @@ async def check(pool: Http1Pool, endpoint: Endpoint, health: Health) -> bool:
         )
         ok = response.status == 200
         error = None if ok else f"http_{response.status}"
-    except (TimeoutError, HttpError, ValueError) as exc:
+    except TimeoutError as exc:
+        error, timed_out = type(exc).__name__, True
+    except (HttpError, ValueError) as exc:
         error = type(exc).__name__
     health.checks += 1
     health.failed_checks += not ok
-    health.healthy, health.error = ok, error
+    health.timeouts_in_a_row = health.timeouts_in_a_row + 1 if timed_out else 0
     health.checked_at, health.checked_at_utc = time.monotonic(), utc_now()
+    if timed_out and health.healthy is not False:
+        if health.timeouts_in_a_row < TIMEOUTS_BEFORE_UNHEALTHY:
+            health.forgiven_timeouts += 1
+            health.error = (
+                f"{error} ({health.timeouts_in_a_row} in a row; unhealthy at "
+                f"{TIMEOUTS_BEFORE_UNHEALTHY})"
+            )
+            return None
+        error = f"{error} ({health.timeouts_in_a_row} in a row)"
+    health.healthy, health.error = ok, error
     return ok
 
 

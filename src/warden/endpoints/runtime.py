@@ -50,6 +50,8 @@ class EndpointRuntime:
             *(check(self.client.pool(), router.endpoints[n], router.health[n]) for n in names)
         )
         for name, ok in zip(names, results, strict=True):
+            if ok is None:  # one timeout: inconclusive, nothing to share or act on
+                continue
             breaker = router.breakers[name]
             if breaker.board is not None:  # the other workers take in this check too
                 breaker.board.publish_health(ok, router.health[name].checked_at)
