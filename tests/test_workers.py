@@ -3,7 +3,8 @@ writer, in front of real simulator processes. Both workers serve decisions and c
 completions; the log stays one consistent log (verify passes, seq contiguous, checkpoints
 valid); idempotency keys hold across workers; a worker killed with -9 is restarted and
 nothing acknowledged is lost; SIGTERM stops everything cleanly; a killed parent takes its
-workers with it; a thresholds activation made through one worker reaches the other."""
+workers with it; a thresholds activation made through one worker reaches the other; both
+workers' band monitors show the same window (the shared series board)."""
 
 from __future__ import annotations
 
@@ -130,6 +131,16 @@ def test_two_workers_serve_one_consistent_log(
     )
     batches = [line for line in metrics.splitlines() if line.startswith("warden_audit_batch")]
     assert batches, "the audit writer's metrics are missing"
+    # the band monitor is one monitor: both workers report every decision, in one window
+    monitors = until_both_workers(
+        lambda: httpx.get(f"{server.url}/v1/bands/monitor", headers={"X-API-Key": auditor})
+    )
+    views = {r.headers[WORKER]: r.json()["decision_types"] for r in monitors}
+    assert len(views) == 2
+    first_view, second_view = views.values()
+    assert first_view == second_view, views
+    assert sum(t["decisions_seen"] for t in first_view.values()) == counted
+    assert all(t["shared_by_workers"] and t["missed"] == 0 for t in first_view.values())
     size = httpx.get(f"{server.url}/healthz").json()["audit_entries"]
 
     assert server.terminate() == 0, server.log()

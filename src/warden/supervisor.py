@@ -79,6 +79,7 @@ class Supervisor:
         count: int,
         console: Console,
         breaker_board: Path | None = None,
+        series_board: Path | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.policy_source = policy_source
@@ -88,6 +89,7 @@ class Supervisor:
         self.count = count
         self.console = console
         self.breaker_board = breaker_board
+        self.series_board = series_board
         self.workers: list[Worker] = []
         self.fast_failures = 0
         self.failed: str | None = None
@@ -114,6 +116,8 @@ class Supervisor:
         ]
         if self.breaker_board is not None:
             argv += ["--breaker-board", str(self.breaker_board)]
+        if self.series_board is not None:
+            argv += ["--series-board", str(self.series_board)]
         # a session of its own: a terminal's Ctrl-C reaches the parent, which stops the
         # workers in order (stop accepting, finish in-flight requests, then the writer)
         proc = subprocess.Popen(
@@ -183,7 +187,7 @@ def _describe(code: int) -> str:
 def serve_workers(data_dir: Path, policy: Path | None, host: str, port: int, count: int) -> None:
     console = Console(stderr=True)
     metrics_dir = tempfile.mkdtemp(prefix="warden-metrics-")
-    run_dir = tempfile.mkdtemp(prefix="warden-run-")  # the workers' shared breaker board
+    run_dir = tempfile.mkdtemp(prefix="warden-run-")  # the workers' shared boards
     if "prometheus_client" in sys.modules and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         raise WardenError("internal: prometheus_client was imported before multiprocess set-up")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir  # inherited by every worker
@@ -203,6 +207,12 @@ def serve_workers(data_dir: Path, policy: Path | None, host: str, port: int, cou
 
             board_path = Path(run_dir) / "breakers.bin"
             BreakerBoard.create(board_path, list(gateway.policy.routes.endpoints)).close()
+            from warden.series_board import SeriesBoard, series_names
+
+            series_path = Path(run_dir) / "series.bin"
+            SeriesBoard.create(
+                series_path, series_names(list(gateway.policy.decision_types))
+            ).close()
             supervisor = Supervisor(
                 data_dir,
                 gateway.policy.source,
@@ -212,6 +222,7 @@ def serve_workers(data_dir: Path, policy: Path | None, host: str, port: int, cou
                 count,
                 console,
                 board_path,
+                series_path,
             )
             from warden.runtime import tune_for_serving
 

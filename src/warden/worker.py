@@ -113,6 +113,18 @@ def open_gateway(data_dir: Path, socket_path: Path, policy_source: str, version:
         raise
 
 
+def share_windows(gateway: Any, path: Path) -> None:
+    """The output guard's length windows and the band monitor's review windows, kept with
+    the other workers on the parent's series board (`warden.series_board`)."""
+    from warden.guard.surfaces import anomaly_checker
+    from warden.series_board import SeriesBoard, series_names
+
+    names = list(gateway.policy.decision_types)
+    board = SeriesBoard(path, series_names(names))
+    gateway.monitor.share(board, names)
+    anomaly_checker().share(board)
+
+
 async def run(gateway: Any, listener: socket.socket) -> None:
     import uvicorn
 
@@ -146,6 +158,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--parent-pid", type=int, required=True)
     parser.add_argument("--index", type=int, default=0)
     parser.add_argument("--breaker-board", type=Path, help="the workers' shared breakers")
+    parser.add_argument("--series-board", type=Path, help="the workers' shared windows")
     args = parser.parse_args(argv)
     die_with_parent(args.parent_pid)
     listener = socket.socket(fileno=args.listen_fd)
@@ -164,6 +177,8 @@ def main(argv: list[str] | None = None) -> None:
         gateway.endpoints.share_breakers(
             BreakerBoard(args.breaker_board, list(gateway.policy.routes.endpoints))
         )
+    if args.series_board is not None:
+        share_windows(gateway, args.series_board)
     try:
         warm_up(t.spec.guard.output for t in gateway.policy.decision_types.values())
         tune_for_serving()

@@ -52,6 +52,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from warden.guard.signals import Signal
+from warden.series_board import SeriesBoard, SharedSeries
 
 __all__ = [
     "CANARY_PREFIX",
@@ -503,8 +504,45 @@ class OutputAnomalyChecker:
         self.max_decision_types = max_decision_types
         self._lock = threading.Lock()
         self._windows: OrderedDict[str, _Window] = OrderedDict()
+        self._board: SeriesBoard | None = None
+        self._shared: dict[str, SharedSeries] = {}
 
     # ---------------------------------------------------------------- baseline
+
+    def share(self, board: SeriesBoard) -> None:
+        """Keep the length windows of the decision types on `board` with the other request
+        workers (`warden serve --workers N`): each answer's length is appended there, and
+        every worker's window takes in all of them, in the board's order."""
+        with self._lock:
+            self._board, self._shared = board, {}
+            self._windows.clear()
+
+    def _series(self, decision_type: str) -> SharedSeries | None:
+        if self._board is None or f"length:{decision_type}" not in self._board:
+            return None
+        series = self._shared.get(decision_type)
+        if series is None:
+            series = self._shared[decision_type] = self._board.series(f"length:{decision_type}")
+        return series
+
+    def _window(self, decision_type: str, *, fresh: bool = False) -> _Window:
+        w = self._windows.get(decision_type)
+        if w is None or fresh:
+            w = self._windows[decision_type] = _Window(self.window)
+            while len(self._windows) > self.max_decision_types:
+                self._windows.popitem(last=False)
+        return w
+
+    def _sync(self, decision_type: str) -> None:
+        """Take in the lengths the workers appended since the last look (lock held)."""
+        series = self._series(decision_type)
+        if series is None:
+            return
+        lost, pairs = series.pull()
+        if pairs or lost:
+            w = self._window(decision_type, fresh=lost)  # a gap: start the window over
+            for value, _owner in pairs:
+                w.add(value)
 
     def observe(self, decision_type: str, length: int) -> None:
         """Add one answer's length to the decision type's rolling window."""
@@ -512,16 +550,16 @@ class OutputAnomalyChecker:
             raise ValueError("length must be >= 0")
         value = math.log1p(length)
         with self._lock:
-            w = self._windows.get(decision_type)
-            if w is None:
-                w = self._windows[decision_type] = _Window(self.window)
-                while len(self._windows) > self.max_decision_types:
-                    self._windows.popitem(last=False)
-            w.add(value)
+            series = self._series(decision_type)
+            if series is not None:  # the window takes it in at the next look, in order
+                series.append(value)
+                return
+            self._window(decision_type).add(value)
 
     def baseline(self, decision_type: str) -> LengthBaseline | None:
         """The decision type's current baseline, or None before any observation."""
         with self._lock:
+            self._sync(decision_type)
             w = self._windows.get(decision_type)
             if w is None or not w.order:
                 return None

@@ -25,6 +25,7 @@ from prometheus_client import Counter, Gauge
 
 from warden.audit.entry import StoredEntry
 from warden.audit.record import is_exercise
+from warden.series_board import SeriesBoard, SharedSeries
 
 log = logging.getLogger("warden.bands")
 
@@ -51,6 +52,7 @@ class _Series:
     alert: bool = False
     since: int | None = None
     seen: int = 0
+    hits: int = 0  # review hits in the window
 
 
 @dataclass
@@ -61,6 +63,21 @@ class BandMonitor:
     expected: dict[str, float] = field(default_factory=dict)
     _series: dict[str, _Series] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    #: the request workers' shared series (`warden serve --workers N`), by decision type
+    _shared: dict[str, SharedSeries] = field(default_factory=dict)
+
+    def share(self, board: SeriesBoard, decision_types: Iterable[str]) -> None:
+        """Count the review hits of `decision_types` on `board`, with the other workers:
+        each worker appends its decisions' hits there and applies everyone's, in the
+        board's order, so every worker's windows, baselines and alerts are the same. An
+        alert is logged and counted by the worker whose decision raised it."""
+        with self._lock:
+            self._shared = {
+                name: board.series(f"review:{name}")
+                for name in decision_types
+                if f"review:{name}" in board
+            }
+            self._series.clear()
 
     def set_expected(self, decision_type: str, share: float | None) -> None:
         with self._lock:
@@ -69,46 +86,70 @@ class BandMonitor:
             else:
                 self.expected[decision_type] = share
             self._series.pop(decision_type, None)  # a new baseline starts a new chart
+            shared = self._shared.get(decision_type)
+            if shared is not None:  # … from the decisions after this one
+                shared.skip_to_end()
 
     def observe(self, decision_type: str, band: str) -> None:
         hit = 1 if band == "review" else 0
         with self._lock:
-            s = self._series.get(decision_type)
-            if s is None:
-                s = self._series[decision_type] = _Series(deque(maxlen=self.window))
-                s.p0 = self.expected.get(decision_type)
-            s.seen += 1
-            s.window.append(hit)
-            if s.p0 is None:
-                s.baseline_n += 1
-                s.baseline_hits += hit
-                if s.baseline_n >= self.baseline:
-                    s.p0 = s.baseline_hits / s.baseline_n
-                    s.window.clear()  # the monitored windows start after the baseline
+            shared = self._shared.get(decision_type)
+            if shared is None:
+                self._apply(decision_type, hit, mine=True)
                 return
-            if len(s.window) < self.window:
-                return
-            share = sum(s.window) / len(s.window)
-            limit = control_limit(s.p0, len(s.window))
-            REVIEW_SHARE.labels(decision_type).set(share)
-            REVIEW_LIMIT.labels(decision_type).set(limit)
-            alert = share > limit
-            # a new alert (counted, logged) only a full window after the last one started,
-            # so a share that hovers at the limit does not flood the log
-            if alert and not s.alert and (s.since is None or s.seen - s.since >= self.window):
-                s.since = s.seen
+            shared.append(float(hit))
+            self._sync(decision_type, shared)
+
+    def _sync(self, decision_type: str, shared: SharedSeries) -> None:
+        """Apply the hits the workers appended since the last look, in order (lock held)."""
+        _lost, pairs = shared.pull()
+        for value, owner in pairs:
+            self._apply(decision_type, int(value), mine=owner == shared.owner)
+
+    def _apply(self, decision_type: str, hit: int, *, mine: bool) -> None:
+        s = self._series.get(decision_type)
+        if s is None:
+            s = self._series[decision_type] = _Series(deque(maxlen=self.window))
+            s.p0 = self.expected.get(decision_type)
+        s.seen += 1
+        if len(s.window) == self.window:
+            s.hits -= s.window[0]
+        s.window.append(hit)
+        s.hits += hit
+        if s.p0 is None:
+            s.baseline_n += 1
+            s.baseline_hits += hit
+            if s.baseline_n >= self.baseline:
+                s.p0 = s.baseline_hits / s.baseline_n
+                s.window.clear()  # the monitored windows start after the baseline
+                s.hits = 0
+            return
+        if len(s.window) < self.window:
+            return
+        share = s.hits / len(s.window)
+        limit = control_limit(s.p0, len(s.window))
+        REVIEW_SHARE.labels(decision_type).set(share)
+        REVIEW_LIMIT.labels(decision_type).set(limit)
+        alert = share > limit
+        # a new alert (counted, logged) only a full window after the last one started,
+        # so a share that hovers at the limit does not flood the log
+        if alert and not s.alert and (s.since is None or s.seen - s.since >= self.window):
+            s.since = s.seen
+            if mine:  # one worker logs and counts it, not every worker that applies it
                 ALERTS.labels(decision_type).inc()
                 log.warning(
                     "band alert: %s review share %.4f over the last %d decisions is above "
                     "the control limit %.4f (baseline %.4f)",
                     decision_type, share, len(s.window), limit, s.p0,
                 )  # fmt: skip
-            s.alert = alert
-            ALERT.labels(decision_type).set(1 if alert else 0)
+        s.alert = alert
+        ALERT.labels(decision_type).set(1 if alert else 0)
 
     def status(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         with self._lock:
+            for name, shared in self._shared.items():
+                self._sync(name, shared)
             for name, s in sorted(self._series.items()):
                 n = len(s.window)
                 share = sum(s.window) / n if n else None
@@ -124,6 +165,9 @@ class BandMonitor:
                     "control_limit": control_limit(s.p0, self.window) if s.p0 is not None else None,
                     "alert": s.alert,
                     "alert_since_decision": s.since if s.alert else None,
+                    #: the workers' shared series, and hits this worker missed (a ring behind)
+                    "shared_by_workers": name in self._shared,
+                    "missed": self._shared[name].gaps if name in self._shared else 0,
                 }
         return out
 

@@ -1,0 +1,140 @@
+"""The workers' shared series board: real files and memory maps, two mappings (as two
+workers have), a second real process, a reader that falls a ring behind; and the two users
+— the output guard's length windows and the band monitor — giving every worker the same
+windows, baselines and alerts as one process that saw every value."""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from prometheus_client import REGISTRY
+
+from warden.errors import WardenError
+from warden.guard.anomaly import OutputAnomalyChecker
+from warden.models.monitor import BandMonitor
+from warden.series_board import SeriesBoard, series_names
+
+NAMES = series_names(["sb_chat", "sb_claims"])
+
+
+def boards(tmp_path: Path, capacity: int = 64) -> tuple[SeriesBoard, SeriesBoard]:
+    """Two workers' mappings of one board."""
+    path = tmp_path / "series.bin"
+    SeriesBoard.create(path, NAMES, capacity).close()
+    return SeriesBoard(path, NAMES), SeriesBoard(path, NAMES)
+
+
+def test_values_from_two_mappings_are_read_in_one_order(tmp_path: Path) -> None:
+    a, b = boards(tmp_path)
+    assert NAMES == ["length:sb_chat", "length:sb_claims", "review:sb_chat", "review:sb_claims"]
+    sa, sb = a.series("length:sb_chat"), b.series("length:sb_chat")
+    assert [sa.append(1.0), sb.append(2.0), sa.append(3.0)] == [0, 1, 2]
+    b.series("length:sb_claims").append(9.0)  # another series: its own count
+    for reader in (a.series("length:sb_chat"), b.series("length:sb_chat")):
+        lost, pairs = reader.pull()
+        assert not lost and [v for v, _ in pairs] == [1.0, 2.0, 3.0]
+        assert [o for _, o in pairs] == [a.owner, b.owner, a.owner]
+        assert reader.pull() == (False, [])
+    assert a.owner != b.owner
+
+
+def test_a_reader_a_ring_behind_reports_the_gap(tmp_path: Path) -> None:
+    a, b = boards(tmp_path, capacity=8)
+    writer, reader = a.series("review:sb_chat"), b.series("review:sb_chat")
+    for i in range(20):
+        writer.append(float(i))
+    lost, pairs = reader.pull()
+    assert lost and [v for v, _ in pairs] == [float(i) for i in range(13, 20)]
+    assert reader.gaps == 13
+    writer.append(20.0)
+    assert reader.pull() == (False, [(20.0, a.owner)])
+    late = b.series("review:sb_chat")
+    late.skip_to_end()
+    assert late.pull() == (False, [])
+
+
+def test_a_board_for_other_decision_types_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "series.bin"
+    SeriesBoard.create(path, NAMES).close()
+    with pytest.raises(WardenError, match="other decision types"):
+        SeriesBoard(path, series_names(["something_else"]))
+
+
+def test_a_second_process_appends_to_the_same_series(tmp_path: Path) -> None:
+    a, _ = boards(tmp_path)
+    script = textwrap.dedent(
+        f"""
+        from pathlib import Path
+        from warden.series_board import SeriesBoard
+        board = SeriesBoard(Path({str(tmp_path / "series.bin")!r}), {NAMES!r})
+        series = board.series("length:sb_claims")
+        for i in range(50):
+            series.append(float(i))
+        """
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
+    lost, pairs = a.series("length:sb_claims").pull()
+    assert not lost and [v for v, _ in pairs] == [float(i) for i in range(50)]
+    assert {o for _, o in pairs} != {a.owner}
+
+
+def test_shared_length_windows_match_one_process_that_saw_everything(tmp_path: Path) -> None:
+    a, b = boards(tmp_path, capacity=1024)
+    one, two = OutputAnomalyChecker(window=100), OutputAnomalyChecker(window=100)
+    one.share(a)
+    two.share(b)
+    alone = OutputAnomalyChecker(window=100)
+    lengths = [200 + (i * 37) % 400 for i in range(300)]
+    for i, length in enumerate(lengths):  # the two workers answer alternately
+        (one if i % 2 else two).observe("sb_chat", length)
+        alone.observe("sb_chat", length)
+        if i % 50 == 49:
+            assert one.baseline("sb_chat") == two.baseline("sb_chat") == alone.baseline("sb_chat")
+    base = one.baseline("sb_chat")
+    assert base is not None and base.n == 100
+    # so both judge the same answer the same way, on both workers' evidence
+    assert one.check_length(20_000, decision_type="sb_chat") is not None
+    assert two.check_length(20_000, decision_type="sb_chat") == one.check_length(
+        20_000, decision_type="sb_chat"
+    )
+    # a decision type the board does not carry stays local
+    one.observe("not_on_board", 100)
+    assert two.baseline("not_on_board") is None and one.baseline("not_on_board") is not None
+
+
+def _alerts(decision_type: str) -> float:
+    value = REGISTRY.get_sample_value("warden_band_alerts_total", {"decision_type": decision_type})
+    return value or 0.0
+
+
+def test_shared_band_monitors_agree_and_one_worker_counts_an_alert(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    a, b = boards(tmp_path, capacity=4096)
+    one, two = BandMonitor(window=100, baseline=200), BandMonitor(window=100, baseline=200)
+    one.share(a, ["sb_claims"])
+    two.share(b, ["sb_claims"])
+    alone = BandMonitor(window=100, baseline=200)
+    bands = ["review" if i % 20 == 0 else "auto_approve" for i in range(400)]
+    bands += ["review" if i % 3 == 0 else "auto_approve" for i in range(150)]  # a shift
+    before = _alerts("sb_claims")
+    with caplog.at_level(logging.WARNING, logger="warden.bands"):
+        for i, band in enumerate(bands):
+            (one if i % 2 else two).observe("sb_claims", band)
+            alone.observe("sb_claims", band)
+    shared = {k: v for k, v in one.status()["sb_claims"].items() if k not in ("missed",)}
+    assert shared == {k: v for k, v in two.status()["sb_claims"].items() if k != "missed"}
+    reference = alone.status()["sb_claims"]
+    assert shared["shared_by_workers"] and not reference["shared_by_workers"]
+    for key in ("decisions_seen", "review_share", "baseline_share", "alert", "window_filled"):
+        assert shared[key] == reference[key], key
+    assert shared["decisions_seen"] == 550 and shared["alert"] is True
+    # counted twice: once by the worker that raised it, once by the one process — not 3×
+    assert _alerts("sb_claims") - before == 2
+    logged = [r for r in caplog.records if "band alert: sb_claims" in r.message]
+    assert len(logged) == 2
