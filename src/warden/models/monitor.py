@@ -29,6 +29,11 @@ from warden.series_board import SeriesBoard, SharedSeries
 
 log = logging.getLogger("warden.bands")
 
+#: a worker sharing its series applies everyone's hits when the series reaches a multiple of
+#: this (whoever appends it) and on every status read: a p-chart over hundreds of decisions
+#: needs no per-decision refresh, and an alert is raised at most this many decisions late
+SYNC_EVERY = 16
+
 REVIEW_SHARE = Gauge(
     "warden_band_review_share", "Review-band share over the sliding window", ["decision_type"]
 )
@@ -97,8 +102,8 @@ class BandMonitor:
             if shared is None:
                 self._apply(decision_type, hit, mine=True)
                 return
-            shared.append(float(hit))
-            self._sync(decision_type, shared)
+            if shared.append(float(hit)) % SYNC_EVERY == 0:  # every worker's turn comes
+                self._sync(decision_type, shared)
 
     def _sync(self, decision_type: str, shared: SharedSeries) -> None:
         """Apply the hits the workers appended since the last look, in order (lock held)."""
