@@ -36,10 +36,10 @@ def test_values_from_two_mappings_are_read_in_one_order(tmp_path: Path) -> None:
     assert [sa.append(1.0), sb.append(2.0), sa.append(3.0)] == [0, 1, 2]
     b.series("length:sb_claims").append(9.0)  # another series: its own count
     for reader in (a.series("length:sb_chat"), b.series("length:sb_chat")):
-        lost, pairs = reader.pull()
-        assert not lost and [v for v, _ in pairs] == [1.0, 2.0, 3.0]
+        first, lost, pairs = reader.pull()
+        assert first == 0 and not lost and [v for v, _ in pairs] == [1.0, 2.0, 3.0]
         assert [o for _, o in pairs] == [a.owner, b.owner, a.owner]
-        assert reader.pull() == (False, [])
+        assert reader.pull() == (3, False, [])
     assert a.owner != b.owner
 
 
@@ -48,14 +48,14 @@ def test_a_reader_a_ring_behind_reports_the_gap(tmp_path: Path) -> None:
     writer, reader = a.series("review:sb_chat"), b.series("review:sb_chat")
     for i in range(20):
         writer.append(float(i))
-    lost, pairs = reader.pull()
-    assert lost and [v for v, _ in pairs] == [float(i) for i in range(13, 20)]
+    first, lost, pairs = reader.pull()
+    assert first == 13 and lost and [v for v, _ in pairs] == [float(i) for i in range(13, 20)]
     assert reader.gaps == 13
     writer.append(20.0)
-    assert reader.pull() == (False, [(20.0, a.owner)])
+    assert reader.pull() == (20, False, [(20.0, a.owner)])
     late = b.series("review:sb_chat")
-    late.skip_to_end()
-    assert late.pull() == (False, [])
+    late.seek(0)  # the oldest value the ring still holds
+    assert late.position == 14 and late.pending() == 7  # 21 appended, 8 kept, 1 being written
 
 
 def test_a_board_for_other_decision_types_is_refused(tmp_path: Path) -> None:
@@ -78,7 +78,7 @@ def test_a_second_process_appends_to_the_same_series(tmp_path: Path) -> None:
         """
     )
     subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
-    lost, pairs = a.series("length:sb_claims").pull()
+    _first, lost, pairs = a.series("length:sb_claims").pull()
     assert not lost and [v for v, _ in pairs] == [float(i) for i in range(50)]
     assert {o for _, o in pairs} != {a.owner}
 
@@ -115,6 +115,9 @@ def _alerts(decision_type: str) -> float:
 def test_shared_band_monitors_agree_and_one_worker_counts_an_alert(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """Strict turns (one worker always appends the odd positions): both still apply the
+    board as they go, the alert is logged and counted as the decisions come — no status
+    read needed — once, by the worker whose decision raised it."""
     a, b = boards(tmp_path, capacity=4096)
     one, two = BandMonitor(window=100, baseline=200), BandMonitor(window=100, baseline=200)
     one.share(a, ["sb_claims"])
@@ -127,14 +130,54 @@ def test_shared_band_monitors_agree_and_one_worker_counts_an_alert(
         for i, band in enumerate(bands):
             (one if i % 2 else two).observe("sb_claims", band)
             alone.observe("sb_claims", band)
-    shared = {k: v for k, v in one.status()["sb_claims"].items() if k not in ("missed",)}
-    assert shared == {k: v for k, v in two.status()["sb_claims"].items() if k != "missed"}
+        # counted twice: once by the worker that raised it, once by the one process
+        assert _alerts("sb_claims") - before == 2
+        assert len([r for r in caplog.records if "band alert: sb_claims" in r.message]) == 2
+    views = [m.status()["sb_claims"] for m in (one, two)]
+    assert views[0] == views[1]
     reference = alone.status()["sb_claims"]
-    assert shared["shared_by_workers"] and not reference["shared_by_workers"]
+    assert views[0]["shared_by_workers"] and not reference["shared_by_workers"]
     for key in ("decisions_seen", "review_share", "baseline_share", "alert", "window_filled"):
-        assert shared[key] == reference[key], key
-    assert shared["decisions_seen"] == 550 and shared["alert"] is True
-    # counted twice: once by the worker that raised it, once by the one process — not 3×
-    assert _alerts("sb_claims") - before == 2
-    logged = [r for r in caplog.records if "band alert: sb_claims" in r.message]
-    assert len(logged) == 2
+        assert views[0][key] == reference[key], key
+    assert views[0]["decisions_seen"] == 550 and views[0]["alert"] is True
+    assert _alerts("sb_claims") - before == 2  # reading the status raised nothing more
+
+
+def test_a_worker_started_late_takes_the_chart_from_the_board(tmp_path: Path) -> None:
+    """A worker restarted after the ring wrapped never saw the chart's first decisions: it
+    takes the baseline another worker published, and reports the same window and count."""
+    a, b = boards(tmp_path, capacity=256)
+    early = BandMonitor(window=50, baseline=100)
+    early.share(a, ["sb_chat"])
+    for i in range(600):
+        early.observe("sb_chat", "review" if i % 4 == 0 else "auto_approve")
+    late = BandMonitor(window=50, baseline=100)
+    late.share(b, ["sb_chat"])
+    for i in range(30):
+        (late if i % 2 else early).observe("sb_chat", "review" if i % 5 == 0 else "auto_approve")
+    first, second = early.status()["sb_chat"], late.status()["sb_chat"]
+    assert first["baseline_share"] == pytest.approx(0.25)
+    for key in ("decisions_seen", "review_share", "baseline_share", "alert", "window_filled"):
+        assert second[key] == first[key], key
+    assert second["decisions_seen"] == 630
+
+
+def test_a_thresholds_activation_starts_one_chart_for_every_worker(tmp_path: Path) -> None:
+    """The worker that activates starts the new chart on the board; the others, learning of
+    the activation a moment later, follow it instead of starting one of their own."""
+    a, b = boards(tmp_path)
+    one, two = BandMonitor(window=20, baseline=50), BandMonitor(window=20, baseline=50)
+    one.share(a, ["sb_claims"])
+    two.share(b, ["sb_claims"])
+    for i in range(80):
+        (one if i % 2 else two).observe("sb_claims", "auto_approve")
+    one.set_expected("sb_claims", 0.1)  # activated through worker one
+    for i in range(30):
+        (one if i % 2 else two).observe("sb_claims", "review" if i % 10 == 0 else "auto_approve")
+    two.set_expected("sb_claims", 0.1)  # worker two's poll catches up: no second restart
+    views = [m.status()["sb_claims"] for m in (one, two)]
+    assert views[0] == views[1]
+    assert views[0]["decisions_seen"] == 30 and views[0]["baseline_share"] == 0.1
+    assert views[0]["baseline_source"] == "thresholds" and views[0]["window_filled"] == 20
+    two.set_expected("sb_claims", None)  # deactivated: back to a baseline of its own, for both
+    assert one.status()["sb_claims"]["baseline_source"] == "first 50 decisions"

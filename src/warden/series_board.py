@@ -8,23 +8,37 @@ every value is appended to one shared ring per series, in one order for all, and
 worker applies all of them, in that order, to its own window before it reads it — so the
 workers' windows hold the same values.
 
+A series also carries a *chart*: the position its current chart started at, an epoch that
+changes when it starts over (a thresholds activation), and the baseline the chart is judged
+against (p₀: the thresholds' expected share, or the share over the chart's first decisions,
+published by the first worker that computed it). A worker that starts late — restarted by
+the supervisor, or a ring behind — takes the chart from the board instead of from what it
+happened to see, so its windows, positions and baseline are the other workers'.
+
 The board is a file the parent creates in its private run directory and every worker maps:
 a header (magic, sha256 of the series names, series count, ring capacity), then per series a
-u64 count of the values ever appended and a ring of `capacity` (f64 value, u64 owner) pairs.
-A writer takes an exclusive `flock`, writes the pair at `count % capacity`, then the count.
-A reader takes no lock: it reads the count, the pairs it has not applied yet, and the count
-again; pairs a writer may have overwritten meanwhile are dropped and reported as a gap (a
-worker that fell a whole ring behind, which the capacity makes rare)."""
+48-byte header (count of the values ever appended, the chart's seqlock generation, epoch,
+start, p₀ and its source) and a ring of `capacity` (f64 value, u64 owner) pairs. Writers
+take an exclusive `flock` (and a thread lock: a flock does not exclude the threads of one
+process) and write the pair at `count % capacity`, then the count. A reader takes no lock:
+it reads the count, the pairs it has not applied yet, and the count again; pairs a writer
+may have overwritten meanwhile are dropped and reported as a gap (a worker that fell a
+whole ring behind, which the capacity makes rare). Chart fields are read under their
+seqlock. The lock-free reads rely on the store order of x86-64, as the breaker board's do."""
 
 from __future__ import annotations
 
 import fcntl
 import hashlib
+import math
 import mmap
 import os
 import secrets
 import struct
-from collections.abc import Sequence
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,8 +47,21 @@ from warden.errors import WardenError
 MAGIC = b"WRDNSER1"
 _HEADER = struct.Struct("<8s32sII")  # magic, sha256 of the names, series count, capacity
 _COUNT = struct.Struct("<Q")
+#: count, chart generation (seqlock: odd while written), epoch, start, p0 (NaN: none yet), source
+_SERIES = struct.Struct("<QQQQdI4x")
+_CHART = struct.Struct("<QQQdI")  # the chart fields, read after the count
 _PAIR = struct.Struct("<dQ")  # value, owner (the mapping that appended it)
 CAPACITY = 8192
+#: where a chart's p0 comes from
+BASELINE, THRESHOLDS = 0, 1
+
+
+@dataclass(frozen=True)
+class Chart:
+    epoch: int
+    start: int  # the position of the chart's first value
+    p0: float | None
+    source: int  # BASELINE (the first decisions' share, once published) or THRESHOLDS
 
 
 def _digest(names: Sequence[str]) -> bytes:
@@ -56,7 +83,7 @@ class SeriesBoard:
         self._fd = os.open(path, flags, 0o600)
         try:
             if create:
-                size = _HEADER.size + len(self.names) * (_COUNT.size + capacity * _PAIR.size)
+                size = _HEADER.size + len(self.names) * (_SERIES.size + capacity * _PAIR.size)
                 os.ftruncate(self._fd, size)
                 header = _HEADER.pack(MAGIC, _digest(self.names), len(self.names), capacity)
                 os.pwrite(self._fd, header, 0)
@@ -65,7 +92,7 @@ class SeriesBoard:
             if magic != MAGIC or digest != _digest(self.names) or count != len(self.names):
                 raise WardenError(f"{path}: series board made for other decision types")
             self.capacity = capacity
-            self._stride = _COUNT.size + capacity * _PAIR.size
+            self._stride = _SERIES.size + capacity * _PAIR.size
             size = _HEADER.size + len(self.names) * self._stride
             if os.fstat(self._fd).st_size != size:
                 raise WardenError(f"{path}: series board of the wrong size")
@@ -74,12 +101,29 @@ class SeriesBoard:
             os.close(self._fd)
             raise
         self._index = {name: i for i, name in enumerate(self.names)}
+        self._thread_lock = threading.Lock()
         #: who appended a value: one id per mapping (a process maps the board once)
         self.owner = secrets.randbits(62) + 1
+        if create:
+            for i in range(len(self.names)):
+                self._write_chart(i, 0, 0, None, BASELINE)
 
     @classmethod
-    def create(cls, path: Path, names: Sequence[str], capacity: int = CAPACITY) -> SeriesBoard:
-        return cls(path, names, create=True, capacity=capacity)
+    def create(
+        cls,
+        path: Path,
+        names: Sequence[str],
+        capacity: int = CAPACITY,
+        *,
+        expected: Mapping[str, float] | None = None,
+    ) -> SeriesBoard:
+        """A new board; `expected`: series name → the thresholds' expected share, the p0 of
+        its first chart."""
+        board = cls(path, names, create=True, capacity=capacity)
+        for name, share in (expected or {}).items():
+            if name in board:
+                board._write_chart(board._index[name], 0, 0, share, THRESHOLDS)
+        return board
 
     def __contains__(self, name: str) -> bool:
         return name in self._index
@@ -94,18 +138,63 @@ class SeriesBoard:
     def count(self, index: int) -> int:
         return int(_COUNT.unpack_from(self._map, self._base(index))[0])
 
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        with self._thread_lock:
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+
     def append(self, index: int, value: float) -> int:
         """Append one value; returns its position in the series (0, 1, 2, …)."""
         base = self._base(index)
-        fcntl.flock(self._fd, fcntl.LOCK_EX)
-        try:
+        with self._locked():
             n = int(_COUNT.unpack_from(self._map, base)[0])
-            slot = base + _COUNT.size + (n % self.capacity) * _PAIR.size
+            slot = base + _SERIES.size + (n % self.capacity) * _PAIR.size
             _PAIR.pack_into(self._map, slot, value, self.owner)
             _COUNT.pack_into(self._map, base, n + 1)  # the pair first, then the count
             return n
-        finally:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def chart(self, index: int) -> Chart:
+        offset = self._base(index) + _COUNT.size
+        while True:
+            gen, epoch, start, p0, source = _CHART.unpack_from(self._map, offset)
+            if gen % 2 == 0 and _COUNT.unpack_from(self._map, offset)[0] == gen:
+                return Chart(int(epoch), int(start), None if math.isnan(p0) else p0, int(source))
+            time.sleep(0)  # a writer is halfway through this chart
+
+    def _write_chart(
+        self, index: int, epoch: int, start: int, p0: float | None, source: int
+    ) -> None:
+        """Write the chart fields (the caller holds the lock, or owns the new file)."""
+        offset = self._base(index) + _COUNT.size
+        gen = int(_COUNT.unpack_from(self._map, offset)[0])
+        _COUNT.pack_into(self._map, offset, gen + 1)  # odd: writing
+        value = math.nan if p0 is None else p0
+        _CHART.pack_into(self._map, offset, gen + 1, epoch, start, value, source)
+        _COUNT.pack_into(self._map, offset, gen + 2)  # even: done
+
+    def restart_chart(self, index: int, p0: float | None) -> Chart:
+        """A new chart from the next value on: judged against `p0` (thresholds), or with
+        None against the share over its first decisions."""
+        with self._locked():
+            current = self.chart(index)
+            start = self.count(index)
+            source = BASELINE if p0 is None else THRESHOLDS
+            self._write_chart(index, current.epoch + 1, start, p0, source)
+            return Chart(current.epoch + 1, start, p0, source)
+
+    def publish_p0(self, index: int, epoch: int, p0: float) -> bool:
+        """The baseline share of chart `epoch`, computed by the first worker that could;
+        False when that chart has one already or is no longer current."""
+        with self._locked():
+            current = self.chart(index)
+            if current.epoch != epoch or current.p0 is not None:
+                return False
+            self._write_chart(index, epoch, current.start, p0, BASELINE)
+            return True
 
     def read(self, index: int, start: int) -> tuple[int, list[tuple[float, int]], int]:
         """The values from position `start` on: (first position returned, [(value, owner)],
@@ -114,7 +203,7 @@ class SeriesBoard:
         end = self.count(index)
         first = max(start, end - self.capacity + 1)
         pairs = [
-            _PAIR.unpack_from(self._map, base + _COUNT.size + (i % self.capacity) * _PAIR.size)
+            _PAIR.unpack_from(self._map, base + _SERIES.size + (i % self.capacity) * _PAIR.size)
             for i in range(first, end)
         ]
         # a writer that appended meanwhile may have overwritten the oldest pairs read
@@ -141,16 +230,30 @@ class SharedSeries:
     def append(self, value: float) -> int:
         return self.board.append(self.index, value)
 
-    def pull(self) -> tuple[bool, list[tuple[float, int]]]:
-        """(values were lost since the last pull, the new (value, owner) pairs in order)."""
+    def pending(self) -> int:
+        """Values appended that this reader has not pulled yet."""
+        return self.board.count(self.index) - self.position
+
+    def pull(self) -> tuple[int, bool, list[tuple[float, int]]]:
+        """(the position of the first value returned, whether values were lost since the
+        last pull, the new (value, owner) pairs in order)."""
         if self.board.count(self.index) == self.position:
-            return False, []
+            return self.position, False, []
         first, pairs, end = self.board.read(self.index, self.position)
         lost = first > self.position
-        self.gaps += first - self.position
-        self.position = end
-        return lost, pairs
+        self.gaps += max(0, first - self.position)
+        self.position = max(end, first)
+        return first, lost, pairs
 
-    def skip_to_end(self) -> None:
-        """Read nothing appended so far (a series that starts over)."""
-        self.position = self.board.count(self.index)
+    def seek(self, position: int) -> None:
+        """Read from `position` on (or from the oldest value the ring still holds)."""
+        self.position = max(position, self.board.count(self.index) - self.board.capacity + 1, 0)
+
+    def chart(self) -> Chart:
+        return self.board.chart(self.index)
+
+    def restart_chart(self, p0: float | None) -> Chart:
+        return self.board.restart_chart(self.index, p0)
+
+    def publish_p0(self, epoch: int, p0: float) -> bool:
+        return self.board.publish_p0(self.index, epoch, p0)

@@ -210,9 +210,9 @@ def serve_workers(data_dir: Path, policy: Path | None, host: str, port: int, cou
             from warden.series_board import SeriesBoard, series_names
 
             series_path = Path(run_dir) / "series.bin"
-            SeriesBoard.create(
-                series_path, series_names(list(gateway.policy.decision_types))
-            ).close()
+            expected = {f"review:{n}": p0 for n, p0 in gateway.monitor.expected.items()}
+            names = series_names(list(gateway.policy.decision_types))
+            SeriesBoard.create(series_path, names, expected=expected).close()
             supervisor = Supervisor(
                 data_dir,
                 gateway.policy.source,

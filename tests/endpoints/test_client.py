@@ -227,6 +227,8 @@ async def test_one_timed_out_health_check_is_inconclusive_two_in_a_row_fail(serv
         assert await check(client.pool(), endpoint, health) is True
         assert health.healthy is True and health.timeouts_in_a_row == 0 and health.error is None
         assert await check(client.pool(), sluggish, health) is None  # a pass reset the count
+        fresh = Health()  # never seen alive: a timeout fails at once
+        assert await check(client.pool(), sluggish, fresh) is False
         with socket.socket() as sock:  # a refused connection is no timeout: unhealthy at once
             sock.bind(("127.0.0.1", 0))
             gone = endpoint.model_copy(
@@ -234,6 +236,6 @@ async def test_one_timed_out_health_check_is_inconclusive_two_in_a_row_fail(serv
             )
             assert await check(client.pool(), gone, health) is False
             assert health.error == "ConnectError" and health.timeouts_in_a_row == 0
-        assert health.checks == 7 and health.failed_checks == 5
+        assert health.checks == 7 and health.failed_checks == 5 and fresh.checks == 1
     finally:
         await client.aclose()

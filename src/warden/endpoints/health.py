@@ -2,7 +2,7 @@
 every few seconds. An endpoint whose last check failed, and is recent, is skipped as
 `unhealthy`; a passing check lets an open breaker probe at once.
 
-A refused connection or an error status fails at once. A check that only *times out* after
+A refused connection or an error status fails at once. A check that only *times out* right after
 a passing one is inconclusive: the endpoint stays routable and nothing is shared with the
 other workers; the next timeout in a row fails it. On a loaded machine one slow answer to
 a GET is not an outage, and taking it for one sent every request of a jurisdiction to its
@@ -59,6 +59,8 @@ class Health:
         health too; it is not counted among this worker's own checks."""
         if checked_at > self.checked_at:
             self.healthy, self.checked_at = ok, checked_at
+            if ok:  # a pass anywhere ends a run of timeouts here
+                self.timeouts_in_a_row = 0
             self.error = None if ok else "failed a health check by another worker"
             self.checked_at_utc = utc_now()
             self.adopted += 1
@@ -78,7 +80,7 @@ class Health:
 
 async def check(pool: Http1Pool, endpoint: Endpoint, health: Health) -> bool | None:
     """Check `endpoint` once and update `health`: True (passed), False (failed: unhealthy
-    now), or None (a timeout after a passing check: inconclusive, health unchanged)."""
+    now), or None (one timeout after a passing check: inconclusive, health unchanged)."""
     if endpoint.kind != "openai_chat":
         health.healthy, health.error = True, None
         return True
@@ -99,9 +101,10 @@ async def check(pool: Http1Pool, endpoint: Endpoint, health: Health) -> bool | N
     health.checks += 1
     health.failed_checks += not ok
     health.timeouts_in_a_row = health.timeouts_in_a_row + 1 if timed_out else 0
-    health.checked_at, health.checked_at_utc = time.monotonic(), utc_now()
-    if timed_out and health.healthy is not False:
+    if timed_out and health.healthy is True:
         if health.timeouts_in_a_row < TIMEOUTS_BEFORE_UNHEALTHY:
+            # inconclusive: `checked_at` stays the passing check's, so a failure another
+            # worker found meanwhile is still newer and is taken in
             health.forgiven_timeouts += 1
             health.error = (
                 f"{error} ({health.timeouts_in_a_row} in a row; unhealthy at "
@@ -109,6 +112,7 @@ async def check(pool: Http1Pool, endpoint: Endpoint, health: Health) -> bool | N
             )
             return None
         error = f"{error} ({health.timeouts_in_a_row} in a row)"
+    health.checked_at, health.checked_at_utc = time.monotonic(), utc_now()
     health.healthy, health.error = ok, error
     return ok
 

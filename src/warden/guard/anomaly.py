@@ -538,7 +538,7 @@ class OutputAnomalyChecker:
         series = self._series(decision_type)
         if series is None:
             return
-        lost, pairs = series.pull()
+        _first, lost, pairs = series.pull()
         if pairs or lost:
             w = self._window(decision_type, fresh=lost)  # a gap: start the window over
             for value, _owner in pairs:

@@ -25,13 +25,13 @@ from prometheus_client import Counter, Gauge
 
 from warden.audit.entry import StoredEntry
 from warden.audit.record import is_exercise
-from warden.series_board import SeriesBoard, SharedSeries
+from warden.series_board import THRESHOLDS, SeriesBoard, SharedSeries
 
 log = logging.getLogger("warden.bands")
 
-#: a worker sharing its series applies everyone's hits when the series reaches a multiple of
-#: this (whoever appends it) and on every status read: a p-chart over hundreds of decisions
-#: needs no per-decision refresh, and an alert is raised at most this many decisions late
+#: a worker sharing its series applies everyone's hits once this many are waiting (and on
+#: every status read): a p-chart over hundreds of decisions needs no per-decision refresh,
+#: and an alert from a worker's own decision is raised by its next decisions
 SYNC_EVERY = 16
 
 REVIEW_SHARE = Gauge(
@@ -58,6 +58,14 @@ class _Series:
     since: int | None = None
     seen: int = 0
     hits: int = 0  # review hits in the window
+    # shared series only (`warden serve --workers N`): the board's chart this follows
+    epoch: int = 0
+    start: int = 0  # the chart's first position
+    #: this worker read the chart from its first value (so it can compute a baseline)
+    complete: bool = True
+    #: the first position judged against p0 (after the baseline decisions); None: not known
+    monitored_from: int | None = None
+    from_thresholds: bool = False
 
 
 @dataclass
@@ -74,8 +82,10 @@ class BandMonitor:
     def share(self, board: SeriesBoard, decision_types: Iterable[str]) -> None:
         """Count the review hits of `decision_types` on `board`, with the other workers:
         each worker appends its decisions' hits there and applies everyone's, in the
-        board's order, so every worker's windows, baselines and alerts are the same. An
-        alert is logged and counted by the worker whose decision raised it."""
+        board's order, against the chart the board names (its start, epoch and p0), so
+        every worker's windows, baselines and alerts are the same — also a worker that
+        starts late. An alert is logged and counted by the worker whose decision raised
+        it."""
         with self._lock:
             self._shared = {
                 name: board.series(f"review:{name}")
@@ -90,10 +100,17 @@ class BandMonitor:
                 self.expected.pop(decision_type, None)
             else:
                 self.expected[decision_type] = share
-            self._series.pop(decision_type, None)  # a new baseline starts a new chart
             shared = self._shared.get(decision_type)
-            if shared is not None:  # … from the decisions after this one
-                shared.skip_to_end()
+            if shared is None:
+                self._series.pop(decision_type, None)  # a new baseline starts a new chart
+                return
+            chart = shared.chart()  # one new chart for all workers, started by the first
+            if share is None and chart.source != THRESHOLDS:
+                return
+            if share is not None and chart.source == THRESHOLDS and chart.p0 == share:
+                return
+            shared.restart_chart(share)
+            self._sync(decision_type, shared)
 
     def observe(self, decision_type: str, band: str) -> None:
         hit = 1 if band == "review" else 0
@@ -102,14 +119,71 @@ class BandMonitor:
             if shared is None:
                 self._apply(decision_type, hit, mine=True)
                 return
-            if shared.append(float(hit)) % SYNC_EVERY == 0:  # every worker's turn comes
+            shared.append(float(hit))
+            if shared.pending() >= SYNC_EVERY:
                 self._sync(decision_type, shared)
+
+    def _chart_series(self, decision_type: str, shared: SharedSeries) -> _Series:
+        """This worker's state of the board's current chart (a new one when it changed)."""
+        chart = shared.chart()
+        s = self._series.get(decision_type)
+        if s is not None and s.epoch == chart.epoch:
+            if s.p0 is None and not s.complete and chart.p0 is not None:
+                s.p0 = chart.p0  # published by a worker that saw the whole baseline
+                s.monitored_from = chart.start + self.baseline
+                shared.seek(s.monitored_from)
+            return s
+        s = self._series[decision_type] = _Series(deque(maxlen=self.window))
+        s.epoch, s.start, s.p0 = chart.epoch, chart.start, chart.p0
+        s.from_thresholds = chart.source == THRESHOLDS
+        shared.seek(chart.start)
+        s.complete = shared.position == chart.start
+        if s.from_thresholds:
+            s.monitored_from = chart.start
+        elif chart.p0 is not None:
+            s.monitored_from = chart.start + self.baseline
+            shared.seek(s.monitored_from)
+        return s
 
     def _sync(self, decision_type: str, shared: SharedSeries) -> None:
         """Apply the hits the workers appended since the last look, in order (lock held)."""
-        _lost, pairs = shared.pull()
-        for value, owner in pairs:
-            self._apply(decision_type, int(value), mine=owner == shared.owner)
+        s = self._chart_series(decision_type, shared)
+        if s.p0 is None and not s.complete:
+            return  # until a worker that saw the chart's start publishes its baseline
+        first, lost, pairs = shared.pull()
+        if lost:
+            s.complete = False  # it cannot compute this chart's baseline any more
+        for offset, (value, owner) in enumerate(pairs):
+            self._apply_shared(decision_type, s, shared, first + offset, int(value), owner)
+
+    def _apply_shared(
+        self,
+        decision_type: str,
+        s: _Series,
+        shared: SharedSeries,
+        position: int,
+        hit: int,
+        owner: int,
+    ) -> None:
+        s.seen = position - s.start + 1
+        if s.p0 is None:
+            if not s.complete:  # waits for the p0 a worker that saw the start publishes
+                return
+            s.baseline_n += 1
+            s.baseline_hits += hit
+            if s.baseline_n >= self.baseline:
+                s.p0 = s.baseline_hits / s.baseline_n
+                s.monitored_from = position + 1
+                shared.publish_p0(s.epoch, s.p0)
+            return
+        if s.monitored_from is not None and position < s.monitored_from:
+            return
+        if len(s.window) == self.window:
+            s.hits -= s.window[0]
+        s.window.append(hit)
+        s.hits += hit
+        if len(s.window) == self.window:
+            self._judge(decision_type, s, mine=owner == shared.owner)
 
     def _apply(self, decision_type: str, hit: int, *, mine: bool) -> None:
         s = self._series.get(decision_type)
@@ -131,6 +205,12 @@ class BandMonitor:
             return
         if len(s.window) < self.window:
             return
+        self._judge(decision_type, s, mine=mine)
+
+    def _judge(self, decision_type: str, s: _Series, *, mine: bool) -> None:
+        """The p-chart on a full window: gauges, and an alert when the share is above the
+        limit (logged and counted by `mine` only)."""
+        assert s.p0 is not None
         share = s.hits / len(s.window)
         limit = control_limit(s.p0, len(s.window))
         REVIEW_SHARE.labels(decision_type).set(share)
@@ -165,7 +245,7 @@ class BandMonitor:
                     "review_share": share if s.p0 is not None else None,
                     "baseline_share": s.p0,
                     "baseline_source": "thresholds"
-                    if name in self.expected
+                    if (s.from_thresholds if name in self._shared else name in self.expected)
                     else f"first {self.baseline} decisions",
                     "control_limit": control_limit(s.p0, self.window) if s.p0 is not None else None,
                     "alert": s.alert,
