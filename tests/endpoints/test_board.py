@@ -142,18 +142,16 @@ def test_a_restarted_worker_starts_from_the_board(tmp_path: Path) -> None:
     assert not fresh.available(now) and fresh.state == "open" and fresh.opened_at == a.opened_at
 
 
-async def test_a_failed_health_check_counts_for_every_worker(tmp_path: Path) -> None:
-    """Worker A's health checks find the EU endpoints down (nothing listens on their
-    ports); worker B, which has not checked yet, skips them as unhealthy at once."""
+def two_workers(tmp_path: Path, urls: dict[str, str]) -> tuple[Any, Any, Any]:
+    """Two workers' endpoint runtimes for the example policy pointed at `urls`, sharing one
+    breaker board, and the EU claims-triage route plan."""
     from tests.conftest import EXAMPLE_POLICY
-    from tests.helpers_server import free_port
     from warden.endpoints.rebase import rebase_endpoints
     from warden.endpoints.runtime import EndpointRuntime
     from warden.policy.loader import load_policy_file
 
-    dead = {n: f"http://127.0.0.1:{free_port()}/v1" for n in ("llm-eu-1", "llm-eu-2", "llm-us-1")}
     policy_path = tmp_path / "policy.yaml"
-    policy_path.write_bytes(rebase_endpoints(EXAMPLE_POLICY.read_bytes(), dead))
+    policy_path.write_bytes(rebase_endpoints(EXAMPLE_POLICY.read_bytes(), urls))
     routes = load_policy_file(policy_path).routes
     path = tmp_path / "routes.bin"
     BreakerBoard.create(path, list(routes.endpoints)).close()
@@ -162,6 +160,16 @@ async def test_a_failed_health_check_counts_for_every_worker(tmp_path: Path) -> 
         runtime.share_breakers(BreakerBoard(path, list(routes.endpoints)))
     plan = routes.plan("EU", "personal", "claims_triage")
     assert plan is not None
+    return a, b, plan
+
+
+async def test_a_failed_health_check_counts_for_every_worker(tmp_path: Path) -> None:
+    """Worker A's health checks find the EU endpoints down (nothing listens on their
+    ports); worker B, which has not checked yet, skips them as unhealthy at once."""
+    from tests.helpers_server import free_port
+
+    dead = {n: f"http://127.0.0.1:{free_port()}/v1" for n in ("llm-eu-1", "llm-eu-2", "llm-us-1")}
+    a, b, plan = two_workers(tmp_path, dead)
     assert b.router.route(plan).candidates == plan.allowed  # nothing known yet
     try:
         await a.check_health()
@@ -222,24 +230,11 @@ async def test_one_slow_health_check_is_not_shared_as_an_outage(
     """Every endpoint passed, then answers its health GET too late once (a loaded
     machine): worker A's checks are inconclusive, so worker B still routes to all of them
     and A does too; only A's second slow round in a row makes them unhealthy, for both."""
-    from tests.conftest import EXAMPLE_POLICY
     from tests.helpers_http import reply
-    from warden.endpoints.rebase import rebase_endpoints
-    from warden.endpoints.runtime import EndpointRuntime
-    from warden.policy.loader import load_policy_file
 
     slow = await serve(lambda seen, s: reply(b'{"data":[]}'), delay=2.5)
     urls = {n: f"http://127.0.0.1:{slow.port}/v1" for n in ("llm-eu-1", "llm-eu-2", "llm-us-1")}
-    policy_path = tmp_path / "policy.yaml"
-    policy_path.write_bytes(rebase_endpoints(EXAMPLE_POLICY.read_bytes(), urls))
-    routes = load_policy_file(policy_path).routes
-    path = tmp_path / "routes.bin"
-    BreakerBoard.create(path, list(routes.endpoints)).close()
-    a, b = EndpointRuntime(routes), EndpointRuntime(routes)
-    for runtime in (a, b):
-        runtime.share_breakers(BreakerBoard(path, list(routes.endpoints)))
-    plan = routes.plan("EU", "personal", "claims_triage")
-    assert plan is not None
+    a, b, plan = two_workers(tmp_path, urls)
     try:
         slow.delay = 0.0
         await a.check_health()  # every endpoint passes once
