@@ -22,6 +22,7 @@ from warden.audit.merkle import leaf_hash, verify_inclusion
 from warden.audit.sqlite_store import SQLiteAuditStore, utc_now
 from warden.audit.store import AuditStore
 from warden.auth import KeyRing, Permission, Principal
+from warden.baselines import RecentHistory, recent_history
 from warden.canonical import request_hash
 from warden.endpoints.runtime import EndpointRuntime
 from warden.errors import ConflictError, NotFoundError, RequestError
@@ -214,6 +215,39 @@ class Gateway:
             store.close()
             raise
         return gateway
+
+    def recent_history(self) -> RecentHistory:
+        """What the output guard's length windows and the band monitor were fed before
+        this process started, read from the audit log's tail (`warden.baselines`)."""
+        from warden.guard.surfaces import anomaly_checker
+
+        if not isinstance(self.store, SQLiteAuditStore):
+            return RecentHistory()  # a request worker: the parent seeds the series board
+        versions = {
+            name: (active.version if (active := self.bands.thresholds.get(name)) else None)
+            or compiled.thresholds_version
+            for name, compiled in self.policy.decision_types.items()
+        }
+        return recent_history(
+            self.store.newest_entries(("decision", "refusal")),
+            decision_types=list(self.policy.decision_types),
+            policy_version=self.policy.version,
+            thresholds_versions=versions,
+            lengths=anomaly_checker().window,
+            outcomes=self.monitor.baseline + self.monitor.window,
+        )
+
+    def seed_windows(self, history: RecentHistory) -> None:
+        """Feed `history` to this process's length windows and band monitor (a server that
+        does not share them with other workers)."""
+        from warden.guard.surfaces import anomaly_checker
+
+        checker = anomaly_checker()
+        for name, lengths in history.lengths.items():
+            for length in lengths:
+                checker.observe(name, length)
+        for name, outcomes in history.outcomes.items():
+            self.monitor.seed(name, outcomes)
 
     def activate_policy(self) -> None:
         """Store the policy content-addressed and log its activation."""

@@ -4,12 +4,15 @@ request workers in several processes feeding one audit writer (`warden.superviso
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 from rich.console import Console
 
 from warden.runtime import tune_for_serving
+
+if TYPE_CHECKING:
+    from warden.baselines import RecentHistory
 
 
 def uvicorn_config(app: Any, **listen: Any) -> uvicorn.Config:
@@ -45,6 +48,17 @@ def banner(
         )
 
 
+def seeded_line(console: Console, history: RecentHistory) -> None:
+    """Say what the restart took over from the audit log (`warden.baselines`)."""
+    if not history.lengths and not history.outcomes:
+        return
+    parts = [
+        f"{name} {counts['lengths']} answer lengths, {counts['outcomes']} outcomes"
+        for name, counts in history.summary().items()
+    ]
+    console.print(f"baselines seeded from the audit log's tail: {'; '.join(parts)}")
+
+
 def serve(data_dir: Path, policy: Path | None, host: str, port: int, workers: int = 1) -> None:
     if workers > 1:
         from warden.supervisor import serve_workers
@@ -59,7 +73,10 @@ def serve(data_dir: Path, policy: Path | None, host: str, port: int, workers: in
     console = Console(stderr=True)
     gateway = Gateway.open(data_dir, policy)
     try:
+        history = gateway.recent_history()
+        gateway.seed_windows(history)
         banner(console, gateway, data_dir, host, port)
+        seeded_line(console, history)
         app = FrontDoorFirst(create_app(gateway, close_on_shutdown=True), gateway)
         config = uvicorn_config(app, host=host, port=port)
         warm_up(t.spec.guard.output for t in gateway.policy.decision_types.values())

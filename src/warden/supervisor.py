@@ -192,7 +192,7 @@ def serve_workers(data_dir: Path, policy: Path | None, host: str, port: int, cou
         raise WardenError("internal: prometheus_client was imported before multiprocess set-up")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir  # inherited by every worker
     from warden.gateway import Gateway
-    from warden.server import banner
+    from warden.server import banner, seeded_line
 
     socket_path: Path | None = None
     try:
@@ -207,12 +207,18 @@ def serve_workers(data_dir: Path, policy: Path | None, host: str, port: int, cou
 
             board_path = Path(run_dir) / "breakers.bin"
             BreakerBoard.create(board_path, list(gateway.policy.routes.endpoints)).close()
+            from warden.baselines import seed_board
             from warden.series_board import SeriesBoard, series_names
 
             series_path = Path(run_dir) / "series.bin"
             expected = {f"review:{n}": p0 for n, p0 in gateway.monitor.expected.items()}
             names = series_names(list(gateway.policy.decision_types))
-            SeriesBoard.create(series_path, names, expected=expected).close()
+            history = gateway.recent_history()
+            with contextlib.closing(
+                SeriesBoard.create(series_path, names, expected=expected)
+            ) as series_board:
+                seed_board(series_board, history)  # the workers replay it when they start
+            seeded_line(console, history)
             supervisor = Supervisor(
                 data_dir,
                 gateway.policy.source,

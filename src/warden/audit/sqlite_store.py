@@ -589,6 +589,16 @@ class SQLiteAuditStore:
         for row in self._connect().execute(query + " ORDER BY seq", args):
             yield _row_entry(row)
 
+    def newest_entries(self, kinds: Collection[str]) -> Iterator[StoredEntry]:
+        """Entries of `kinds`, newest first (read lazily: stop whenever you have enough)."""
+        cur = self._connect().execute(
+            f"SELECT {_ENTRY_COLS} FROM entries WHERE kind IN ({', '.join('?' * len(kinds))}) "
+            "ORDER BY seq DESC",
+            list(kinds),
+        )
+        for row in cur:
+            yield _row_entry(row)
+
     def entries_of_kind(self, kind: str) -> list[StoredEntry]:
         cur = self._connect().execute(
             f"SELECT {_ENTRY_COLS} FROM entries WHERE kind = ? ORDER BY seq", (kind,)

@@ -48,6 +48,8 @@ class OutputsGate:
             "of": "proposal" if structured else "answer",
             "text": inspection.text,
             "redacted": inspection.text != text,
+            # the length the output guard's baseline saw (a restart seeds it from here)
+            "length": len(text),
             "findings": [f.as_record() for f in inspection.findings],
         }
         if structured and result["redacted"]:

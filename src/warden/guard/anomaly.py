@@ -78,6 +78,13 @@ CONTENT_TYPES: frozenset[str] = frozenset(
 )
 
 
+def length_value(length: int) -> float:
+    """An answer length as the windows hold it: on a log scale (lengths are skewed)."""
+    if length < 0:
+        raise ValueError("length must be >= 0")
+    return math.log1p(length)
+
+
 def new_canary() -> str:
     """A fresh, unguessable canary token: ``WARDEN-CANARY-`` and 16 hex digits (64 bits)."""
     return CANARY_PREFIX + secrets.token_hex(8)
@@ -546,9 +553,7 @@ class OutputAnomalyChecker:
 
     def observe(self, decision_type: str, length: int) -> None:
         """Add one answer's length to the decision type's rolling window."""
-        if length < 0:
-            raise ValueError("length must be >= 0")
-        value = math.log1p(length)
+        value = length_value(length)
         with self._lock:
             series = self._series(decision_type)
             if series is not None:  # the window takes it in at the next look, in order

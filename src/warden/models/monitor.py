@@ -44,6 +44,11 @@ ALERT = Gauge("warden_band_alert", "1 while the review share is above its limit"
 ALERTS = Counter("warden_band_alerts_total", "Review-share alerts raised", ["decision_type"])
 
 
+def review_hit(outcome: str) -> int:
+    """What the review-share chart counts for one decision's outcome."""
+    return 1 if outcome == "review" else 0
+
+
 def control_limit(p0: float, n: int, sigmas: float = 3.0) -> float:
     return p0 + sigmas * math.sqrt(max(p0 * (1 - p0), 0.0) / max(n, 1))
 
@@ -113,7 +118,7 @@ class BandMonitor:
             self._sync(decision_type, shared)
 
     def observe(self, decision_type: str, band: str) -> None:
-        hit = 1 if band == "review" else 0
+        hit = review_hit(band)
         with self._lock:
             shared = self._shared.get(decision_type)
             if shared is None:
@@ -122,6 +127,17 @@ class BandMonitor:
             shared.append(float(hit))
             if shared.pending() >= SYNC_EVERY:
                 self._sync(decision_type, shared)
+
+    def seed(self, decision_type: str, outcomes: Iterable[str]) -> None:
+        """Feed outcomes decided before this process started (oldest first, from the audit
+        log: `warden.baselines`), as if it had seen them; an alert they raise shows on the
+        gauge and the status, and is not logged or counted again. A monitor that shares
+        its series is seeded through the board instead."""
+        with self._lock:
+            if decision_type in self._shared:
+                raise RuntimeError("a shared monitor is seeded through its series board")
+            for outcome in outcomes:
+                self._apply(decision_type, review_hit(outcome), mine=False)
 
     def _chart_series(self, decision_type: str, shared: SharedSeries) -> _Series:
         """This worker's state of the board's current chart (a new one when it changed)."""
