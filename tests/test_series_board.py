@@ -14,12 +14,20 @@ from pathlib import Path
 import pytest
 from prometheus_client import REGISTRY
 
+from warden import memory_order
 from warden.errors import WardenError
 from warden.guard.anomaly import OutputAnomalyChecker
 from warden.models.monitor import BandMonitor
 from warden.series_board import SeriesBoard, series_names
 
 NAMES = series_names(["sb_chat", "sb_claims"])
+
+
+@pytest.fixture(autouse=True, params=["lock-free reads", "locked reads"])
+def read_mode(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test twice: as on x86-64, and as on a weakly ordered CPU (`memory_order`)."""
+    monkeypatch.setattr(memory_order, "LOCK_FREE_READS", request.param == "lock-free reads")
+    return str(request.param)
 
 
 def boards(tmp_path: Path, capacity: int = 64) -> tuple[SeriesBoard, SeriesBoard]:
@@ -181,3 +189,29 @@ def test_a_thresholds_activation_starts_one_chart_for_every_worker(tmp_path: Pat
     assert views[0]["baseline_source"] == "thresholds" and views[0]["window_filled"] == 20
     two.set_expected("sb_claims", None)  # deactivated: back to a baseline of its own, for both
     assert one.status()["sb_claims"]["baseline_source"] == "first 50 decisions"
+
+
+def test_on_a_weakly_ordered_cpu_a_read_waits_for_the_writer(
+    tmp_path: Path, read_mode: str
+) -> None:
+    """With locked reads a reader does not run while a writer holds the board."""
+    if read_mode != "locked reads":
+        pytest.skip("the lock-free reader does not wait, by design")
+    import threading
+
+    a, b = boards(tmp_path)
+    a.series("review:sb_chat").append(1.0)
+    done = threading.Event()
+    reader = b.series("review:sb_chat")
+
+    def read() -> None:
+        reader.pull()
+        reader.chart()
+        done.set()
+
+    with a._locked():
+        thread = threading.Thread(target=read)
+        thread.start()
+        assert not done.wait(0.3)  # held off by the writer's lock
+    assert done.wait(10)
+    thread.join()

@@ -24,7 +24,8 @@ process) and write the pair at `count % capacity`, then the count. A reader take
 it reads the count, the pairs it has not applied yet, and the count again; pairs a writer
 may have overwritten meanwhile are dropped and reported as a gap (a worker that fell a
 whole ring behind, which the capacity makes rare). Chart fields are read under their
-seqlock. The lock-free reads rely on the store order of x86-64, as the breaker board's do."""
+seqlock. The lock-free reads rely on the store order of x86-64, as the breaker board's do;
+on a weakly ordered CPU readers take the lock (`warden.memory_order`)."""
 
 from __future__ import annotations
 
@@ -42,6 +43,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from warden import memory_order
 from warden.errors import WardenError
 
 MAGIC = b"WRDNSER1"
@@ -158,6 +160,12 @@ class SeriesBoard:
             return n
 
     def chart(self, index: int) -> Chart:
+        if not memory_order.LOCK_FREE_READS:  # a weakly ordered CPU: read under the lock
+            with self._locked():
+                return self._chart(index)
+        return self._chart(index)
+
+    def _chart(self, index: int) -> Chart:
         offset = self._base(index) + _COUNT.size
         while True:
             gen, epoch, start, p0, source = _CHART.unpack_from(self._map, offset)
@@ -180,7 +188,7 @@ class SeriesBoard:
         """A new chart from the next value on: judged against `p0` (thresholds), or with
         None against the share over its first decisions."""
         with self._locked():
-            current = self.chart(index)
+            current = self._chart(index)
             start = self.count(index)
             source = BASELINE if p0 is None else THRESHOLDS
             self._write_chart(index, current.epoch + 1, start, p0, source)
@@ -190,7 +198,7 @@ class SeriesBoard:
         """The baseline share of chart `epoch`, computed by the first worker that could;
         False when that chart has one already or is no longer current."""
         with self._locked():
-            current = self.chart(index)
+            current = self._chart(index)
             if current.epoch != epoch or current.p0 is not None:
                 return False
             self._write_chart(index, epoch, current.start, p0, BASELINE)
@@ -199,6 +207,12 @@ class SeriesBoard:
     def read(self, index: int, start: int) -> tuple[int, list[tuple[float, int]], int]:
         """The values from position `start` on: (first position returned, [(value, owner)],
         next position). The first position is above `start` when values were overwritten."""
+        if not memory_order.LOCK_FREE_READS:  # a weakly ordered CPU: read under the lock
+            with self._locked():
+                return self._read(index, start)
+        return self._read(index, start)
+
+    def _read(self, index: int, start: int) -> tuple[int, list[tuple[float, int]], int]:
         base = self._base(index)
         end = self.count(index)
         first = max(start, end - self.capacity + 1)

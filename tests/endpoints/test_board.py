@@ -253,3 +253,34 @@ async def test_one_slow_health_check_is_not_shared_as_an_outage(
     assert a.router.route(plan).candidates == ()
     assert b.router.route(plan).candidates == ()
     assert b.router.health["llm-eu-1"].snapshot()["adopted"] == adopted + 1
+
+
+def test_on_a_weakly_ordered_cpu_breakers_are_read_under_the_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where the seqlock's lock-free read is unsound (`warden.memory_order`), a reader
+    waits for a writer that holds the board, and an open breaker is still adopted."""
+    import threading
+
+    from warden import memory_order
+
+    monkeypatch.setattr(memory_order, "LOCK_FREE_READS", False)
+    a, b = pair(tmp_path)
+    now = time.monotonic()
+    for _ in range(SETTINGS.failure_threshold):
+        assert a.acquire(now)
+        a.record_failure(now)
+    assert a.state == "open"
+    # adopted through a locked read
+    assert not b.available(now) and b.state == "open" and b.snapshot()["adopted"] == 1
+    path = tmp_path / "breakers.bin"
+    writer, reader = BreakerBoard(path, NAMES), BreakerBoard(path, NAMES)
+    done = threading.Event()
+    thread = threading.Thread(target=lambda: (reader.read(0), done.set()))
+    with writer._locked(0):
+        thread.start()
+        assert not done.wait(0.3)  # held off by the writer's lock
+    assert done.wait(10)
+    thread.join()
+    writer.close()
+    reader.close()

@@ -13,7 +13,8 @@ The board is a small file the parent creates in its private run directory and ev
 worker maps into memory: a header naming the endpoints (sorted), then one 48-byte slot
 per endpoint. A writer takes an exclusive `flock` on the file and bumps the slot's
 generation to odd before changing it and to even after (a seqlock), so readers — every
-routing decision — read without a lock and retry the rare torn read. Times are
+routing decision — read without a lock and retry the rare torn read (on x86-64; on a
+weakly ordered CPU they take the lock too: `warden.memory_order`). Times are
 `time.monotonic()`, which is one clock for every process of the machine. Consecutive
 failures are still counted per worker: the board shares the transitions, not the counts.
 """
@@ -26,6 +27,7 @@ import mmap
 import os
 import secrets
 import struct
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -33,6 +35,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from warden import memory_order
 from warden.errors import WardenError
 
 MAGIC = b"WRDNBRD1"
@@ -88,6 +91,7 @@ class BreakerBoard:
             self.close()
             raise WardenError(f"{path}: breaker board made for other endpoints")
         self._index = {name: i for i, name in enumerate(self.names)}
+        self._thread_lock = threading.Lock()
         #: who holds a probe: one id per mapping (a process maps the board once)
         self.owner = secrets.randbits(62) + 1
 
@@ -106,6 +110,9 @@ class BreakerBoard:
         return int(_GENERATION.unpack_from(self._map, self._offset(index))[0])
 
     def read(self, index: int) -> SlotState:
+        if not memory_order.LOCK_FREE_READS:  # a weakly ordered CPU: read under the lock
+            with self._locked(index) as current:
+                return current
         offset = self._offset(index)
         while True:
             values = _SLOT.unpack_from(self._map, offset)
@@ -115,11 +122,13 @@ class BreakerBoard:
 
     @contextmanager
     def _locked(self, index: int) -> Iterator[SlotState]:
-        fcntl.flock(self._fd, fcntl.LOCK_EX)
-        try:
-            yield SlotState(*_SLOT.unpack_from(self._map, self._offset(index)))
-        finally:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
+        # threads of one process share the file's flock: the thread lock keeps them apart
+        with self._thread_lock:
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+            try:
+                yield SlotState(*_SLOT.unpack_from(self._map, self._offset(index)))
+            finally:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
 
     def _write(self, index: int, current: SlotState, **changes: Any) -> int:
         """Write a slot while holding the lock; returns the new generation."""
