@@ -14,7 +14,7 @@ from tests.helpers_server import WardenServer
 from tests.helpers_upstream import upstreams  # noqa: F401  (fixture)
 from warden.audit.entry import NewEntry
 from warden.audit.sqlite_store import SQLiteAuditStore
-from warden.baselines import RecentHistory, observed_length, recent_history, seed_board
+from warden.baselines import Current, RecentHistory, observed_length, recent_history, seed_board
 from warden.guard.anomaly import OutputAnomalyChecker
 from warden.models.monitor import BandMonitor
 from warden.series_board import SeriesBoard, series_names
@@ -37,68 +37,148 @@ def record(
     outcome: str,
     *,
     length: int | None = None,
+    text: str | None = None,
     policy: str = "p1",
     thresholds: str | None = "t1",
+    stale: str | None = None,
+    model: str | None = "m1",
+    template: str | None = None,
     exercise: bool = False,
-    text: str | None = None,
 ) -> dict[str, Any]:
+    """A decision record as far as the seeding reads it."""
     outputs: dict[str, Any] = {"checked": length is not None or text is not None}
     if length is not None:
         outputs.update(length=length, text="x" * length, redacted=False)
-    if text is not None:
+    if text is not None:  # a record of format 1: no length
         outputs.update(text=text, redacted=False)
+    decide: dict[str, Any] = {"score": 0.1}
+    if model is not None:
+        decide["model"] = {"sha256": model}
+    gates = [
+        {"gate": "llm", "result": {"template": {"id": "t", "version": template}}},
+        {"gate": "decide", "result": decide},
+        {
+            "gate": "bands",
+            "result": {"thresholds_version": thresholds, "stale_thresholds_version": stale},
+        },
+        {"gate": "outputs", "result": outputs},
+    ]
     body: dict[str, Any] = {
         "decision_type": decision_type,
         "outcome": outcome,
         "policy": {"version": policy},
-        "thresholds_version": thresholds,
-        "gates": [{"gate": "outputs", "result": outputs}],
+        "gates": gates,
     }
     if exercise:
         body["exercise"] = True
     return body
 
 
-def history_of(store: SQLiteAuditStore, **kw: Any) -> Any:
+CURRENT = {
+    "chat": Current("t1", "m1", None, from_thresholds=True, answers=True),
+    "fraud": Current("t1", "m1", None, from_thresholds=True, answers=False),
+}
+
+
+def history_of(store: SQLiteAuditStore, current: Any = None, **kw: Any) -> Any:
+    options = {"lengths": 500, "baseline": 1000, "window": 500, **kw}
     return recent_history(
         store.newest_entries(("decision", "refusal")),
-        decision_types=["chat", "fraud"],
         policy_version="p1",
-        thresholds_versions={"chat": "t1", "fraud": "t1"},
-        **kw,
+        current=current or CURRENT,
+        **options,
     )
+
+
+def write(store: SQLiteAuditStore, bodies: list[dict[str, Any]], kind: str = "decision") -> None:
+    for i, body in enumerate(bodies):
+        store.submit(NewEntry.of(kind, f"{kind}{i}", body)).result()
 
 
 def test_recent_history_takes_what_the_windows_were_fed_oldest_first(tmp_path: Path) -> None:
     store = SQLiteAuditStore(tmp_path / "data")
     try:
-        bodies = [
-            record("chat", "review", length=5, policy="p0", thresholds="t0"),  # older chart
-            record("chat", "auto_approve", length=10),
-            record("chat", "review", length=20, exercise=True),  # a red-team exercise
-            record("chat", "auto_approve", text="abc"),  # an older record: no length
-            record("fraud", "auto_decline"),  # no outward text
-            record("chat", "review", length=30),
-            record("chat", "auto_approve", length=40),
-        ]
-        for i, body in enumerate(bodies):
-            store.submit(NewEntry.of("decision", f"d{i}", body)).result()
-        store.submit(NewEntry.of("refusal", "r", record("chat", "refused", length=50))).result()
+        write(
+            store,
+            [
+                record("chat", "review", length=5, policy="p0"),  # an older policy
+                record("chat", "auto_approve", length=10),
+                record("chat", "review", length=20, exercise=True),  # a red-team exercise
+                record("chat", "auto_approve", text="abc"),  # format 1: no length
+                record("fraud", "auto_decline"),  # no outward text
+                record("chat", "review", length=30, thresholds="static", stale="t1"),
+                record("chat", "auto_approve", length=40),
+            ],
+        )
+        write(store, [record("chat", "refused", length=50)], kind="refusal")
         store.submit(NewEntry.of("review", "d1", {"outcome": "approve"})).result()
 
-        history = history_of(store, lengths=500, outcomes=1500)
-        # lengths of every observed answer, refusals included, exercises not; any policy
-        assert history.lengths == {"chat": [5, 10, 3, 30, 40, 50]}
-        # outcomes the monitor counted (decisions only), back to the chart's start
+        history = history_of(store)
+        # every observed answer (refusals included, exercises not), back to the policy change
+        assert history.lengths == {"chat": [10, 3, 30, 40, 50]}
+        # the outcomes the monitor counted (decisions only), back to the policy change; a
+        # thresholds version stale for the model is still the active one
         assert history.outcomes == {
             "chat": ["auto_approve", "auto_approve", "review", "auto_approve"],
             "fraud": ["auto_decline"],
         }
-        assert history.summary()["chat"] == {"lengths": 6, "outcomes": 4}
+        assert history.summary()["chat"] == {"lengths": 5, "outcomes": 4}
+        assert history.scanned == 8  # every decision and refusal record (the exercise too)
 
-        capped = history_of(store, lengths=2, outcomes=1)
+        capped = history_of(store, lengths=2, window=1)
         assert capped.lengths == {"chat": [40, 50]}
         assert capped.outcomes == {"chat": ["auto_approve"], "fraud": ["auto_decline"]}
+    finally:
+        store.close()
+
+
+def test_a_new_model_thresholds_version_or_prompt_starts_the_windows_over(
+    tmp_path: Path,
+) -> None:
+    store = SQLiteAuditStore(tmp_path / "data")
+    try:
+        write(
+            store,
+            [
+                record("chat", "review", length=7, model="m0", template="v0"),
+                record("chat", "review", length=8, thresholds="t0", template="v0"),
+                record("chat", "auto_approve", length=9, template="v1"),
+            ],
+        )
+        current = {"chat": Current("t1", "m1", "v1", from_thresholds=True, answers=True)}
+        history = history_of(store, current)
+        assert history.lengths == {"chat": [9]}  # the prompt template changed before it
+        assert history.outcomes == {"chat": ["auto_approve"]}  # the thresholds changed
+        moved = {"chat": Current("t1", "m2", "v1", from_thresholds=True, answers=True)}
+        assert history_of(store, moved).outcomes == {}  # the model behind the alias moved
+    finally:
+        store.close()
+
+
+def test_a_baseline_chart_keeps_its_early_share_and_its_newest_window(tmp_path: Path) -> None:
+    """Without thresholds the chart's p0 is the share over its first decisions: the
+    seeding takes the run's oldest `baseline` outcomes and its newest `window`, so a
+    drift under way before the restart is still measured against the early share."""
+    store = SQLiteAuditStore(tmp_path / "data")
+    try:
+        early = [record("chat", "review" if i % 50 == 0 else "auto_approve") for i in range(300)]
+        late = [record("chat", "review" if i % 4 == 0 else "auto_approve") for i in range(100)]
+        write(store, [record("chat", "review", policy="p0"), *early, *late])
+        current = {"chat": Current("t1", "m1", None, from_thresholds=False, answers=False)}
+        history = history_of(store, current, baseline=200, window=50)
+        told = history.outcomes["chat"]
+        assert len(told) == 250 and history.scanned == 401  # the whole run was read
+        assert told[:200] == [r["outcome"] for r in early[:200]]
+        assert told[200:] == [r["outcome"] for r in late[-50:]]
+        monitor = BandMonitor(window=50, baseline=200)
+        monitor.seed("chat", told)
+        status = monitor.status()["chat"]
+        assert status["baseline_share"] == 0.02 and status["review_share"] == 0.24
+        assert status["alert"] is True  # the drift is still seen after the restart
+        on_thresholds = {"chat": Current("t1", "m1", None, from_thresholds=True, answers=False)}
+        newest = history_of(store, on_thresholds, baseline=200, window=50)
+        assert newest.outcomes["chat"] == [r["outcome"] for r in late[-50:]]
+        assert newest.scanned == 50  # a thresholds chart stops at its window
     finally:
         store.close()
 

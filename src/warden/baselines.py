@@ -6,33 +6,57 @@ p-chart (`models.monitor`). Both live in memory, so a restarted server used to s
 empty — blind to a far-too-long answer (exfiltration) until 30 answers of the type had
 been seen, and without a chart for the first 500–1,500 decisions. The decision records
 hold what the windows were fed, so a serving process reads the log's newest records once
-at start-up and feeds them in again, oldest first:
+at start-up (at most `MAX_SCAN`) and feeds them in again, oldest first. Red-team exercises
+never count, as they never did. Each window takes records back to the latest change that
+would have started it over:
 
-* **lengths** — every recorded answer the output guard observed (not red-team exercises):
-  the outputs gate's `length`, or the recorded text's length for older records that were
-  not redacted (a redacted text is not the length that was observed, so it is skipped);
-* **outcomes** — the outcome of every decision the band monitor counted (kind `decision`,
-  not an exercise), newest first as long as each was decided under the policy version and
-  the thresholds version serving now: the chart continues across a restart with the same
-  policy and thresholds, and starts over when either changed, as it always did.
+* **lengths** (decision types with a model call): every answer the output guard observed —
+  the outputs gate's `length`, or, in records of format 1, the recorded text's length when
+  it was not redacted (a redacted text is not the length that was observed, so it is
+  skipped) — back to a change of policy version or prompt template version;
+* **outcomes**: the outcome of every decision the band monitor counted (kind `decision`),
+  back to a change of policy version, thresholds version (the active one, also when it was
+  stale for the model) or model artefact. A chart judged against the thresholds' expected
+  share takes the newest `window` outcomes. A chart whose baseline is the share over its
+  first `baseline` decisions takes the oldest `baseline` outcomes of that run (within the
+  scan) and the newest `window`: its baseline stays the early share, so a drift that was
+  under way before the restart is still measured against it.
 
 `warden serve` seeds its own windows; `warden serve --workers N` seeds the shared series
 board before the workers start, and they replay it (`series_board`)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+import time
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from warden.audit.entry import StoredEntry
-from warden.audit.record import is_exercise
 from warden.guard.anomaly import length_value
 from warden.models.monitor import review_hit
 from warden.series_board import SeriesBoard
 
-#: at most this many newest records are read (a few tenths of a second at start-up)
+#: at most this many newest records are read (≈ 0.3 s for 20,000 records of ≈ 3 KB)
 MAX_SCAN = 20_000
+
+
+@dataclass(frozen=True)
+class Current:
+    """What a decision type's records carry when it is decided now."""
+
+    #: the active thresholds version (also when stale for the model), else the policy's
+    #: static bands' version
+    thresholds_version: str | None
+    model_sha256: str | None
+    #: the prompt template version of its model call (None: chat, or no model call)
+    template_version: str | None
+    #: the chart's p0 is the thresholds' expected share (else its first decisions' share)
+    from_thresholds: bool
+    #: it calls a model, so it has answers whose length the output guard measures
+    answers: bool
 
 
 @dataclass
@@ -41,8 +65,9 @@ class RecentHistory:
 
     lengths: dict[str, list[int]] = field(default_factory=dict)
     outcomes: dict[str, list[str]] = field(default_factory=dict)
-    #: records read from the log's tail
+    #: records read from the log's tail, and how long that took
     scanned: int = 0
+    seconds: float = 0.0
 
     def summary(self) -> dict[str, dict[str, int]]:
         names = sorted(set(self.lengths) | set(self.outcomes))
@@ -68,68 +93,100 @@ def observed_length(outputs: Mapping[str, Any]) -> int | None:
     return None
 
 
-def _gate(record: Mapping[str, Any], name: str) -> Mapping[str, Any] | None:
-    for gate in record.get("gates", ()):
-        if gate.get("gate") == name:
-            result = gate.get("result")
-            return result if isinstance(result, Mapping) else None
-    return None
+def _results(record: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+    return {
+        str(g.get("gate")): g["result"]
+        for g in record.get("gates", ())
+        if isinstance(g.get("result"), Mapping)
+    }
+
+
+def _length_key(results: Mapping[str, Mapping[str, Any]]) -> str | None:
+    template = results.get("llm", {}).get("template")
+    return template.get("version") if isinstance(template, Mapping) else None
+
+
+def _chart_key(results: Mapping[str, Mapping[str, Any]]) -> tuple[str | None, str | None]:
+    bands = results.get("bands", {})
+    model = results.get("decide", {}).get("model")
+    return (
+        bands.get("stale_thresholds_version") or bands.get("thresholds_version"),
+        model.get("sha256") if isinstance(model, Mapping) else None,
+    )
+
+
+@dataclass
+class _Run:
+    lengths: list[int] = field(default_factory=list)
+    lengths_closed: bool = False
+    outcomes: list[str] = field(default_factory=list)
+    outcomes_closed: bool = False
 
 
 def recent_history(
     entries_newest_first: Iterator[StoredEntry],
     *,
-    decision_types: Sequence[str],
     policy_version: str,
-    thresholds_versions: Mapping[str, str | None],
+    current: Mapping[str, Current],
     lengths: int,
-    outcomes: int,
+    baseline: int,
+    window: int,
     max_scan: int = MAX_SCAN,
 ) -> RecentHistory:
-    """Collect, from records newest first, up to `lengths` observed answer lengths and up
-    to `outcomes` monitored outcomes per decision type; returned oldest first.
-    `thresholds_versions`: per decision type, the thresholds version its records name when
-    decided now (the active calibrated version, else the policy's static bands)."""
+    """Collect, from records newest first, what each decision type's windows were fed
+    (see the module docstring); returned oldest first."""
+    started = time.perf_counter()
     history = RecentHistory()
-    wanted = set(decision_types)
-    length_lists: dict[str, list[int]] = {name: [] for name in wanted}
-    outcome_lists: dict[str, list[str]] = {name: [] for name in wanted}
-    #: types whose outcome series ended (an older policy or thresholds version reached)
-    closed: set[str] = set()
+    runs = {name: _Run(lengths_closed=not cur.answers) for name, cur in current.items()}
+
+    def done() -> bool:
+        for name, run in runs.items():
+            if not run.lengths_closed and len(run.lengths) < lengths:
+                return False
+            if not run.outcomes_closed and (
+                not current[name].from_thresholds or len(run.outcomes) < window
+            ):
+                return False  # a baseline chart wants its whole run, back to its start
+        return True
+
     for entry in entries_newest_first:
-        if history.scanned >= max_scan:
+        if history.scanned >= max_scan or done():
             break
         if entry.kind not in ("decision", "refusal"):
             continue
         history.scanned += 1
-        record = entry.body()
+        record = orjson.loads(entry.data)["body"]
         name = record.get("decision_type")
-        if name not in wanted or is_exercise(record):
+        run = runs.get(name) if isinstance(name, str) else None
+        if run is None or record.get("exercise") is True:
             continue
-        found = length_lists[name]
-        if len(found) < lengths:
-            outputs = _gate(record, "outputs")
-            length = observed_length(outputs) if outputs is not None else None
-            if length is not None:
-                found.append(length)
-        told = outcome_lists[name]
-        if entry.kind == "decision" and name not in closed and len(told) < outcomes:
-            # a decision type without bands records no thresholds version
-            recorded = record.get("thresholds_version")
-            same_chart = record.get("policy", {}).get("version") == policy_version and (
-                recorded is None or recorded == thresholds_versions.get(name)
-            )
-            if same_chart:
-                told.append(str(record.get("outcome")))
+        cur = current[name]
+        results = _results(record)
+        same_policy = record.get("policy", {}).get("version") == policy_version
+        length = observed_length(results.get("outputs", {}))
+        if length is not None and not run.lengths_closed and len(run.lengths) < lengths:
+            if same_policy and _length_key(results) == cur.template_version:
+                run.lengths.append(length)
             else:
-                closed.add(name)
-        if all(
-            len(length_lists[n]) >= lengths and (n in closed or len(outcome_lists[n]) >= outcomes)
-            for n in wanted
-        ):
-            break
-    history.lengths = {n: v[::-1] for n, v in sorted(length_lists.items()) if v}
-    history.outcomes = {n: v[::-1] for n, v in sorted(outcome_lists.items()) if v}
+                run.lengths_closed = True
+        if entry.kind == "decision" and not run.outcomes_closed:
+            # every decision record has a bands result; one without is counted as it was
+            key = _chart_key(results) if "bands" in results else None
+            if same_policy and key in (None, (cur.thresholds_version, cur.model_sha256)):
+                run.outcomes.append(str(record.get("outcome")))
+            else:
+                run.outcomes_closed = True
+    for name, run in sorted(runs.items()):
+        if run.lengths:
+            history.lengths[name] = run.lengths[::-1]
+        told = run.outcomes[::-1]
+        if current[name].from_thresholds:
+            told = told[-window:] if window else []
+        elif len(told) > baseline + window:
+            told = told[:baseline] + told[-window:]
+        if told:
+            history.outcomes[name] = told
+    history.seconds = time.perf_counter() - started
     return history
 
 

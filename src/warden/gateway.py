@@ -22,7 +22,7 @@ from warden.audit.merkle import leaf_hash, verify_inclusion
 from warden.audit.sqlite_store import SQLiteAuditStore, utc_now
 from warden.audit.store import AuditStore
 from warden.auth import KeyRing, Permission, Principal
-from warden.baselines import RecentHistory, recent_history
+from warden.baselines import Current, RecentHistory, recent_history
 from warden.canonical import request_hash
 from warden.endpoints.runtime import EndpointRuntime
 from warden.errors import ConflictError, NotFoundError, RequestError
@@ -223,26 +223,34 @@ class Gateway:
 
         if not isinstance(self.store, SQLiteAuditStore):
             return RecentHistory()  # a request worker: the parent seeds the series board
-        versions = {
-            name: (active.version if (active := self.bands.thresholds.get(name)) else None)
-            or compiled.thresholds_version
-            for name, compiled in self.policy.decision_types.items()
-        }
+        current = {}
+        for name, compiled in self.policy.decision_types.items():
+            active = self.bands.thresholds.get(name)
+            model = self.models.get(compiled.spec.model) if compiled.spec.model else None
+            current[name] = Current(
+                thresholds_version=active.version if active else compiled.thresholds_version,
+                model_sha256=model.sha256 if model else None,
+                template_version=compiled.prompt.version if compiled.prompt else None,
+                from_thresholds=name in self.monitor.expected,
+                answers=compiled.spec.llm is not None,
+            )
         return recent_history(
             self.store.newest_entries(("decision", "refusal")),
-            decision_types=list(self.policy.decision_types),
             policy_version=self.policy.version,
-            thresholds_versions=versions,
+            current=current,
             lengths=anomaly_checker().window,
-            outcomes=self.monitor.baseline + self.monitor.window,
+            baseline=self.monitor.baseline,
+            window=self.monitor.window,
         )
 
     def seed_windows(self, history: RecentHistory) -> None:
         """Feed `history` to this process's length windows and band monitor (a server that
-        does not share them with other workers)."""
+        does not share them with other workers; workers replay the series board)."""
         from warden.guard.surfaces import anomaly_checker
 
         checker = anomaly_checker()
+        if checker.shared:
+            raise RuntimeError("shared windows are seeded through the series board")
         for name, lengths in history.lengths.items():
             for length in lengths:
                 checker.observe(name, length)

@@ -162,14 +162,16 @@ class SeriesBoard:
     def chart(self, index: int) -> Chart:
         if not memory_order.LOCK_FREE_READS:  # a weakly ordered CPU: read under the lock
             with self._locked():
-                return self._chart(index)
+                return self._chart(index, locked=True)
         return self._chart(index)
 
-    def _chart(self, index: int) -> Chart:
+    def _chart(self, index: int, *, locked: bool = False) -> Chart:
+        """The chart fields; `locked`: the caller holds the lock, so no writer is halfway
+        through them (and a generation left odd by a writer that died is not waited on)."""
         offset = self._base(index) + _COUNT.size
         while True:
             gen, epoch, start, p0, source = _CHART.unpack_from(self._map, offset)
-            if gen % 2 == 0 and _COUNT.unpack_from(self._map, offset)[0] == gen:
+            if locked or (gen % 2 == 0 and _COUNT.unpack_from(self._map, offset)[0] == gen):
                 return Chart(int(epoch), int(start), None if math.isnan(p0) else p0, int(source))
             time.sleep(0)  # a writer is halfway through this chart
 
@@ -179,6 +181,7 @@ class SeriesBoard:
         """Write the chart fields (the caller holds the lock, or owns the new file)."""
         offset = self._base(index) + _COUNT.size
         gen = int(_COUNT.unpack_from(self._map, offset)[0])
+        gen += gen % 2  # left odd by a writer that died halfway: start from even again
         _COUNT.pack_into(self._map, offset, gen + 1)  # odd: writing
         value = math.nan if p0 is None else p0
         _CHART.pack_into(self._map, offset, gen + 1, epoch, start, value, source)
@@ -188,7 +191,7 @@ class SeriesBoard:
         """A new chart from the next value on: judged against `p0` (thresholds), or with
         None against the share over its first decisions."""
         with self._locked():
-            current = self._chart(index)
+            current = self._chart(index, locked=True)
             start = self.count(index)
             source = BASELINE if p0 is None else THRESHOLDS
             self._write_chart(index, current.epoch + 1, start, p0, source)
@@ -198,7 +201,7 @@ class SeriesBoard:
         """The baseline share of chart `epoch`, computed by the first worker that could;
         False when that chart has one already or is no longer current."""
         with self._locked():
-            current = self._chart(index)
+            current = self._chart(index, locked=True)
             if current.epoch != epoch or current.p0 is not None:
                 return False
             self._write_chart(index, epoch, current.start, p0, BASELINE)

@@ -56,7 +56,10 @@ def seeded_line(console: Console, history: RecentHistory) -> None:
         f"{name} {counts['lengths']} answer lengths, {counts['outcomes']} outcomes"
         for name, counts in history.summary().items()
     ]
-    console.print(f"baselines seeded from the audit log's tail: {'; '.join(parts)}")
+    console.print(
+        f"baselines seeded from the audit log's tail ({history.scanned:,} records read in "
+        f"{history.seconds:.2f} s): {'; '.join(parts)}"
+    )
 
 
 def serve(data_dir: Path, policy: Path | None, host: str, port: int, workers: int = 1) -> None:

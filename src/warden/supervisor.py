@@ -198,6 +198,8 @@ def serve_workers(data_dir: Path, policy: Path | None, host: str, port: int, cou
     try:
         gateway = Gateway.open(data_dir, policy)
         try:
+            # before the socket is bound: no connection waits in the backlog meanwhile
+            history = gateway.recent_history()
             family = socket.AF_INET6 if ":" in host else socket.AF_INET
             listener = socket.create_server((host, port), family=family, backlog=2048)
             listener.set_inheritable(True)
@@ -213,7 +215,6 @@ def serve_workers(data_dir: Path, policy: Path | None, host: str, port: int, cou
             series_path = Path(run_dir) / "series.bin"
             expected = {f"review:{n}": p0 for n, p0 in gateway.monitor.expected.items()}
             names = series_names(list(gateway.policy.decision_types))
-            history = gateway.recent_history()
             with contextlib.closing(
                 SeriesBoard.create(series_path, names, expected=expected)
             ) as series_board:

@@ -256,3 +256,34 @@ def test_llm_decisions_reproduce_from_the_recorded_raw_response_without_calling(
         report = reproduce_entries(gw.store, [entries[0], fake])
         assert not report.identical
         assert "outcome" in report.as_dict()["different"]
+
+
+def test_a_record_of_format_1_reproduces_without_the_fields_format_2_added(
+    world: World, tmp_path: Path
+) -> None:
+    """Format 2 records the answer length the output guard saw (`outputs.length`); a
+    decision recorded before it (format 1, no such field) still reproduces as identical,
+    and a format-2 record missing the field does not."""
+    from warden.audit.entry import StoredEntry
+    from warden.audit.record import RECORD_FORMAT
+    from warden.audit.reproduce import reproduce_entries
+    from warden.canonical import canonical_json
+
+    with Gateway.open(tmp_path / "data", world.policy) as gw:
+        decision_id = gw.decide_sync(claim("EU"), SERVICE)["decision_id"]
+        entries = gw.store.entries_for(decision_id)
+        record = entries[-1].body()
+        assert record["record_format"] == RECORD_FORMAT == 2
+        outputs = next(g["result"] for g in record["gates"] if g["gate"] == "outputs")
+        assert outputs["length"] > 0
+        del outputs["length"]
+
+        def as_recorded(body: dict[str, Any]) -> StoredEntry:
+            last = entries[-1]
+            data = canonical_json({**last.envelope(), "body": body})
+            return StoredEntry(last.seq, "decision", decision_id, last.ts, last.leaf_hash, data)
+
+        old = reproduce_entries(gw.store, [entries[0], as_recorded({**record, "record_format": 1})])
+        assert old.identical, old.as_dict()["different"]
+        cut = reproduce_entries(gw.store, [entries[0], as_recorded(record)])
+        assert cut.as_dict()["different"] == ["outputs.length"]

@@ -12,13 +12,25 @@ from typing import Any
 from warden.audit.sqlite_store import utc_now
 from warden.pipeline.context import DecisionContext
 
-RECORD_FORMAT = 1
+#: 2: the outputs gate's result holds `length` (the answer length the output guard saw)
+RECORD_FORMAT = 2
+#: fields each format added to a gate's result, by format: a reproduction of a record of an
+#: older format leaves them out, so an old record still reproduces as identical
+ADDED_IN_FORMAT: dict[int, list[tuple[str, str]]] = {2: [("outputs", "length")]}
 
 
 def is_exercise(record: dict[str, Any]) -> bool:
     """A red-team exercise: decided for a `redteam` key (`warden.auth`). Recorded like any
     decision, never queued for review, left out of the monitors and statistics."""
     return record.get("exercise") is True
+
+
+def drop_newer_fields(results: dict[str, dict[str, Any]], record_format: int) -> None:
+    """Remove from reproduced gate results the fields formats after `record_format` added."""
+    for version, fields in ADDED_IN_FORMAT.items():
+        if record_format < version:
+            for gate, key in fields:
+                results.get(gate, {}).pop(key, None)
 
 
 def decision_body(ctx: DecisionContext) -> dict[str, Any]:

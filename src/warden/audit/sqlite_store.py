@@ -596,8 +596,11 @@ class SQLiteAuditStore:
             "ORDER BY seq DESC",
             list(kinds),
         )
-        for row in cur:
-            yield _row_entry(row)
+        try:
+            for row in cur:
+                yield _row_entry(row)
+        finally:  # a reader that stops early must not leave the statement open
+            cur.close()
 
     def entries_of_kind(self, kind: str) -> list[StoredEntry]:
         cur = self._connect().execute(

