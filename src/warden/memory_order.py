@@ -6,7 +6,9 @@ takes no lock and checks a seqlock generation (odd while written) before and aft
 a slot. That check is sound only where the processor keeps a writer's stores, and a
 reader's loads, in program order — x86-64's total store order. On weaker orders (ARM,
 POWER, RISC-V) a reader could see the new generation with old data; there the boards'
-readers take the lock too (a pair of `flock` calls, ≈ 1–2 µs per read)."""
+readers take the lock too (a pair of `flock` calls, ≈ 1–2 µs per read). The breaker
+board's bare generation (`BreakerBoard.generation`, a change detector a routing decision
+polls) is still read without it: a stale value only delays the locked read of the slot."""
 
 from __future__ import annotations
 
