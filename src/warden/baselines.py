@@ -35,6 +35,7 @@ from typing import Any
 import orjson
 
 from warden.audit.entry import StoredEntry
+from warden.audit.record import gate_results
 from warden.guard.anomaly import length_value
 from warden.models.monitor import review_hit
 from warden.series_board import SeriesBoard
@@ -91,14 +92,6 @@ def observed_length(outputs: Mapping[str, Any]) -> int | None:
     if isinstance(text, str) and outputs.get("redacted") is False:
         return len(text)
     return None
-
-
-def _results(record: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
-    return {
-        str(g.get("gate")): g["result"]
-        for g in record.get("gates", ())
-        if isinstance(g.get("result"), Mapping)
-    }
 
 
 def _length_key(results: Mapping[str, Mapping[str, Any]]) -> str | None:
@@ -161,7 +154,7 @@ def recent_history(
         if run is None or record.get("exercise") is True:
             continue
         cur = current[name]
-        results = _results(record)
+        results = gate_results(record)
         same_policy = record.get("policy", {}).get("version") == policy_version
         length = observed_length(results.get("outputs", {}))
         if length is not None and not run.lengths_closed and len(run.lengths) < lengths:
@@ -195,15 +188,11 @@ def seed_board(board: SeriesBoard, history: RecentHistory) -> None:
     workers start: each worker replays the board from its first value, so its length
     windows and its band chart begin where the previous server's ended. The values are
     appended under the parent's own id, so no worker logs or counts an alert they raise."""
-    for name, values in history.lengths.items():
-        key = f"length:{name}"
-        if key in board:
-            series = board.series(key)
-            for length in values:
-                series.append(length_value(length))
+    values = {f"length:{n}": [length_value(v) for v in vs] for n, vs in history.lengths.items()}
     for name, outcomes in history.outcomes.items():
-        key = f"review:{name}"
+        values[f"review:{name}"] = [float(review_hit(o)) for o in outcomes]
+    for key, series_values in values.items():
         if key in board:
             series = board.series(key)
-            for outcome in outcomes:
-                series.append(float(review_hit(outcome)))
+            for value in series_values:
+                series.append(value)

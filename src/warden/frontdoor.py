@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from warden.audit.entry import StoredEntry
+from warden.audit.record import gate_results
 from warden.auth import Permission, Principal
 from warden.canonical import request_hash
 from warden.errors import RequestError, WardenError
@@ -178,7 +179,7 @@ async def chat_completion(
 def _replayed(held: StoredEntry, request: DecisionRequest) -> ChatAnswer:
     """The first decision with this key, answered again from its record."""
     record = held_record(held, request, IDEMPOTENCY_KEY)
-    gates = {g["gate"]: g["result"] for g in record["gates"]}
+    gates = gate_results(record)
     stop = record.get("stop") or {}
     if record["outcome"] == "refused":
         raise _named_for_header(

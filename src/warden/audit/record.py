@@ -25,6 +25,11 @@ def is_exercise(record: dict[str, Any]) -> bool:
     return record.get("exercise") is True
 
 
+def gate_results(record: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """A record's gate results by gate name (the record lists them in run order)."""
+    return {g["gate"]: g["result"] for g in record.get("gates", [])}
+
+
 def drop_newer_fields(results: dict[str, dict[str, Any]], record_format: int) -> None:
     """Remove from reproduced gate results the fields formats after `record_format` added."""
     for version, fields in ADDED_IN_FORMAT.items():

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from warden.audit.entry import StoredEntry, final_record
-from warden.audit.record import drop_newer_fields
+from warden.audit.record import drop_newer_fields, gate_results
 from warden.audit.store import AuditStore
 from warden.auth import Principal, Role
 from warden.errors import ConflictError, NotFoundError
@@ -205,7 +205,7 @@ def reproduce_entries(store: AuditStore, entries: list[StoredEntry]) -> Reproduc
         version,
     )
     drop_newer_fields(ctx.results, int(record.get("record_format", 1)))
-    recorded_gates = {g["gate"]: g["result"] for g in record["gates"] if g["gate"] != "commit"}
+    recorded_gates = {k: v for k, v in gate_results(record).items() if k != "commit"}
     for name in sorted(set(recorded_gates) | set(ctx.results)):
         report.fields += _compare(recorded_gates.get(name), ctx.results.get(name), name)
     bands = ctx.results.get("bands", {})

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from warden.audit.record import gate_results
 from warden.guard.redteam import SURFACES, Probe, Target
 from warden.policy.loader import LoadedPolicy
 
@@ -147,7 +148,7 @@ class Report:
 
 def judge(probe: Probe, record: dict[str, Any]) -> Verdict:
     """Read the probe's surface off a decision (or refusal) record's gate results."""
-    gates = {g["gate"]: g["result"] for g in record.get("gates", [])}
+    gates = gate_results(record)
     outcome = str(record.get("outcome"))
     decision_id = record.get("decision_id")
     if probe.surface == "output":

@@ -6,7 +6,8 @@ The baseline share p₀ is the review share the active thresholds version expect
 its calibration data) or, without one, the share over the first `baseline` decisions after
 start-up — where a restart seeds the monitor from the audit log, the first of the run of
 decisions the log's tail holds under the same policy, thresholds and model
-(`warden.baselines`). The upper control limit for a window of n decisions is p₀ + 3·√(p₀(1 − p₀)/n).
+(`warden.baselines`). The upper control limit for a window of n decisions is
+p₀ + 3·√(p₀(1 − p₀)/n).
 When the window's share rises above it the monitor raises an alert: a Prometheus gauge
 (`warden_band_alert`), one warning log line when it starts, and `GET /v1/bands/monitor`.
 

@@ -17,6 +17,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
+from warden.audit.record import gate_results
 from warden.auth import Permission, Principal, Role
 from warden.errors import (
     AuthError,
@@ -295,7 +296,7 @@ class Workbench:
             "labels": desk.labels(state.record["decision_type"]),
             "four_eyes": four_eyes(state.record, gateway.policy),
             "gates": [(g["gate"], GATE_TITLES.get(g["gate"], g["gate"])) for g in record["gates"]],
-            "results": {g["gate"]: g["result"] for g in record["gates"]},
+            "results": gate_results(record),
             "can_review": can_review,
             "holds_claim": mine,
             "may_claim": can_review
