@@ -123,6 +123,11 @@ def main() -> None:
         help="py-spy also samples waiting threads (wall time, e.g. fsync and socket waits)",
     )
     parser.add_argument(
+        "--nonblocking",
+        action="store_true",
+        help="py-spy samples without pausing the server (less overhead, torn stacks possible)",
+    )
+    parser.add_argument(
         "--workers", type=int, default=1, help="warden serve --workers (CPU summed over all)"
     )
     args = parser.parse_args()
@@ -160,6 +165,8 @@ def main() -> None:
                 spy_argv += ["-f", "raw", "-o", str(out), "--threads"]
                 if args.idle:
                     spy_argv.append("--idle")
+                if args.nonblocking:
+                    spy_argv.append("--nonblocking")
                 if kids:
                     spy_argv.append("--subprocesses")
                 spy = subprocess.Popen(

@@ -267,3 +267,88 @@ def test_a_restarted_server_judges_lengths_against_the_baseline_it_had(
             body = entries[-1]["body"]
             assert body["stop"]["code"] == "outputs.anomaly", body["stop"]
             assert "too_long" in str(body["gates"]), body["stop"]
+
+
+def test_an_edit_elsewhere_in_the_policy_starts_no_window_over(tmp_path: Path) -> None:
+    """Records of another policy version still count for a decision type whose own
+    section is the same there (`spec_version`); one whose section changed, or whose policy
+    file is unknown, starts over."""
+    store = SQLiteAuditStore(tmp_path / "data")
+    try:
+        write(
+            store,
+            [
+                record("chat", "review", length=5, policy="p-unknown"),
+                record("chat", "auto_approve", length=6, policy="p-other-rules"),
+                record("fraud", "auto_decline", policy="p-other-rules"),
+                record("chat", "auto_approve", length=7, policy="p-new-url"),
+                record("fraud", "review", policy="p-new-url"),
+                record("chat", "review", length=8),
+            ],
+        )
+        stored = {
+            "p-new-url": {"chat": "chat-a", "fraud": "fraud-a"},  # only an endpoint moved
+            "p-other-rules": {"chat": "chat-a", "fraud": "fraud-0"},  # fraud's rules differ
+        }
+        asked: list[str] = []
+
+        def versions(policy_version: str) -> dict[str, str]:
+            asked.append(policy_version)
+            return stored.get(policy_version, {})
+
+        current = {
+            "chat": Current(
+                "t1", "m1", None, from_thresholds=True, answers=True, spec_version="chat-a"
+            ),
+            "fraud": Current(
+                "t1", "m1", None, from_thresholds=True, answers=False, spec_version="fraud-a"
+            ),
+        }
+        history = recent_history(
+            store.newest_entries(("decision", "refusal")),
+            policy_version="p1",
+            spec_versions=versions,
+            current=current,
+            lengths=500,
+            baseline=1000,
+            window=500,
+        )
+        assert history.lengths == {"chat": [6, 7, 8]}  # back to the unknown policy file
+        assert history.outcomes == {
+            "chat": ["auto_approve", "auto_approve", "review"],
+            "fraud": ["review"],  # its own section changed before that
+        }
+        assert sorted(asked) == ["p-new-url", "p-other-rules", "p-unknown"]  # once each
+        # without spec versions only the same policy version counts, as before
+        assert history_of(store).lengths == {"chat": [8]}
+    finally:
+        store.close()
+
+
+def test_spec_version_names_what_a_decision_type_decides_with() -> None:
+    from warden.gateway import DEFAULT_POLICY
+    from warden.policy.loader import load_policy_bytes, spec_versions
+
+    raw = DEFAULT_POLICY.read_bytes()
+    base = load_policy_bytes(raw)
+    versions = {name: c.spec_version for name, c in base.decision_types.items()}
+    assert spec_versions(raw) == versions and all(
+        v.startswith("sha256:") for v in versions.values()
+    )
+
+    def edited(old: str, new: str) -> dict[str, str]:
+        assert raw.count(old.encode()) == 1, old
+        changed = load_policy_bytes(raw.replace(old.encode(), new.encode()))
+        assert changed.version != base.version
+        return {name: c.spec_version for name, c in changed.decision_types.items()}
+
+    assert edited("http://127.0.0.1:18101/v1", "http://10.0.0.7:8000/v1") == versions  # a URL
+    described = edited("Screen a card payment before", "Screen every card payment before")
+    assert described == versions  # a description decides nothing
+    rules = edited("Amounts of 50,000 or more are always seen", "Amounts of 50,000 or more go to")
+    assert rules["payment_fraud"] != versions["payment_fraud"]
+    assert {n: v for n, v in rules.items() if n != "payment_fraud"} == {
+        n: v for n, v in versions.items() if n != "payment_fraud"
+    }
+    assert spec_versions(b"decision_types: [") == {}  # not YAML
+    assert spec_versions(b"name: x\n") == {}  # not a valid policy under this schema

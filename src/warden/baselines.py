@@ -8,15 +8,19 @@ been seen, and without a chart for the first 500–1,500 decisions. The decision
 hold what the windows were fed, so a serving process reads the log's newest records once
 at start-up (at most `MAX_SCAN`) and feeds them in again, oldest first. Red-team exercises
 never count, as they never did. Each window takes records back to the latest change that
-would have started it over:
+would have started it over. A *change of the decision type* is a record decided under
+another `spec_version` of its own policy section (`policy.compiled.spec_version`, read
+from the policy file stored under the record's policy version): an edit elsewhere in the
+policy — an endpoint's URL, a route, another decision type — starts no window over, and a
+policy file that is not in the store or no longer validates counts as a change.
 
 * **lengths** (decision types with a model call): every answer the output guard observed —
   the outputs gate's `length`, or, in records of format 1, the recorded text's length when
   it was not redacted (a redacted text is not the length that was observed, so it is
-  skipped) — back to a change of policy version or prompt template version;
+  skipped) — back to a change of the decision type or of its prompt template version;
 * **outcomes**: the outcome of every decision the band monitor counted (kind `decision`),
-  back to a change of policy version, thresholds version (the active one, also when it was
-  stale for the model) or model artefact. A chart judged against the thresholds' expected
+  back to a change of the decision type, thresholds version (the active one, also when it
+  was stale for the model) or model artefact. A chart judged against the thresholds' expected
   share takes the newest `window` outcomes. A chart whose baseline is the share over its
   first `baseline` decisions takes the oldest `baseline` outcomes of that run (within the
   scan) and the newest `window`: its baseline stays the early share, so a drift that was
@@ -28,7 +32,7 @@ board before the workers start, and they replay it (`series_board`)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -58,6 +62,8 @@ class Current:
     from_thresholds: bool
     #: it calls a model, so it has answers whose length the output guard measures
     answers: bool
+    #: `spec_version` of its policy section now (None: only the same policy version counts)
+    spec_version: str | None = None
 
 
 @dataclass
@@ -120,6 +126,7 @@ def recent_history(
     entries_newest_first: Iterator[StoredEntry],
     *,
     policy_version: str,
+    spec_versions: Callable[[str], Mapping[str, str]] = lambda _version: {},
     current: Mapping[str, Current],
     lengths: int,
     baseline: int,
@@ -127,10 +134,23 @@ def recent_history(
     max_scan: int = MAX_SCAN,
 ) -> RecentHistory:
     """Collect, from records newest first, what each decision type's windows were fed
-    (see the module docstring); returned oldest first."""
+    (see the module docstring); returned oldest first. `spec_versions(policy_version)`
+    gives each decision type's `spec_version` in that stored policy ({} if unknown); it is
+    asked once per policy version met."""
     started = time.perf_counter()
     history = RecentHistory()
     runs = {name: _Run(lengths_closed=not cur.answers) for name, cur in current.items()}
+    versions_of: dict[str, Mapping[str, str]] = {}
+
+    def same_spec(version: Any, name: str) -> bool:
+        if version == policy_version:
+            return True
+        wanted = current[name].spec_version
+        if wanted is None or not isinstance(version, str):
+            return False
+        if version not in versions_of:
+            versions_of[version] = spec_versions(version)
+        return versions_of[version].get(name) == wanted
 
     def done() -> bool:
         for name, run in runs.items():
@@ -155,17 +175,17 @@ def recent_history(
             continue
         cur = current[name]
         results = gate_results(record)
-        same_policy = record.get("policy", {}).get("version") == policy_version
+        same_type = same_spec(record.get("policy", {}).get("version"), name)
         length = observed_length(results.get("outputs", {}))
         if length is not None and not run.lengths_closed and len(run.lengths) < lengths:
-            if same_policy and _length_key(results) == cur.template_version:
+            if same_type and _length_key(results) == cur.template_version:
                 run.lengths.append(length)
             else:
                 run.lengths_closed = True
         if entry.kind == "decision" and not run.outcomes_closed:
             # every decision record has a bands result; one without is counted as it was
             key = _chart_key(results) if "bands" in results else None
-            if same_policy and key in (None, (cur.thresholds_version, cur.model_sha256)):
+            if same_type and key in (None, (cur.thresholds_version, cur.model_sha256)):
                 run.outcomes.append(str(record.get("outcome")))
             else:
                 run.outcomes_closed = True

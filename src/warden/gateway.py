@@ -43,7 +43,7 @@ from warden.models.registry import ModelRegistry
 from warden.pipeline.context import DecisionContext, DecisionRequest
 from warden.pipeline.runner import Pipeline
 from warden.policy.errors_format import request_error
-from warden.policy.loader import LoadedPolicy, load_policy_file
+from warden.policy.loader import LoadedPolicy, load_policy_file, spec_versions
 from warden.review.cases import CaseState
 from warden.review.desk import ReviewDesk
 from warden.review.masking import mask, may_see_raw_pii
@@ -233,10 +233,18 @@ class Gateway:
                 template_version=compiled.prompt.version if compiled.prompt else None,
                 from_thresholds=name in self.monitor.expected,
                 answers=compiled.spec.llm is not None,
+                spec_version=compiled.spec_version,
             )
+        store = self.store
+
+        def stored_spec_versions(policy_version: str) -> dict[str, str]:
+            blob = store.get_blob(policy_version)
+            return spec_versions(blob[1]) if blob is not None and blob[0] == "policy" else {}
+
         return recent_history(
-            self.store.newest_entries(("decision", "refusal")),
+            store.newest_entries(("decision", "refusal")),
             policy_version=self.policy.version,
+            spec_versions=stored_spec_versions,
             current=current,
             lengths=anomaly_checker().window,
             baseline=self.monitor.baseline,

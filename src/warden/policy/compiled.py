@@ -130,6 +130,8 @@ class CompiledDecisionType:
     combined: Any
     rules_version: str
     thresholds_version: str
+    #: the decision type's own section of the policy, content-addressed (`spec_version`)
+    spec_version: str = ""
     bands: dict[str, float] = field(default_factory=dict)
     tools: dict[str, CompiledTool] = field(default_factory=dict)
     #: input name → surface ("fields", "text", "document")
@@ -317,6 +319,19 @@ def _compile_tool(
     return CompiledTool(name, tool, validator_class(tool.schema_), limits)
 
 
+#: fields of a decision type that change neither what it decides nor what it answers
+_PRESENTATION_FIELDS = {"description", "review", "example_inputs"}
+
+
+def spec_version(spec: DecisionType) -> str:
+    """Content id of what a decision type decides with: its section of the policy as
+    validated (defaults filled in, so spelling a default out changes nothing), less its
+    description, review-page settings and example inputs. Two policy versions that differ
+    only elsewhere (an endpoint's URL, another decision type) give it the same version."""
+    section = spec.model_dump(mode="json", by_alias=True, exclude=_PRESENTATION_FIELDS)
+    return content_id(canonical_json(section))
+
+
 def compile_decision_type(
     name: str, spec: DecisionType, *, source: str, root: yaml.Node | None
 ) -> CompiledDecisionType:
@@ -343,6 +358,7 @@ def compile_decision_type(
         combined=combined,
         rules_version=content_id(canonical_json([r.model_dump() for r in spec.rules])),
         thresholds_version=content_id(canonical_json({"decision_type": name, "bands": bands})),
+        spec_version=spec_version(spec),
         bands=bands,
         tools={
             tool_name: _compile_tool(name, tool_name, tool, sample, source=source, root=root)

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 from warden.canonical import content_id
 from warden.errors import PolicyError
 from warden.policy.attack_surface import check_redteam
-from warden.policy.compiled import CompiledDecisionType, compile_decision_type
+from warden.policy.compiled import CompiledDecisionType, compile_decision_type, spec_version
 from warden.policy.errors_format import format_validation_error
 from warden.policy.model import Policy
 from warden.policy.residency import RouteTable, compile_routes
@@ -46,6 +46,18 @@ def load_policy_file(path: str | Path) -> LoadedPolicy:
     except OSError as exc:
         raise PolicyError(f"{path}: cannot read policy file: {exc.strerror}") from None
     return load_policy_bytes(raw, source=str(path))
+
+
+def spec_versions(raw: bytes) -> dict[str, str]:
+    """Each decision type's `spec_version` in a stored policy file, without compiling its
+    rules; {} when the file does not parse or does not validate under this release's schema
+    (an older policy that no longer loads is treated as different in every decision type)."""
+    try:
+        data = yaml.safe_load(raw.decode("utf-8"))
+        policy = Policy.model_validate(data)
+    except (UnicodeDecodeError, yaml.YAMLError, ValidationError):
+        return {}
+    return {name: spec_version(spec) for name, spec in policy.decision_types.items()}
 
 
 def load_policy_bytes(raw: bytes, source: str = "<policy>") -> LoadedPolicy:
