@@ -134,6 +134,8 @@ def _deliver(items: list[tuple[_Pending, AppendResult | BaseException]]) -> None
 
 #: how long the background WAL restart may hold commits off (see `_wal_checkpoint_loop`)
 WAL_RESTART_WAIT_MS = 5
+#: how long the background WAL restart waits for a commit in progress to finish
+WAL_RESTART_LOCK_WAIT_S = 0.1
 #: the WAL file is cut back to this size when it restarts after a burst
 WAL_SIZE_LIMIT = 64 * 1024 * 1024
 
@@ -390,16 +392,25 @@ class SQLiteAuditStore:
         under steady load that never happens: the WAL then grew by every commit (66 MB
         after 2,500 one-entry commits, measured), and every commit appended to a growing
         file. So a RESTART follows each pass: it copies the few frames written meanwhile
-        with new commits held off (they wait through their busy timeout), then the next
-        commit writes the WAL from its start again, over blocks already allocated. It
-        gives up after `WAL_RESTART_WAIT_MS` if a reader still holds an old snapshot (a
-        long `audit verify`, say), so commits are never held off longer than that."""
+        with new commits held off, then the next commit writes the WAL from its start
+        again, over blocks already allocated. It gives up after `WAL_RESTART_WAIT_MS` if
+        a reader still holds an old snapshot (a long `audit verify`, say), so commits are
+        never held off longer than that.
+
+        The RESTART takes this process's commit lock first (every commit here goes
+        through it, and the file lock keeps other processes from writing). Racing the
+        committers through SQLite's busy handler instead lost under steady load: its
+        sleeps rarely met the lock free, so the WAL was never started over (CI, 2026-12)."""
         conn = self._connect()
         conn.execute(f"PRAGMA busy_timeout = {WAL_RESTART_WAIT_MS}")
         while not self._stopping.wait(self.wal_checkpoint_interval):
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-                conn.execute("PRAGMA wal_checkpoint(RESTART)")
+                if self._commit_lock.acquire(timeout=WAL_RESTART_LOCK_WAIT_S):
+                    try:
+                        conn.execute("PRAGMA wal_checkpoint(RESTART)")
+                    finally:
+                        self._commit_lock.release()
 
     def _write_loop(self) -> None:
         conn = self._connect()
