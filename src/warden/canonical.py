@@ -22,6 +22,7 @@ record). Property tests check the fast path against `rfc8785` and against `json.
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 from typing import Any
 
@@ -131,6 +132,79 @@ def content_id(data: bytes) -> str:
     return "sha256:" + sha256_hex(data)
 
 
+class NotCanonicalError(ValueError):
+    """A value holds something canonical JSON cannot write; `path` names where."""
+
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+#: RFC 8785 numbers are IEEE doubles: integers beyond this are not kept exactly
+_JSON_INT_MAX = 2**53 - 1
+
+
+def _member(path: str, key: str) -> str:
+    """`path.key`; a key that is not a plain name is quoted with every non-ASCII character
+    escaped, so the message is safe to send (lone surrogates included)."""
+    shown = key if key.isascii() and key.isidentifier() else json.dumps(key[:40])
+    return f"{path}.{shown}" if path else shown
+
+
+def check_canonical(value: Any, path: str = "") -> None:
+    """Raise `NotCanonicalError` at the first place in `value` that canonical JSON cannot
+    represent: an integer beyond ±(2^53 − 1), NaN or an infinity, text that is not valid
+    Unicode (a lone surrogate), a key that is not text, a value that is not JSON."""
+    where = path or "value"
+    if value is None or isinstance(value, bool):
+        return
+    if isinstance(value, int):
+        if abs(value) > _JSON_INT_MAX:
+            digits = str(abs(value))
+            shown = ("-" if value < 0 else "") + (
+                digits if len(digits) <= 24 else f"{digits[:20]}…"
+            )
+            raise NotCanonicalError(
+                where,
+                f"integer {shown} ({len(digits)} digits) is outside ±(2^53 − 1), "
+                "the range a JSON number holds exactly",
+            )
+        return
+    if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            raise NotCanonicalError(where, f"{value} is not a JSON number")
+        return
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise NotCanonicalError(
+                where, f"not valid Unicode text (a lone surrogate at character {exc.start})"
+            ) from None
+        return
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise NotCanonicalError(where, f"key {key!r} is not text")
+            try:
+                check_canonical(key, _member(path, key))
+            except NotCanonicalError as exc:
+                raise NotCanonicalError(exc.path, f"the key is {exc.reason}") from None
+            check_canonical(item, _member(path, key))
+        return
+    if isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            check_canonical(item, f"{path}[{i}]")
+        return
+    raise NotCanonicalError(where, f"a {type(value).__name__} is not a JSON value")
+
+
 def request_hash(value: Any) -> str:
-    """Hash of a request body's meaning (canonical form), for idempotency comparison."""
-    return content_id(canonical_json(value))
+    """Hash of a request body's meaning (canonical form), for idempotency comparison;
+    `NotCanonicalError` names the field when the body holds what JSON cannot keep."""
+    try:
+        return content_id(canonical_json(value))
+    except ValueError:  # rfc8785's CanonicalizationError, or UnicodeError on a key
+        check_canonical(value)  # raises, naming the field
+        raise

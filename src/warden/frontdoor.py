@@ -21,7 +21,7 @@ from typing import Any
 from warden.audit.entry import StoredEntry
 from warden.audit.record import gate_results
 from warden.auth import Permission, Principal
-from warden.canonical import request_hash
+from warden.canonical import NotCanonicalError, request_hash
 from warden.errors import RequestError, WardenError
 from warden.gateway import Gateway, RefusedError, held_record, response_from_record
 from warden.pipeline.context import DecisionRequest
@@ -138,12 +138,17 @@ def parse_chat_request(
         "data_class": data_class,
         "chat": payload,
     }
+    try:
+        digest = request_hash(meaning)
+    except NotCanonicalError as exc:  # name the field of the body, not of `meaning`
+        field = exc.path.removeprefix("chat.")
+        raise RequestError(f"{field}: {exc.reason}", field=field) from None
     return DecisionRequest(
         decision_type,
         jurisdiction,
         inputs,
         key,
-        request_hash(meaning),
+        digest,
         None,
         data_class=data_class,
         chat=payload,

@@ -23,7 +23,7 @@ from warden.audit.sqlite_store import SQLiteAuditStore, utc_now
 from warden.audit.store import AuditStore
 from warden.auth import KeyRing, Permission, Principal
 from warden.baselines import Current, RecentHistory, recent_history
-from warden.canonical import request_hash
+from warden.canonical import NotCanonicalError, request_hash
 from warden.endpoints.runtime import EndpointRuntime
 from warden.errors import ConflictError, NotFoundError, RequestError
 from warden.gates.admission import AdmissionGate
@@ -95,12 +95,16 @@ def parse_decision_request(payload: Any, idempotency_key: str | None = None) -> 
         meaning["data_class"] = body.data_class
     if body.context is not None:
         meaning["context"] = body.context
+    try:
+        digest = request_hash(meaning)
+    except NotCanonicalError as exc:
+        raise RequestError(str(exc), field=exc.path) from None
     return DecisionRequest(
         body.decision_type,
         body.jurisdiction,
         body.inputs,
         key,
-        request_hash(meaning),
+        digest,
         tool_calls,
         data_class=body.data_class,
         context=body.context,

@@ -89,3 +89,9 @@ class ErrorBody(BaseModel):
     message: str
     field: str | None = None
     decision_id: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    """Every error the API answers: `{"error": {...}}`, with the same fields on every route."""
+
+    error: ErrorBody

@@ -264,3 +264,96 @@ def test_whoami_names_the_key_role_and_permissions(api: Any) -> None:
     service = client.get("/v1/whoami", headers=keys["service"]).json()
     assert service["role"] == "service" and service["exercise"] is False
     assert client.get("/v1/whoami").status_code == 401
+
+
+@pytest.mark.parametrize(
+    ("raw", "field", "says"),
+    [
+        (b'"amount": 123456789012345678901234567890', "inputs.amount", "outside"),
+        (b'"amount": NaN', "inputs.amount", "not a JSON number"),
+        (b'"amount": 1e400', "inputs.amount", "not a JSON number"),
+        (b'"note": "x\\ud800y"', "inputs.note", "lone surrogate"),
+        (b'"k\\udc00": 1', 'inputs."k\\udc00"', "the key is not valid Unicode"),
+    ],
+)
+def test_values_json_cannot_keep_are_a_422_naming_the_field_and_write_nothing(
+    api: Any, raw: bytes, field: str, says: str
+) -> None:
+    """A schema-valid body holding a number or text canonical JSON cannot write (found by
+    fuzzing the OpenAPI document: a 30-digit integer was a 500)."""
+    client, keys = api
+    before = client.get("/v1/audit/checkpoint", headers=keys["auditor"]).json()["size"]
+    body = b'{"decision_type": "payment_fraud", "jurisdiction": "EU", "inputs": {' + raw + b"}}"
+    response = client.post(
+        "/v1/decisions",
+        content=body,
+        headers={**keys["service"], "Content-Type": "application/json"},
+    )
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["code"] == "request.invalid" and error["field"] == field, error
+    assert error["message"].startswith(f"{field}: ") and says in error["message"], error
+    after = client.get("/v1/audit/checkpoint", headers=keys["auditor"]).json()["size"]
+    assert after == before
+
+
+def test_starlettes_own_errors_come_in_the_warden_error_form(api: Any) -> None:
+    client, keys = api
+    missing = client.get("/v1/nowhere", headers=keys["service"])
+    assert missing.status_code == 404
+    assert missing.json() == {"error": {"code": "not_found", "message": "Not Found"}}
+    wrong = client.put("/v1/decisions", headers=keys["service"])
+    assert wrong.status_code == 405 and "POST" in wrong.headers["allow"]
+    assert wrong.json()["error"]["code"] == "method_not_allowed"
+    latin1 = client.post(
+        "/v1/review/0190-nope",
+        content='{"outcome": "approve", "rationale": "déjà vu"}'.encode("latin-1"),
+        headers={**keys["reviewer"], "Content-Type": "application/json"},
+    )
+    assert latin1.status_code == 422, latin1.text
+    assert latin1.json()["error"] == {
+        "code": "request.invalid",
+        "message": "body: not valid JSON (not UTF-8 text)",
+        "field": "body",
+    }
+
+
+def _refs(node: Any) -> Iterator[str]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "$ref" and isinstance(value, str):
+                yield value
+            else:
+                yield from _refs(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _refs(item)
+
+
+def test_the_openapi_document_is_complete_and_says_what_the_server_enforces(api: Any) -> None:
+    """Every reference resolves (a generated client or a fuzzer can load it), the chat
+    front door is described, errors are documented in the form they come, and the
+    rationale's minimum length is the policy's."""
+    client, keys = api
+    spec = client.get("/openapi.json").json()
+    schemas = spec["components"]["schemas"]
+    refs = set(_refs(spec))
+    assert refs, "no references at all"
+    for ref in refs:
+        assert ref.startswith("#/components/schemas/"), ref
+        assert ref.removeprefix("#/components/schemas/") in schemas, ref
+    assert "ToolCallBody" in schemas
+    chat = spec["paths"]["/v1/chat/completions"]["post"]
+    headers = {p["name"] for p in chat["parameters"] if p["in"] == "header"}
+    assert {"X-Warden-Jurisdiction", "X-Warden-Data-Class", "X-Warden-Decision-Type"} <= headers
+    assert "X-Warden-Decision-Id" in chat["responses"]["200"]["headers"]
+    error_ref = chat["responses"]["422"]["content"]["application/json"]["schema"]["$ref"]
+    error_schema = schemas[error_ref.rsplit("/", 1)[1]]
+    assert error_schema["required"] == ["error"]
+    body_fields = set(schemas["ErrorBody"]["properties"])
+    real = client.post("/v1/decisions", json=payment(jurisdiction="XX"), headers=keys["service"])
+    assert set(real.json()) == {"error"} and set(real.json()["error"]) <= body_fields
+    decisions_422 = spec["paths"]["/v1/decisions"]["post"]["responses"]["422"]
+    assert decisions_422["content"]["application/json"]["schema"]["$ref"] == error_ref
+    rationale = schemas["ReviewRequestBody"]["properties"]["rationale"]
+    assert rationale["minLength"] == 10  # examples/policy.yaml: review.min_rationale_chars

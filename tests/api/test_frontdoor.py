@@ -231,3 +231,34 @@ def test_idempotency_key_answers_the_first_decision_again_without_a_second_model
     too_long = httpx.post(url, json=body, headers={**headers, "Idempotency-Key": "k" * 201})
     assert too_long.status_code == 422
     assert too_long.json()["error"]["field"] == "Idempotency-Key"
+
+
+def test_a_body_json_cannot_keep_is_a_422_naming_the_field_and_reaches_no_model(
+    served: tuple[World, WardenServer, str, str],
+) -> None:
+    world, server, key, _ = served
+    headers = {
+        "Authorization": f"Bearer {key}",
+        **HEADERS,
+        "X-Warden-Jurisdiction": "EU",
+        "Content-Type": "application/json",
+    }
+    cases = [
+        (b'"seed": 123456789012345678901234567890', "seed", "outside"),
+        (b'"temperature": NaN', "temperature", "not a JSON number"),
+    ]
+    for extra, field, says in cases:
+        body = b'{"model": "x", "messages": [{"role": "user", "content": "hi"}], ' + extra + b"}"
+        response = httpx.post(
+            f"{server.url}/v1/chat/completions", content=body, headers=headers, timeout=10
+        )
+        assert response.status_code == 422, response.text
+        error = response.json()["error"]
+        assert error["field"] == field and says in error["message"], error
+    surrogate = b'{"model": "x", "messages": [{"role": "user", "content": "hi \\ud800"}]}'
+    response = httpx.post(
+        f"{server.url}/v1/chat/completions", content=surrogate, headers=headers, timeout=10
+    )
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["field"].startswith("messages[0].content"), response.text
+    assert sum(len(u.access_log_entries()) for u in world.upstreams.values()) == 0

@@ -239,3 +239,25 @@ async def test_one_timed_out_health_check_is_inconclusive_two_in_a_row_fail(serv
         assert health.checks == 7 and health.failed_checks == 5 and fresh.checks == 1
     finally:
         await client.aclose()
+
+
+@pytest.mark.parametrize(
+    ("raw", "where"),
+    [
+        (RAW.replace('"total_tokens":7', '"total_tokens":NaN'), "response.usage.total_tokens"),
+        (RAW.replace('"total_tokens":7', '"total_tokens":' + "9" * 30), "usage.total_tokens"),
+        (RAW.replace("ça va", "\\udc80"), "response.choices[0].message.content"),
+    ],
+)
+async def test_an_answer_the_record_could_not_keep_is_a_bad_response(
+    serve, raw: str, where: str
+) -> None:
+    """NaN, a 30-digit integer or a lone surrogate in an upstream's answer would fail the
+    audit commit later; it is a recorded bad response now, naming the field."""
+    server = await serve(answer(raw))
+    client, plan = client_for(f"http://127.0.0.1:{server.port}/v1")
+    result = await call(client, plan)
+    (attempt,) = result.attempts
+    assert not result.ok and attempt["error"] == "bad_response", attempt
+    assert where in attempt["detail"], attempt
+    json.dumps(attempt)  # the attempt itself is recordable

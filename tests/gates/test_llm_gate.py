@@ -287,3 +287,29 @@ def test_a_record_of_format_1_reproduces_without_the_fields_format_2_added(
         assert old.identical, old.as_dict()["different"]
         cut = reproduce_entries(gw.store, [entries[0], as_recorded(record)])
         assert cut.as_dict()["different"] == ["outputs.length"]
+
+
+PROPOSAL = '{"triage": "standard", "payout_band": "low", '
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [
+        (PROPOSAL + '"reasons": ["ok"], "x": NaN}', "proposal.x"),
+        (PROPOSAL + '"reasons": ["\\ud800"]}', "proposal.reasons[0]"),
+        (PROPOSAL + '"reasons": [], "n": 1' + "0" * 30 + "}", "proposal.n"),
+    ],
+)
+def test_a_proposal_the_record_could_not_keep_is_a_parse_error(
+    gateway: Gateway, content: str, says: str
+) -> None:
+    """JSON a model may write that passes a schema's `number` or `string` (NaN, a 31-digit
+    integer, a lone surrogate) but that canonical JSON, and so the audit record, cannot
+    hold: a parse error, which sends the decision to review, not a failed commit."""
+    from types import SimpleNamespace
+
+    from warden.gates.llm import LlmGate
+
+    ctx: Any = SimpleNamespace(decision_type=gateway.policy.decision_type("claims_triage"))
+    proposal, error = LlmGate._parse(ctx, content)
+    assert proposal is None and error is not None and says in error, error

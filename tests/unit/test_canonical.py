@@ -6,11 +6,12 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import pytest
 import rfc8785
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from warden.canonical import canonical_json
+from warden.canonical import NotCanonicalError, canonical_json, check_canonical, request_hash
 
 scalars = (
     st.none()
@@ -118,3 +119,75 @@ def test_non_json_values_go_to_the_reference() -> None:
             got = None
         assert got == expected, bad
     assert canonical_json({"x": Colour.RED}) == rfc8785.dumps({"x": Colour.RED})
+
+
+wild_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()
+    | st.text(alphabet=st.characters(codec=None, categories=None), max_size=6)
+)
+wild_values = st.recursive(
+    wild_scalars,
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(
+            st.text(alphabet=st.characters(codec=None, categories=None), max_size=4),
+            children,
+            max_size=4,
+        )
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(wild_values)
+def test_check_canonical_accepts_exactly_what_canonical_json_can_write(value: Any) -> None:
+    """Whatever JSON a client can send (huge integers, NaN, lone surrogates included),
+    `request_hash` either hashes it or names the field: never another exception, which
+    the API would answer with a 500."""
+    try:
+        canonical_json(value)
+        writable = True
+    except Exception:
+        writable = False
+    try:
+        check_canonical(value)
+        accepted = True
+    except NotCanonicalError:
+        accepted = False
+    assert accepted == writable, value
+    if accepted:
+        request_hash(value)
+    else:
+        with pytest.raises(NotCanonicalError):
+            request_hash(value)
+
+
+@pytest.mark.parametrize(
+    ("value", "path", "reason"),
+    [
+        ({"inputs": {"amount": 2**53}}, "inputs.amount", "integer 9007199254740992 (16 digits)"),
+        ({"inputs": {"n": -(10**40)}}, "inputs.n", "integer -10000000000000000000…"),
+        ({"a": [1, {"b": math.nan}]}, "a[1].b", "nan is not a JSON number"),
+        ({"a": math.inf}, "a", "inf is not a JSON number"),
+        ({"t": "ok \ud800"}, "t", "lone surrogate at character 3"),
+        ({"x": {"odd key\udfff": 1}}, 'x."odd key\\udfff"', "the key is not valid Unicode"),
+        ({"x": {3: 1}}, "x", "key 3 is not text"),
+        ({"x": {1, 2}}, "x", "a set is not a JSON value"),
+    ],
+)
+def test_check_canonical_names_the_field_and_the_reason(value: Any, path: str, reason: str) -> None:
+    with pytest.raises(NotCanonicalError) as caught:
+        check_canonical(value)
+    assert caught.value.path == path
+    assert reason in caught.value.reason, caught.value.reason
+    str(caught.value).encode("utf-8")  # the message itself can be sent
+
+
+def test_the_edges_of_the_exact_integer_range_are_accepted() -> None:
+    for n in (2**53 - 1, -(2**53 - 1), 0):
+        check_canonical({"n": n})
+        request_hash({"n": n})

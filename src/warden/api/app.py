@@ -9,21 +9,26 @@ from fastapi import Depends, FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Route
 
 from warden import __version__, metrics
 from warden.api.models import mount_model_routes
 from warden.api.openai_compat import install as install_chat_completions
+from warden.api.openapi import decision_body_schema, install_openapi
 from warden.auth import Principal
 from warden.errors import AuthError, RequestError, WardenError
 from warden.gateway import Gateway
 from warden.policy.errors_format import request_error
 from warden.review.web import mount_workbench
-from warden.schemas import DecisionRequestBody, DecisionResponse, ErrorBody, ReviewRequestBody
+from warden.schemas import DecisionResponse, ErrorResponse, ReviewRequestBody
 
 ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorBody} for code in (401, 403, 404, 409, 422, 503)
+    code: {"model": ErrorResponse} for code in (401, 403, 404, 409, 422, 503)
 }
+#: what Starlette says when a body is not UTF-8 (FastAPI answers 400 with it)
+_UNPARSABLE_BODY = "There was an error parsing the body"
+_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "request.too_large"}
 
 
 def parse_json_body(raw: bytes) -> Any:
@@ -75,6 +80,19 @@ def create_app(gateway: Gateway, *, close_on_shutdown: bool = False) -> FastAPI:
         body = {"code": "request.invalid", "message": message, "field": path}
         return JSONResponse({"error": body}, status_code=422)
 
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        """Starlette's own errors (an unknown path, a wrong method, an undecodable body) in
+        the same `{"error": ...}` form as every other error."""
+        if exc.status_code == 400 and exc.detail == _UNPARSABLE_BODY:
+            error = RequestError("body: not valid JSON (not UTF-8 text)", field="body")
+            return JSONResponse({"error": error.to_dict()}, status_code=error.http_status)
+        code = _HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
+        body = {"code": code, "message": str(exc.detail)}
+        return JSONResponse({"error": body}, status_code=exc.status_code, headers=exc.headers)
+
+    decision_schema, decision_defs = decision_body_schema()
+
     @app.post(
         "/v1/decisions",
         response_model=DecisionResponse,
@@ -85,9 +103,7 @@ def create_app(gateway: Gateway, *, close_on_shutdown: bool = False) -> FastAPI:
         openapi_extra={
             "requestBody": {
                 "required": True,
-                "content": {
-                    "application/json": {"schema": DecisionRequestBody.model_json_schema()}
-                },
+                "content": {"application/json": {"schema": decision_schema}},
             }
         },
     )
@@ -183,6 +199,10 @@ def create_app(gateway: Gateway, *, close_on_shutdown: bool = False) -> FastAPI:
 
     mount_workbench(app, gateway)
     mount_model_routes(app, gateway, principal, ERRORS)
+    review_policy = gateway.policy.policy.review
+    install_openapi(
+        app, decision_defs=decision_defs, min_rationale=review_policy.min_rationale_chars
+    )
 
     @app.get("/healthz", summary="Liveness and audit writer health")
     def healthz() -> dict[str, Any]:

@@ -24,6 +24,7 @@ from typing import Any
 
 from warden import metrics
 from warden.audit.sqlite_store import utc_now
+from warden.canonical import check_canonical
 from warden.endpoints import local_model
 from warden.endpoints.http1 import ConnectError, Http1Pool, Origin, TransportError
 from warden.endpoints.router import Router, Routing, Skip
@@ -214,6 +215,8 @@ class ChatClient:
                 parsed = json.loads(raw)
                 if not isinstance(parsed, dict) or not isinstance(parsed.get("choices"), list):
                     raise ValueError("not a chat.completion object")
+                # NaN, a 30-digit integer, a lone surrogate: the record could not keep it
+                check_canonical(parsed, "response")
             except ValueError as exc:
                 return self._failed(attempt, t0, "bad_response", str(exc)[:200]), None
         attempt["status"] = status

@@ -25,6 +25,7 @@ from typing import Any
 
 from warden.audit.entry import NewEntry
 from warden.audit.store import AuditStore
+from warden.canonical import NotCanonicalError, check_canonical
 from warden.endpoints.client import CallResult
 from warden.endpoints.runtime import EndpointRuntime
 from warden.pipeline.context import DecisionContext
@@ -287,6 +288,10 @@ class LlmGate:
             return None, f"not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
         if not isinstance(proposal, dict):
             return None, f"a JSON {type(proposal).__name__}, not an object"
+        try:  # NaN or a 30-digit integer passes a schema, but no record can keep it
+            check_canonical(proposal, "proposal")
+        except NotCanonicalError as exc:
+            return None, str(exc)
         errors = compiled.proposal_errors(proposal)
         if errors:
             return None, "; ".join(errors)
