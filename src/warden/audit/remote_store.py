@@ -36,7 +36,11 @@ class _AsyncLink(asyncio.Protocol):
         self.store = store
         self.loop = loop
         self.transport: asyncio.Transport | None = None
-        self.backlog: list[bytes] = []  # frames sent before the connection was made
+        #: frames not written yet: before the connection is made, or until the end of this
+        #: loop pass (`_flush`), so the entries of requests that reach a commit in the same
+        #: pass go out in one write
+        self.backlog: list[bytes] = []
+        self.flush_scheduled = False
         self.pending: dict[int, asyncio.Future[AppendResult]] = {}
         self.ids = itertools.count(1)
         self.buffer = bytearray()
@@ -89,12 +93,17 @@ class _AsyncLink(asyncio.Protocol):
             return future
         request_id = next(self.ids)
         self.pending[request_id] = future
-        data = wire.append_request(request_id, entry)
-        if self.transport is not None:
-            self.transport.write(data)
-        else:
-            self.backlog.append(data)
+        self.backlog.append(wire.append_request(request_id, entry))
+        if self.transport is not None and not self.flush_scheduled:
+            self.flush_scheduled = True
+            self.loop.call_soon(self._flush)
         return future
+
+    def _flush(self) -> None:
+        self.flush_scheduled = False
+        if self.transport is not None and self.backlog and self.lost is None:
+            self.transport.write(b"".join(self.backlog))
+            self.backlog = []
 
     async def connect(self, path: str) -> None:
         try:
