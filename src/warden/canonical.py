@@ -170,7 +170,7 @@ def _plainly_canonical(value: Any) -> bool:
     if kind is list:
         return all(_plainly_canonical(item) for item in value)
     if kind is int:
-        return -_JSON_INT_MAX <= value <= _JSON_INT_MAX
+        return bool(-_JSON_INT_MAX <= value <= _JSON_INT_MAX)
     if kind is float:
         return math.isfinite(value)
     return value is None or kind is bool
