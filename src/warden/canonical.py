@@ -80,10 +80,10 @@ def _normalise(value: Any, tiny: list[float]) -> Any:
     if kind is dict:
         out = {}
         for key, item in value.items():
+            if type(key) is not str:
+                raise _NeedsReference
             if not key.isascii():
                 _check_key(key)
-            elif type(key) is not str:
-                raise _NeedsReference
             t = type(item)
             if t is str or t is bool or item is None:
                 out[key] = item
@@ -120,7 +120,9 @@ def canonical_json(value: Any) -> bytes:
                 raise _NeedsReference
             data = _TINY_RE.sub(lambda m: _es_tiny(tiny[int(m.group(1))]).encode(), data)
         return data
-    except (_NeedsReference, orjson.JSONEncodeError):  # e.g. a lone surrogate
+    except (_NeedsReference, orjson.JSONEncodeError, RecursionError):  # a lone surrogate…
+        # what the reference may still write: not too deep for orjson, nothing it refuses
+        check_canonical(value)
         return rfc8785.dumps(value)
 
 
@@ -137,6 +139,8 @@ class NotCanonicalError(ValueError):
     """A value holds something canonical JSON cannot write; `path` names where."""
 
     def __init__(self, path: str, reason: str) -> None:
+        if len(path) > _PATH_SHOWN:  # a path 200 levels deep says nothing more than its start
+            path = path[:_PATH_SHOWN] + "…"
         super().__init__(f"{path}: {reason}")
         self.path = path
         self.reason = reason
@@ -144,6 +148,11 @@ class NotCanonicalError(ValueError):
 
 #: RFC 8785 numbers are IEEE doubles: integers beyond this are not kept exactly
 _JSON_INT_MAX = 2**53 - 1
+#: arrays and objects nested deeper are refused, by both paths: orjson (the fast path)
+#: writes no more levels than this, and the reference implementation (and any recursive
+#: reader of a record) stops somewhere short of Python's recursion limit
+MAX_NESTING = 254
+_PATH_SHOWN = 120
 
 
 def _member(path: str, key: str) -> str:
@@ -153,22 +162,26 @@ def _member(path: str, key: str) -> str:
     return f"{path}.{shown}" if path else shown
 
 
-def _plainly_canonical(value: Any) -> bool:
+def _plainly_canonical(value: Any, depth: int = 0) -> bool:
     """True when `value` is made only of what canonical JSON writes as it is; False means
     "look closer" (it may still be fine: a subclass of int, say). No paths are built, so
     the common case (a clean upstream answer, checked on every call) costs ≈ 2 µs/KB."""
     kind = type(value)
     if kind is str:
-        return value.isascii() or _utf8(value)
+        return bool(value.isascii()) or _utf8(value)
     if kind is dict:
+        if depth >= MAX_NESTING:
+            return False
         for key, item in value.items():
             if type(key) is not str or not (key.isascii() or _utf8(key)):
                 return False
-            if not _plainly_canonical(item):
+            if not _plainly_canonical(item, depth + 1):
                 return False
         return True
     if kind is list:
-        return all(_plainly_canonical(item) for item in value)
+        if depth >= MAX_NESTING:
+            return False
+        return all(_plainly_canonical(item, depth + 1) for item in value)
     if kind is int:
         return bool(-_JSON_INT_MAX <= value <= _JSON_INT_MAX)
     if kind is float:
@@ -187,25 +200,33 @@ def _utf8(text: str) -> bool:
 def check_canonical(value: Any, path: str = "") -> None:
     """Raise `NotCanonicalError` at the first place in `value` that canonical JSON cannot
     represent: an integer beyond ±(2^53 − 1), NaN or an infinity, text that is not valid
-    Unicode (a lone surrogate), a key that is not text, a value that is not JSON."""
+    Unicode (a lone surrogate), a key that is not text, arrays or objects nested deeper than
+    `MAX_NESTING`, a value that is not JSON."""
     if _plainly_canonical(value):
         return
-    _find_not_canonical(value, path)
+    _find_not_canonical(value, path, 0)
 
 
-def _find_not_canonical(value: Any, path: str) -> None:
+def _integer_shown(value: int) -> str:
+    """The integer's first digits and its length, without converting all of it (Python
+    refuses to write an integer of over 4,300 digits as text)."""
+    if value.bit_length() > 14_000:  # over ≈ 4,200 digits
+        return f"of about {int(value.bit_length() * math.log10(2)) + 1} digits"
+    digits = str(abs(value))
+    sign = "-" if value < 0 else ""
+    head = digits if len(digits) <= 24 else f"{digits[:20]}…"
+    return f"{sign}{head} ({len(digits)} digits)"
+
+
+def _find_not_canonical(value: Any, path: str, depth: int) -> None:
     where = path or "value"
     if value is None or isinstance(value, bool):
         return
     if isinstance(value, int):
         if abs(value) > _JSON_INT_MAX:
-            digits = str(abs(value))
-            shown = ("-" if value < 0 else "") + (
-                digits if len(digits) <= 24 else f"{digits[:20]}…"
-            )
             raise NotCanonicalError(
                 where,
-                f"integer {shown} ({len(digits)} digits) is outside ±(2^53 − 1), "
+                f"integer {_integer_shown(value)} is outside ±(2^53 − 1), "
                 "the range a JSON number holds exactly",
             )
         return
@@ -221,19 +242,22 @@ def _find_not_canonical(value: Any, path: str) -> None:
                 where, f"not valid Unicode text (a lone surrogate at character {exc.start})"
             ) from None
         return
+    if isinstance(value, (dict, list, tuple)) and depth >= MAX_NESTING:
+        reason = f"arrays and objects nested deeper than {MAX_NESTING} levels"
+        raise NotCanonicalError(where, reason)
     if isinstance(value, dict):
         for key, item in value.items():
             if not isinstance(key, str):
                 raise NotCanonicalError(where, f"key {key!r} is not text")
             try:
-                _find_not_canonical(key, _member(path, key))
+                _find_not_canonical(key, _member(path, key), depth + 1)
             except NotCanonicalError as exc:
                 raise NotCanonicalError(exc.path, f"the key is {exc.reason}") from None
-            _find_not_canonical(item, _member(path, key))
+            _find_not_canonical(item, _member(path, key), depth + 1)
         return
     if isinstance(value, (list, tuple)):
         for i, item in enumerate(value):
-            _find_not_canonical(item, f"{path}[{i}]")
+            _find_not_canonical(item, f"{path}[{i}]", depth + 1)
         return
     raise NotCanonicalError(where, f"a {type(value).__name__} is not a JSON value")
 
@@ -243,6 +267,6 @@ def request_hash(value: Any) -> str:
     `NotCanonicalError` names the field when the body holds what JSON cannot keep."""
     try:
         return content_id(canonical_json(value))
-    except ValueError:  # rfc8785's CanonicalizationError, or UnicodeError on a key
+    except (ValueError, TypeError, RecursionError):  # rfc8785's errors; depth; odd keys
         check_canonical(value)  # raises, naming the field
         raise

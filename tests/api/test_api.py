@@ -297,6 +297,34 @@ def test_values_json_cannot_keep_are_a_422_naming_the_field_and_write_nothing(
     assert after == before
 
 
+@pytest.mark.parametrize(
+    ("value", "field", "says"),
+    [
+        (b"9" * 4301, "body", "an integer literal has more than 4300 digits"),
+        (b"[" * 300 + b"]" * 300, "inputs.x[0][0][0]", "nested deeper than 254 levels"),
+        (b"[" * 100_000 + b"]" * 100_000, "body", "nested too deeply to read"),
+    ],
+)
+def test_bodies_json_loads_cannot_take_are_a_422_and_write_nothing(
+    api: Any, value: bytes, field: str, says: str
+) -> None:
+    """Two more ways `json.loads` or the canonical form fail besides bad syntax (each was a
+    500): an integer literal too long to convert, arrays nested too deep."""
+    client, keys = api
+    before = client.get("/v1/audit/checkpoint", headers=keys["auditor"]).json()["size"]
+    body = b'{"decision_type": "payment_fraud", "jurisdiction": "EU", "inputs": {"x": '
+    response = client.post(
+        "/v1/decisions",
+        content=body + value + b"}}",
+        headers={**keys["service"], "Content-Type": "application/json"},
+    )
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["field"].startswith(field) and says in error["message"], error
+    after = client.get("/v1/audit/checkpoint", headers=keys["auditor"]).json()["size"]
+    assert after == before
+
+
 def test_starlettes_own_errors_come_in_the_warden_error_form(api: Any) -> None:
     client, keys = api
     missing = client.get("/v1/nowhere", headers=keys["service"])

@@ -44,6 +44,15 @@ def _cases(key: str) -> list[tuple[dict[str, str], Any]]:
         ({**good, "X-Warden-Jurisdiction": "XX"}, CHAT),
         ({k: v for k, v in good.items() if k != "x-warden-decision-type"}, CHAT),
         (good, {"model": "x", "messages": []}),
+        (good, b'{"model": "x", "messages": [], "seed": ' + b"9" * 4301 + b"}"),
+        (good, b'{"model": "x", "messages": [], "x": ' + b"[" * 9000 + b"]" * 9000 + b"}"),
+        (
+            good,
+            b'{"model": "x", "messages": [{"role": "user", "content": "hi"}], "x": '
+            + b"[" * 300
+            + b"]" * 300
+            + b"}",
+        ),
         (good, CHAT),  # no model endpoint is running: EU goes to review (409)
         (
             {
@@ -67,6 +76,7 @@ def test_both_doors_answer_alike(doors: tuple[TestClient, TestClient, str]) -> N
     for headers, body in _cases(key):
         a, b = _post(inner, headers, body), _post(outer, headers, body)
         assert a.status_code == b.status_code != 200, (headers, a.text, b.text)
+        assert a.status_code != 500, (headers, a.text)
         assert a.headers["content-type"] == b.headers["content-type"] == "application/json"
         error_a, error_b = a.json()["error"], b.json()["error"]
         # a decision id (a refusal or review that was recorded) is in the body and header
@@ -94,3 +104,4 @@ def test_oversized_body_is_413_naming_the_body(doors: tuple[TestClient, TestClie
     )
     assert response.status_code == 413
     assert response.json()["error"]["field"] == "body"
+    assert response.json()["error"]["code"] == "request.too_large"

@@ -131,3 +131,59 @@ def test_a_bad_frame_drops_only_that_connection(writer: Writer, tmp_path: Path) 
     remote = RemoteAuditStore(tmp_path, writer.path)
     assert remote.submit(entry(1)).result().seq == 0  # the service is still serving
     remote.close()
+
+
+class _CountingTransport:
+    """The link's transport, counting its writes."""
+
+    def __init__(self, inner: asyncio.Transport) -> None:
+        self.inner = inner
+        self.writes: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+        self.inner.write(data)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+
+def test_entries_submitted_in_one_loop_pass_go_out_in_one_write(
+    writer: Writer, tmp_path: Path
+) -> None:
+    remote = RemoteAuditStore(tmp_path, writer.path)
+
+    async def scenario() -> list[bytes]:
+        await remote.connect()
+        link = remote._links[asyncio.get_running_loop()]
+        assert link.transport is not None
+        counting = _CountingTransport(link.transport)
+        link.transport = counting  # type: ignore[assignment]
+        futures = [remote.submit_async(entry(i)) for i in range(5)]  # one pass
+        results = await asyncio.gather(*futures)
+        assert [r.seq for r in results] == [0, 1, 2, 3, 4]
+        later = await remote.submit_async(entry(5))  # a pass of its own
+        assert later.seq == 5
+        return counting.writes
+
+    writes = asyncio.run(scenario())
+    assert len(writes) == 2, [len(w) for w in writes]
+    assert len(wire.split_frames(bytearray(writes[0]))) == 5
+    remote.close()
+
+
+def test_a_store_closed_while_its_link_connects_writes_nothing(
+    writer: Writer, tmp_path: Path
+) -> None:
+    """The callers are told "closed"; the entries must not be committed behind their back."""
+    remote = RemoteAuditStore(tmp_path, writer.path)
+
+    async def scenario() -> None:
+        future = remote.submit_async(entry(1))  # the link starts connecting
+        remote.close()
+        with pytest.raises(AuditCommitError):
+            await future
+        await asyncio.sleep(0.2)  # time for a connection that should not be made
+
+    asyncio.run(scenario())
+    assert writer.store.size() == 0

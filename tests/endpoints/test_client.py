@@ -261,3 +261,13 @@ async def test_an_answer_the_record_could_not_keep_is_a_bad_response(
     assert not result.ok and attempt["error"] == "bad_response", attempt
     assert where in attempt["detail"], attempt
     json.dumps(attempt)  # the attempt itself is recordable
+
+
+async def test_numbers_the_record_does_not_keep_may_be_anything(serve) -> None:
+    """Only the raw text holds the rest of an answer, so a vendor's `-Infinity` logprob or
+    30-digit field is no reason to fail the call (or to count it against the endpoint)."""
+    raw = RAW.replace('"usage":', '"logprob":-Infinity,"vendor_id":' + "9" * 30 + ',"usage":')
+    server = await serve(answer(raw))
+    client, plan = client_for(f"http://127.0.0.1:{server.port}/v1")
+    result = await call(client, plan)
+    assert result.ok and result.raw == raw and result.content() == "ça va — ok"

@@ -11,7 +11,13 @@ import rfc8785
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from warden.canonical import NotCanonicalError, canonical_json, check_canonical, request_hash
+from warden.canonical import (
+    MAX_NESTING,
+    NotCanonicalError,
+    canonical_json,
+    check_canonical,
+    request_hash,
+)
 
 scalars = (
     st.none()
@@ -191,3 +197,32 @@ def test_the_edges_of_the_exact_integer_range_are_accepted() -> None:
     for n in (2**53 - 1, -(2**53 - 1), 0):
         check_canonical({"n": n})
         request_hash({"n": n})
+
+
+def _nested(levels: int) -> list[Any]:
+    top: list[Any] = []
+    inner = top
+    for _ in range(levels - 1):
+        inner.append([])
+        inner = inner[0]
+    return top
+
+
+def test_nesting_is_refused_past_the_same_depth_on_both_paths() -> None:
+    """orjson (the fast path) writes 254 levels and no more; the reference path must not
+    accept what the fast path refuses, and nothing may end in a RecursionError."""
+    assert canonical_json(_nested(MAX_NESTING)) == rfc8785.dumps(_nested(MAX_NESTING))
+    check_canonical(_nested(MAX_NESTING))
+    for levels in (MAX_NESTING + 1, 600, 20_000):
+        with pytest.raises(NotCanonicalError, match=f"nested deeper than {MAX_NESTING}"):
+            canonical_json(_nested(levels))
+        with pytest.raises(NotCanonicalError) as caught:
+            request_hash({"inputs": {"x": _nested(levels)}})
+        assert caught.value.path.startswith("inputs.x[0][0]") and len(caught.value.path) < 130
+
+
+def test_request_hash_names_odd_keys_and_integers_too_long_to_print() -> None:
+    with pytest.raises(NotCanonicalError, match="key 3 is not text"):
+        request_hash({"x": {3: 1}})
+    with pytest.raises(NotCanonicalError, match="integer of about 5001 digits"):
+        request_hash({"n": 10**5000})

@@ -1,6 +1,5 @@
 """The HTTP API: routes only. Each route authenticates, calls the Gateway, and formats."""
 
-import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
@@ -13,6 +12,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Route
 
 from warden import __version__, metrics
+from warden.api.body import parse_json_body
 from warden.api.models import mount_model_routes
 from warden.api.openai_compat import install as install_chat_completions
 from warden.api.openapi import decision_body_schema, install_openapi
@@ -29,16 +29,6 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 #: what Starlette says when a body is not UTF-8 (FastAPI answers 400 with it)
 _UNPARSABLE_BODY = "There was an error parsing the body"
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "request.too_large"}
-
-
-def parse_json_body(raw: bytes) -> Any:
-    try:
-        return json.loads(raw)
-    except json.JSONDecodeError as exc:
-        where = f"{exc.msg} at line {exc.lineno} column {exc.colno}"
-        raise RequestError(f"body: not valid JSON ({where})", field="body") from None
-    except UnicodeDecodeError:
-        raise RequestError("body: not valid UTF-8", field="body") from None
 
 
 def create_app(gateway: Gateway, *, close_on_shutdown: bool = False) -> FastAPI:

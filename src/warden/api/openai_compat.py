@@ -13,13 +13,14 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping
-from typing import Any, NoReturn
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from starlette.datastructures import Headers
 from starlette.routing import Route
 
+from warden.api.body import parse_json_body
 from warden.errors import RequestError, WardenError
 from warden.frontdoor import chat_completion
 from warden.gateway import Gateway
@@ -56,10 +57,7 @@ async def answer(
         if gateway.keyring is None:
             raise WardenError("this gateway has no API keys configured", code="auth.none")
         caller = gateway.keyring.authenticate(_api_key(headers))
-        try:
-            payload = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise_bad_json(exc)
+        payload = parse_json_body(raw)
         result = await chat_completion(gateway, payload, headers, caller)
     except WardenError as exc:
         return _error(exc)
@@ -95,7 +93,11 @@ class FrontDoorFirst:
         try:
             raw = await _read_body(receive, headers)
             if raw is None:
-                too_big = RequestError(f"body: larger than {MAX_BODY_BYTES} bytes", field="body")
+                too_big = RequestError(
+                    f"body: larger than {MAX_BODY_BYTES} bytes",
+                    code="request.too_large",
+                    field="body",
+                )
                 _, body, warden_headers = _error(too_big)
                 status = 413
             else:
@@ -134,7 +136,3 @@ async def _read_body(receive: Any, headers: Headers) -> bytes | None:
 
 class _Disconnected(Exception):
     """The client went away before it had sent its body."""
-
-
-def raise_bad_json(exc: Exception) -> NoReturn:
-    raise RequestError(f"body: not valid JSON ({exc})", field="body") from None

@@ -48,6 +48,10 @@ class _AsyncLink(asyncio.Protocol):
         self.connecting: asyncio.Task[None] | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self.lost is not None:  # closed while connecting: its callers were told so
+            transport.close()
+            self.backlog = []
+            return
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         if self.backlog:
             self.transport.write(b"".join(self.backlog))
@@ -113,6 +117,8 @@ class _AsyncLink(asyncio.Protocol):
 
     def close(self) -> None:
         self.lost = self.lost or "audit store closed"
+        if self.connecting is not None and not self.connecting.done():
+            self.connecting.cancel()
         pending, self.pending = self.pending, {}
         for future in pending.values():
             if not future.done():

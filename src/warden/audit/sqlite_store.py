@@ -393,12 +393,12 @@ class SQLiteAuditStore:
         after 2,500 one-entry commits, measured), and every commit appended to a growing
         file. So a RESTART follows each pass: it copies the few frames written meanwhile
         with new commits held off, then the next commit writes the WAL from its start
-        again, over blocks already allocated. It gives up after `WAL_RESTART_WAIT_MS` if
-        a reader still holds an old snapshot (a long `audit verify`, say), so commits are
-        never held off longer than that.
+        again, over blocks already allocated. It waits at most `WAL_RESTART_WAIT_MS` for a
+        reader that still holds an old snapshot (a long `audit verify`, say) and then gives
+        up, so commits are held off for that wait at most plus the copy of those few frames.
 
-        The RESTART takes this process's commit lock first (every commit here goes
-        through it, and the file lock keeps other processes from writing). Racing the
+        The RESTART takes this process's commit lock first (every commit and blob write
+        here goes through it, and the file lock keeps other processes from writing). Racing the
         committers through SQLite's busy handler instead lost under steady load: its
         sleeps rarely met the lock free, so the WAL was never started over (CI, 2026-12)."""
         conn = self._connect()
@@ -551,9 +551,10 @@ class SQLiteAuditStore:
     def put_blob(self, kind: str, data: bytes) -> str:
         blob_id = content_id(data)
         conn = self._connect()
-        conn.execute(
-            "INSERT OR IGNORE INTO blobs VALUES (?, ?, ?, ?)", (blob_id, kind, data, utc_now())
-        )
+        with self._commit_lock:  # a write like a commit (the WAL restart counts on it)
+            conn.execute(
+                "INSERT OR IGNORE INTO blobs VALUES (?, ?, ?, ?)", (blob_id, kind, data, utc_now())
+            )
         return blob_id
 
     # -- reading -------------------------------------------------------------------------

@@ -59,11 +59,33 @@ class CallResult:
     usage: dict[str, Any] = field(default_factory=dict)
 
     def content(self) -> str | None:
-        try:
-            value = self.body["choices"][0]["message"]["content"]  # type: ignore[index]
-        except (KeyError, IndexError, TypeError):
-            return None
-        return value if isinstance(value, str) else None
+        return message_content(self.body)
+
+
+def message_content(body: Any) -> str | None:
+    """The first choice's message text of a chat completion, if there is one."""
+    try:
+        value = body["choices"][0]["message"]["content"]
+    except (KeyError, IndexError, TypeError):
+        return None
+    return value if isinstance(value, str) else None
+
+
+#: the usage counts an audit record keeps (`gates.llm`)
+USAGE_FIELDS = ("prompt_tokens", "completion_tokens", "total_tokens")
+
+
+def _check_recorded(parsed: dict[str, Any]) -> None:
+    """Raise `NotCanonicalError` when a part of the answer that the audit record keeps
+    besides the raw text (the model name, the usage counts, the message content) holds what
+    canonical JSON cannot write: NaN, a 30-digit integer, a lone surrogate. Other fields (a
+    vendor's extra numbers, `-Infinity` logprobs) are only in the raw text, so they are fine."""
+    check_canonical(parsed.get("model"), "response.model")
+    usage = parsed.get("usage")
+    if isinstance(usage, dict):
+        for name in USAGE_FIELDS:
+            check_canonical(usage.get(name), f"response.usage.{name}")
+    check_canonical(message_content(parsed), "response.choices[0].message.content")
 
 
 class ChatClient:
@@ -215,9 +237,8 @@ class ChatClient:
                 parsed = json.loads(raw)
                 if not isinstance(parsed, dict) or not isinstance(parsed.get("choices"), list):
                     raise ValueError("not a chat.completion object")
-                # NaN, a 30-digit integer, a lone surrogate: the record could not keep it
-                check_canonical(parsed, "response")
-            except ValueError as exc:
+                _check_recorded(parsed)
+            except (ValueError, RecursionError) as exc:
                 return self._failed(attempt, t0, "bad_response", str(exc)[:200]), None
         attempt["status"] = status
         latency = round((time.perf_counter() - t0) * 1000, 3)

@@ -26,7 +26,7 @@ from typing import Any
 from warden.audit.entry import NewEntry
 from warden.audit.store import AuditStore
 from warden.canonical import NotCanonicalError, check_canonical
-from warden.endpoints.client import CallResult
+from warden.endpoints.client import USAGE_FIELDS, CallResult
 from warden.endpoints.runtime import EndpointRuntime
 from warden.pipeline.context import DecisionContext
 from warden.policy.model import Endpoint, LlmSpec
@@ -270,9 +270,7 @@ class LlmGate:
             "model_reported": call.model,
             "status": call.status,
             "raw_response": call.raw,
-            "usage": {
-                k: call.usage.get(k) for k in ("prompt_tokens", "completion_tokens", "total_tokens")
-            },
+            "usage": {k: call.usage.get(k) for k in USAGE_FIELDS},
             "latency_ms": call.latency_ms,
         }
 
