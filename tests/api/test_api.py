@@ -385,3 +385,54 @@ def test_the_openapi_document_is_complete_and_says_what_the_server_enforces(api:
     assert decisions_422["content"]["application/json"]["schema"]["$ref"] == error_ref
     rationale = schemas["ReviewRequestBody"]["properties"]["rationale"]
     assert rationale["minLength"] == 10  # examples/policy.yaml: review.min_rationale_chars
+
+
+def test_the_decision_body_in_the_openapi_document_is_the_policys(api: Any) -> None:
+    """One variant per decision type with that type's inputs, tools, jurisdictions and data
+    classes: a request the server accepts validates against it, a typo does not."""
+    from jsonschema import Draft202012Validator
+
+    client, keys = api
+    spec = client.get("/openapi.json").json()
+    operation = spec["paths"]["/v1/decisions"]["post"]
+    body = operation["requestBody"]["content"]["application/json"]["schema"]
+    names = set(body["discriminator"]["mapping"])
+    assert names == {"payment_fraud", "claims_intake", "claims_triage", "assistant_chat"}
+    validator = Draft202012Validator({**body, "components": spec["components"]})
+    good = payment()
+    assert client.post("/v1/decisions", json=good, headers=keys["service"]).status_code == 200
+    assert validator.is_valid(good)
+    for bad in (
+        payment(jurisdiction="XX"),
+        payment(jurisdiction=None),
+        payment(amount="lots"),
+        {**payment(), "decision_type": "payment_frad"},
+        {**payment(), "data_class": "secret"},
+        {**payment(), "tool_calls": [{"name": "issue_refund", "arguments": {}}]},
+    ):
+        assert not validator.is_valid(bad), bad
+        answer = client.post("/v1/decisions", json=bad, headers=keys["service"])
+        assert answer.status_code == 422, (bad, answer.text)
+    schemas = spec["components"]["schemas"]
+    intake = schemas["DecisionRequest_claims_intake"]["properties"]["tool_calls"]
+    calls = intake["anyOf"][0]["items"]["oneOf"]
+    assert [c["properties"]["name"]["const"] for c in calls] == ["issue_refund"]
+
+
+def test_a_wrong_method_names_every_method_of_the_path(api: Any) -> None:
+    """GET and POST of /v1/review/{id} are two routes: Starlette's 405 named only one."""
+    client, keys = api
+    response = client.options("/v1/review/0190-nope", headers=keys["reviewer"])
+    assert response.status_code == 405
+    assert response.headers["allow"] == "GET, POST"
+
+
+def test_an_unknown_data_class_is_refused_also_where_no_model_is_called(api: Any) -> None:
+    client, keys = api
+    response = client.post(
+        "/v1/decisions", json={**payment(), "data_class": "secret"}, headers=keys["service"]
+    )
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["code"] == "residency.unknown_data_class" and error["field"] == "data_class"
+    assert "this policy knows: public, internal, confidential, personal" in error["message"]

@@ -31,6 +31,15 @@ _UNPARSABLE_BODY = "There was an error parsing the body"
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "request.too_large"}
 
 
+def _methods_at(app: FastAPI, path: str) -> list[str]:
+    """Every method some route serves at `path` (the routes of one path are separate)."""
+    methods: set[str] = set()
+    for route in app.router.routes:
+        if isinstance(route, Route) and route.methods and route.path_regex.match(path):
+            methods |= route.methods
+    return sorted(methods)
+
+
 def create_app(gateway: Gateway, *, close_on_shutdown: bool = False) -> FastAPI:
     """The app. With `close_on_shutdown`, the app owns the gateway and closes it (flushing
     the audit writer, releasing the data directory) when the server shuts down."""
@@ -71,7 +80,7 @@ def create_app(gateway: Gateway, *, close_on_shutdown: bool = False) -> FastAPI:
         return JSONResponse({"error": body}, status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         """Starlette's own errors (an unknown path, a wrong method, an undecodable body) in
         the same `{"error": ...}` form as every other error."""
         if exc.status_code == 400 and exc.detail == _UNPARSABLE_BODY:
@@ -79,9 +88,12 @@ def create_app(gateway: Gateway, *, close_on_shutdown: bool = False) -> FastAPI:
             return JSONResponse({"error": error.to_dict()}, status_code=error.http_status)
         code = _HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
         body = {"code": code, "message": str(exc.detail)}
-        return JSONResponse({"error": body}, status_code=exc.status_code, headers=exc.headers)
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:  # Starlette names the first route's methods only
+            headers["Allow"] = ", ".join(_methods_at(app, request.url.path))
+        return JSONResponse({"error": body}, status_code=exc.status_code, headers=headers)
 
-    decision_schema, decision_defs = decision_body_schema()
+    decision_schema, decision_defs = decision_body_schema(gateway.policy)
 
     @app.post(
         "/v1/decisions",

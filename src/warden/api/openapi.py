@@ -7,20 +7,88 @@ should see what the server enforces."""
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI
 
+from warden.policy.loader import LoadedPolicy
+from warden.policy.model import Tool
 from warden.schemas import DecisionRequestBody
 
 _REF = "#/components/schemas/{model}"
 
 
-def decision_body_schema() -> tuple[dict[str, Any], dict[str, Any]]:
-    """(`DecisionRequestBody`'s JSON schema, the schemas it refers to), with references
-    into the OpenAPI document's components rather than a `$defs` of its own."""
-    schema = DecisionRequestBody.model_json_schema(ref_template=_REF)
-    return schema, schema.pop("$defs", {})
+def decision_body_schema(policy: LoadedPolicy) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(The body of `POST /v1/decisions`, the component schemas it refers to).
+
+    One variant per decision type of the policy (`oneOf`, discriminated by
+    `decision_type`), each with that type's own inputs (`Inputs_<name>`, the model the
+    admission gate validates with) and the policy's jurisdictions and data classes as
+    enums. Unlabeled and unknown-jurisdiction requests are still answered (422, counted);
+    the document shows what is accepted. References point into the document's
+    components rather than a `$defs` of its own."""
+    base = DecisionRequestBody.model_json_schema(ref_template=_REF)
+    defs: dict[str, Any] = base.pop("$defs", {})
+    jurisdictions = sorted(policy.policy.residency)
+    data_classes = list(policy.policy.data_classes)
+    variants: dict[str, str] = {}
+    for name, compiled in sorted(policy.decision_types.items()):
+        inputs = compiled.input_model.model_json_schema(ref_template=_REF)
+        defs.update(inputs.pop("$defs", {}))
+        inputs_name = f"Inputs_{name}"
+        defs[inputs_name] = inputs
+        variant = copy.deepcopy(base)
+        variant["title"] = f"DecisionRequest_{name}"
+        properties = variant["properties"]
+        properties["decision_type"] = {"type": "string", "const": name}
+        properties["inputs"] = {"$ref": _REF.format(model=inputs_name)}
+        properties["jurisdiction"] = {
+            "type": "string",
+            "enum": jurisdictions,
+            "description": "Required: an unlabeled or unknown jurisdiction is refused (422).",
+        }
+        properties["data_class"] = {
+            "anyOf": [{"type": "string", "enum": data_classes}, {"type": "null"}],
+            "default": None,
+            "description": properties.get("data_class", {}).get("description", ""),
+        }
+        properties["tool_calls"] = _tool_calls(compiled.spec.tools, properties["tool_calls"])
+        variant["required"] = sorted({*variant.get("required", []), "jurisdiction"})
+        defs[variant["title"]] = variant
+        variants[name] = _REF.format(model=variant["title"])
+    schema = {
+        "oneOf": [{"$ref": ref} for ref in variants.values()],
+        "discriminator": {"propertyName": "decision_type", "mapping": variants},
+    }
+    return schema, defs
+
+
+def _tool_calls(tools: Mapping[str, Tool], generic: dict[str, Any]) -> dict[str, Any]:
+    """The decision type's allow-list: each tool's name and argument schema (its limits,
+    checked against the inputs, are not expressible here); none allowed: no calls."""
+    description = generic.get("description", "")
+    if not tools:
+        return {
+            "anyOf": [{"type": "array", "maxItems": 0}, {"type": "null"}],
+            "default": None,
+            "description": description + " This decision type allows no tools.",
+        }
+    calls = [
+        {
+            "type": "object",
+            "title": name,
+            "description": tool.description,
+            "required": ["name", "arguments"],
+            "additionalProperties": False,
+            "properties": {"name": {"type": "string", "const": name}, "arguments": tool.schema_},
+        }
+        for name, tool in sorted(tools.items())
+    ]
+    array = next(a for a in generic["anyOf"] if a.get("type") == "array")
+    array = {**array, "items": {"oneOf": calls}}  # maxItems as DecisionRequestBody says
+    return {"anyOf": [array, {"type": "null"}], "default": None, "description": description}
 
 
 def _chat_completions(errors: dict[str, Any]) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """Residency: every request carries a jurisdiction label the policy knows. Unlabeled or
-unknown labels are refused (422) and counted; the allowed zones are recorded for the model
-calls that later gates make."""
+unknown labels are refused (422) and counted, as is a data class the policy does not know;
+the allowed zones are recorded for the model calls that later gates make."""
 
 from __future__ import annotations
 
@@ -35,6 +35,20 @@ class ResidencyGate:
                 f"jurisdiction: unknown jurisdiction {label!r} "
                 f"(this policy knows: {', '.join(sorted(residency))})",
                 field="jurisdiction",
+            )
+            return
+        data_class = ctx.request.data_class
+        known = ctx.policy.policy.data_classes
+        if data_class is not None and data_class not in known:
+            # also where no model is called: a typo is refused, never recorded as a class
+            ctx.add_result(self.name, {"jurisdiction": label, "allowed": False})
+            ctx.halt(
+                self.name,
+                "residency.unknown_data_class",
+                "refuse",
+                f"data_class: unknown data class {data_class!r} "
+                f"(this policy knows: {', '.join(known)})",
+                field="data_class",
             )
             return
         ctx.add_result(
