@@ -374,6 +374,12 @@ def test_the_openapi_document_is_complete_and_says_what_the_server_enforces(api:
     chat = spec["paths"]["/v1/chat/completions"]["post"]
     headers = {p["name"] for p in chat["parameters"] if p["in"] == "header"}
     assert {"X-Warden-Jurisdiction", "X-Warden-Data-Class", "X-Warden-Decision-Type"} <= headers
+    by_name = {p["name"]: p for p in chat["parameters"]}
+    assert by_name["X-Warden-Decision-Type"]["schema"]["enum"] == ["assistant_chat"]
+    assert by_name["X-Warden-Jurisdiction"]["schema"]["enum"] == ["EU", "UK", "US"]
+    assert by_name["X-Warden-Data-Class"]["required"] is False
+    messages = chat["requestBody"]["content"]["application/json"]["schema"]["properties"]
+    assert messages["messages"]["contains"]["properties"]["role"] == {"const": "user"}
     assert "X-Warden-Decision-Id" in chat["responses"]["200"]["headers"]
     error_ref = chat["responses"]["422"]["content"]["application/json"]["schema"]["$ref"]
     error_schema = schemas[error_ref.rsplit("/", 1)[1]]
@@ -425,6 +431,8 @@ def test_a_wrong_method_names_every_method_of_the_path(api: Any) -> None:
     response = client.options("/v1/review/0190-nope", headers=keys["reviewer"])
     assert response.status_code == 405
     assert response.headers["allow"] == "GET, POST"
+    queue = client.options("/v1/review/queue", headers=keys["reviewer"])
+    assert queue.status_code == 405 and queue.headers["allow"] == "GET"
 
 
 def test_an_unknown_data_class_is_refused_also_where_no_model_is_called(api: Any) -> None:

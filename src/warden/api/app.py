@@ -32,12 +32,12 @@ _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "request.too_la
 
 
 def _methods_at(app: FastAPI, path: str) -> list[str]:
-    """Every method some route serves at `path` (the routes of one path are separate)."""
-    methods: set[str] = set()
-    for route in app.router.routes:
-        if isinstance(route, Route) and route.methods and route.path_regex.match(path):
-            methods |= route.methods
-    return sorted(methods)
+    """The methods of the path template that `path` first matches, over all its routes
+    (each method of a template is a route of its own). `/v1/review/queue` is its own
+    template, though `/v1/review/{decision_id}` would match it too."""
+    routes = [r for r in app.router.routes if isinstance(r, Route) and r.methods]
+    template = next((r.path for r in routes if r.path_regex.match(path)), None)
+    return sorted({m for r in routes if r.path == template for m in r.methods or ()})
 
 
 def create_app(gateway: Gateway, *, close_on_shutdown: bool = False) -> FastAPI:
@@ -201,10 +201,7 @@ def create_app(gateway: Gateway, *, close_on_shutdown: bool = False) -> FastAPI:
 
     mount_workbench(app, gateway)
     mount_model_routes(app, gateway, principal, ERRORS)
-    review_policy = gateway.policy.policy.review
-    install_openapi(
-        app, decision_defs=decision_defs, min_rationale=review_policy.min_rationale_chars
-    )
+    install_openapi(app, gateway.policy, decision_defs)
 
     @app.get("/healthz", summary="Liveness and audit writer health")
     def healthz() -> dict[str, Any]:

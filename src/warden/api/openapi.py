@@ -91,16 +91,21 @@ def _tool_calls(tools: Mapping[str, Tool], generic: dict[str, Any]) -> dict[str,
     return {"anyOf": [array, {"type": "null"}], "default": None, "description": description}
 
 
-def _chat_completions(errors: dict[str, Any]) -> dict[str, Any]:
-    def header(name: str, description: str) -> dict[str, Any]:
+def _chat_completions(errors: dict[str, Any], policy: LoadedPolicy) -> dict[str, Any]:
+    def header(name: str, description: str, enum: list[str], required: bool) -> dict[str, Any]:
         return {
             "name": name,
             "in": "header",
-            "required": True,
-            "schema": {"type": "string"},
+            "required": required,
+            "schema": {"type": "string", "enum": enum},
             "description": description,
         }
 
+    chats = sorted(
+        name
+        for name, compiled in policy.decision_types.items()
+        if compiled.spec.llm is not None and compiled.spec.llm.mode == "chat"
+    )
     message = {
         "type": "object",
         "required": ["role", "content"],
@@ -109,15 +114,35 @@ def _chat_completions(errors: dict[str, Any]) -> dict[str, Any]:
             "content": {"type": "string"},
         },
     }
+    from_user = {"type": "object", "required": ["role"], "properties": {"role": {"const": "user"}}}
+    messages = {
+        "type": "array",
+        "minItems": 1,
+        "items": message,
+        "contains": from_user,
+        "description": "At least one message from the user; its text passes the input guard.",
+    }
     return {
         "post": {
             "summary": "OpenAI-compatible chat completions, through every gate and residency "
             "routing; the answer is the upstream's, with X-Warden-Decision-Id",
             "operationId": "chat_completions",
             "parameters": [
-                header("X-Warden-Jurisdiction", "The request's jurisdiction label, e.g. EU."),
-                header("X-Warden-Data-Class", "The data class, e.g. personal."),
-                header("X-Warden-Decision-Type", "A decision type of the policy."),
+                header(
+                    "X-Warden-Jurisdiction",
+                    "The request's jurisdiction label; unlabeled or unknown: 422.",
+                    sorted(policy.policy.residency),
+                    True,
+                ),
+                header(
+                    "X-Warden-Data-Class",
+                    "The data class (default: the decision type's `llm.data_class`).",
+                    list(policy.policy.data_classes),
+                    False,
+                ),
+                header(
+                    "X-Warden-Decision-Type", "A chat decision type of the policy.", chats, True
+                ),
                 {
                     "name": "Authorization",
                     "in": "header",
@@ -135,7 +160,7 @@ def _chat_completions(errors: dict[str, Any]) -> dict[str, Any]:
                             "required": ["model", "messages"],
                             "properties": {
                                 "model": {"type": "string"},
-                                "messages": {"type": "array", "minItems": 1, "items": message},
+                                "messages": messages,
                             },
                             "additionalProperties": True,
                         }
@@ -154,7 +179,7 @@ def _chat_completions(errors: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def install_openapi(app: FastAPI, *, decision_defs: dict[str, Any], min_rationale: int) -> None:
+def install_openapi(app: FastAPI, policy: LoadedPolicy, decision_defs: dict[str, Any]) -> None:
     """Wrap `app.openapi` so the document it builds (once) is complete."""
     build = app.openapi
 
@@ -167,14 +192,14 @@ def install_openapi(app: FastAPI, *, decision_defs: dict[str, Any], min_rational
             schemas.setdefault(name, schema)
         rationale = schemas.get("ReviewRequestBody", {}).get("properties", {}).get("rationale")
         if rationale is not None:
-            rationale["minLength"] = min_rationale
+            rationale["minLength"] = policy.policy.review.min_rationale_chars
         errors = {  # ErrorResponse: every other route documents it, so it is a component
             "description": "Error",
             "content": {
                 "application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}
             },
         }
-        document["paths"]["/v1/chat/completions"] = _chat_completions(errors)
+        document["paths"]["/v1/chat/completions"] = _chat_completions(errors, policy)
         app.openapi_schema = document
         return document
 
