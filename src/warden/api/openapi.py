@@ -192,7 +192,12 @@ def install_openapi(app: FastAPI, policy: LoadedPolicy, decision_defs: dict[str,
             schemas.setdefault(name, schema)
         rationale = schemas.get("ReviewRequestBody", {}).get("properties", {}).get("rationale")
         if rationale is not None:
-            rationale["minLength"] = policy.policy.review.min_rationale_chars
+            minimum = policy.policy.review.min_rationale_chars
+            rationale["minLength"] = minimum
+            rationale["description"] = (
+                f"Why: at least {minimum} characters once leading and trailing whitespace "
+                "is stripped."
+            )
         errors = {  # ErrorResponse: every other route documents it, so it is a component
             "description": "Error",
             "content": {
