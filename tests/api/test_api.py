@@ -391,6 +391,8 @@ def test_the_openapi_document_is_complete_and_says_what_the_server_enforces(api:
     assert decisions_422["content"]["application/json"]["schema"]["$ref"] == error_ref
     rationale = schemas["ReviewRequestBody"]["properties"]["rationale"]
     assert rationale["minLength"] == 10  # examples/policy.yaml: review.min_rationale_chars
+    calibrate = schemas["CalibrateRequestBody"]["properties"]["decision_type"]
+    assert calibrate["enum"] == ["claims_intake", "payment_fraud"]  # those with costs
 
 
 def test_the_decision_body_in_the_openapi_document_is_the_policys(api: Any) -> None:

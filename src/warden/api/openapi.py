@@ -198,6 +198,10 @@ def install_openapi(app: FastAPI, policy: LoadedPolicy, decision_defs: dict[str,
                 f"Why: at least {minimum} characters once leading and trailing whitespace "
                 "is stripped."
             )
+        calibrate = schemas.get("CalibrateRequestBody", {}).get("properties", {})
+        calibratable = sorted(n for n, c in policy.decision_types.items() if c.spec.costs)
+        if "decision_type" in calibrate and calibratable:  # the types whose costs are set
+            calibrate["decision_type"]["enum"] = calibratable
         errors = {  # ErrorResponse: every other route documents it, so it is a component
             "description": "Error",
             "content": {
