@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -446,3 +447,91 @@ def test_an_unknown_data_class_is_refused_also_where_no_model_is_called(api: Any
     error = response.json()["error"]
     assert error["code"] == "residency.unknown_data_class" and error["field"] == "data_class"
     assert "this policy knows: public, internal, confidential, personal" in error["message"]
+
+
+def test_a_key_twice_or_a_body_not_in_utf8_is_a_422(api: Any) -> None:
+    """`json.loads` keeps the last of two equal keys; a proxy may read the first. Warden
+    refuses the ambiguity (a second `jurisdiction` must not re-route a request)."""
+    client, keys = api
+    headers = {**keys["service"], "Content-Type": "application/json"}
+    twice = b'{"decision_type": "payment_fraud", "jurisdiction": "EU", "inputs": {}, '
+    twice += b'"jurisdiction": "US"}'
+    response = client.post("/v1/decisions", content=twice, headers=headers)
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["message"].startswith('body: key "jurisdiction" appears twice')
+    utf16 = json.dumps(payment()).encode("utf-16")
+    response = client.post("/v1/decisions", content=utf16, headers=headers)
+    assert response.status_code == 422 and "not valid UTF-8" in response.text
+
+
+def test_a_wrong_method_behind_a_root_path_still_names_the_methods(data_dir: Path) -> None:
+    with Gateway.open(data_dir, EXAMPLE_POLICY) as gateway:
+        client = TestClient(create_app(gateway), root_path="/warden")
+        response = client.put("/warden/v1/decisions")
+        assert response.status_code == 405 and response.headers["allow"] == "POST"
+        static = TestClient(create_app(gateway)).post("/workbench/static/README.txt")
+        assert static.status_code == 405 and "GET" in static.headers["allow"]
+
+
+def test_the_chat_body_in_the_openapi_document_takes_what_the_front_door_takes(
+    api: Any,
+) -> None:
+    from jsonschema import Draft202012Validator
+
+    client, _ = api
+    spec = client.get("/openapi.json").json()
+    chat = spec["paths"]["/v1/chat/completions"]["post"]
+    validator = Draft202012Validator(chat["requestBody"]["content"]["application/json"]["schema"])
+    user = {"role": "user", "content": "Where is my claim?"}
+    for body in (
+        {"model": "x", "messages": [user]},
+        {"messages": [user]},  # the model is the endpoint's
+        {"messages": [{"role": "developer", "content": "Be brief."}, user]},
+        {"messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}]},
+        {"messages": [{"role": "assistant"}, user], "stream": False},
+    ):
+        assert validator.is_valid(body), body
+    for body in (
+        {"messages": [{"role": "system", "content": "x"}]},  # no user message
+        {"messages": [user], "stream": True},
+        {"messages": [{"role": "user", "content": [{"type": "image_url"}]}]},
+    ):
+        assert not validator.is_valid(body), body
+
+
+def test_a_tool_schema_with_local_definitions_resolves_inside_the_document(
+    tmp_path: Path,
+) -> None:
+    """A policy's tool schema may use `$defs`; embedded as it is, its `#/$defs/…` would
+    point into the OpenAPI document (nowhere). It resolves inside its own schema."""
+    from jsonschema import Draft202012Validator
+
+    text = EXAMPLE_POLICY.read_text(encoding="utf-8")
+    plain = "            reference: {type: string, maxLength: 64}\n"
+    assert plain in text
+    text = text.replace(plain, '            reference: {$ref: "#/$defs/reference"}\n').replace(
+        "          required: [amount, currency]\n",
+        "          required: [amount, currency]\n"
+        "          $defs: {reference: {type: string, maxLength: 64}}\n",
+        1,
+    )
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(text, encoding="utf-8")
+    with Gateway.open(tmp_path / "data", policy) as gateway:
+        spec = TestClient(create_app(gateway)).get("/openapi.json").json()
+        example = gateway.policy.decision_types["claims_intake"].spec.example_inputs
+    body = spec["paths"]["/v1/decisions"]["post"]["requestBody"]["content"]["application/json"]
+    validator = Draft202012Validator({**body["schema"], "components": spec["components"]})
+
+    def intake(reference: str) -> dict[str, Any]:
+        arguments = {"amount": 10.0, "currency": "EUR", "reference": reference}
+        call = {"name": "issue_refund", "arguments": arguments}
+        return {
+            "decision_type": "claims_intake",
+            "jurisdiction": "EU",
+            "inputs": example,
+            "tool_calls": [call],
+        }
+
+    assert validator.is_valid(intake("R-1")), list(validator.iter_errors(intake("R-1")))
+    assert not validator.is_valid(intake("R" * 65))

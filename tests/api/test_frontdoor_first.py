@@ -45,6 +45,8 @@ def _cases(key: str) -> list[tuple[dict[str, str], Any]]:
         ({k: v for k, v in good.items() if k != "x-warden-decision-type"}, CHAT),
         (good, {"model": "x", "messages": []}),
         (good, b'{"model": "x", "messages": [], "seed": ' + b"9" * 4301 + b"}"),
+        (good, b'{"model": "x", "messages": [], "model": "y"}'),
+        (good, '{"model": "x", "messages": []}'.encode("utf-16")),
         (good, b'{"model": "x", "messages": [], "x": ' + b"[" * 9000 + b"]" * 9000 + b"}"),
         (
             good,

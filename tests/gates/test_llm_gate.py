@@ -273,7 +273,7 @@ def test_a_record_of_format_1_reproduces_without_the_fields_format_2_added(
         decision_id = gw.decide_sync(claim("EU"), SERVICE)["decision_id"]
         entries = gw.store.entries_for(decision_id)
         record = entries[-1].body()
-        assert record["record_format"] == RECORD_FORMAT == 2
+        assert record["record_format"] == RECORD_FORMAT == 3
         outputs = next(g["result"] for g in record["gates"] if g["gate"] == "outputs")
         assert outputs["length"] > 0
         del outputs["length"]

@@ -10,6 +10,7 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from tests.conftest import ADMIN, AUDITOR, SERVICE, payment
@@ -17,7 +18,7 @@ from tests.models.conftest import SMALL
 from warden.audit.reproduce import reproduce_entries
 from warden.auth import Principal, Role
 from warden.cli.main import app
-from warden.gateway import Gateway
+from warden.gateway import Gateway, RefusedError
 from warden.models.calibrate import calibrate
 from warden.models.policies import SCORED_POLICY
 from warden.models.registry import ModelRegistry
@@ -120,3 +121,36 @@ def test_documents_and_forced_reviews_reproduce(gateway: Gateway) -> None:
     assert report["identical"], report["different"]
     assert any(f["path"].startswith("inputs.findings") for f in report["fields"])
     assert report["model"] is None
+
+
+def test_a_record_made_before_format_3_reproduces_without_the_data_class_check(
+    gateway: Gateway,
+) -> None:
+    """Format 3 refuses a data class the policy does not know for every decision type;
+    before it, a payment (no model call) with `data_class: "pii"` was decided. Such a
+    record still reproduces as it was decided, and one of format 3 as refused."""
+    from warden.audit.entry import StoredEntry
+    from warden.canonical import canonical_json
+
+    with pytest.raises(RefusedError) as caught:
+        gateway.decide_sync({**payment(), "data_class": "pii"}, SERVICE)
+    assert caught.value.code == "residency.unknown_data_class"
+    assert caught.value.decision_id is not None
+    entries = gateway.store.entries_for(caught.value.decision_id)
+    assert entries[-1].kind == "refusal"
+    assert reproduce_entries(gateway.store, entries).identical
+
+    approved = gateway.decide_sync(payment(), SERVICE)
+    last = gateway.store.entries_for(approved["decision_id"])[-1]
+    record = last.body()
+    assert record["record_format"] == 3
+    record["request"]["data_class"] = "pii"  # as a format-2 gateway recorded it
+
+    def as_recorded(body: dict[str, object]) -> StoredEntry:
+        data = canonical_json({**last.envelope(), "body": body})
+        return StoredEntry(last.seq, "decision", last.decision_id, last.ts, last.leaf_hash, data)
+
+    old = reproduce_entries(gateway.store, [as_recorded({**record, "record_format": 2})])
+    assert old.identical, old.as_dict()["different"]
+    new = reproduce_entries(gateway.store, [as_recorded(record)])
+    assert not new.identical and "outcome" in new.as_dict()["different"]

@@ -40,6 +40,13 @@ def _methods_at(app: FastAPI, path: str) -> list[str]:
     return sorted({m for r in routes if r.path == template for m in r.methods or ()})
 
 
+def _route_path(request: Request) -> str:
+    """The path the routes see: without the `root_path` a proxy mounts the app under."""
+    path: str = request.scope["path"]
+    root: str = request.scope.get("root_path", "")
+    return path[len(root) :] if root and path.startswith(root) else path
+
+
 def create_app(gateway: Gateway, *, close_on_shutdown: bool = False) -> FastAPI:
     """The app. With `close_on_shutdown`, the app owns the gateway and closes it (flushing
     the audit writer, releasing the data directory) when the server shuts down."""
@@ -90,7 +97,9 @@ def create_app(gateway: Gateway, *, close_on_shutdown: bool = False) -> FastAPI:
         body = {"code": code, "message": str(exc.detail)}
         headers = dict(exc.headers or {})
         if exc.status_code == 405:  # Starlette names the first route's methods only
-            headers["Allow"] = ", ".join(_methods_at(app, request.url.path))
+            methods = _methods_at(app, _route_path(request))
+            if methods:  # else (a mount's own 405, say) Starlette's answer stands
+                headers["Allow"] = ", ".join(methods)
         return JSONResponse({"error": body}, status_code=exc.status_code, headers=headers)
 
     decision_schema, decision_defs = decision_body_schema(gateway.policy)

@@ -13,6 +13,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from warden.frontdoor import MAX_MESSAGES
 from warden.policy.loader import LoadedPolicy
 from warden.policy.model import Tool
 from warden.schemas import DecisionRequestBody
@@ -54,7 +55,9 @@ def decision_body_schema(policy: LoadedPolicy) -> tuple[dict[str, Any], dict[str
             "default": None,
             "description": properties.get("data_class", {}).get("description", ""),
         }
-        properties["tool_calls"] = _tool_calls(compiled.spec.tools, properties["tool_calls"])
+        properties["tool_calls"] = _tool_calls(
+            name, compiled.spec.tools, properties["tool_calls"], defs
+        )
         variant["required"] = sorted({*variant.get("required", []), "jurisdiction"})
         defs[variant["title"]] = variant
         variants[name] = _REF.format(model=variant["title"])
@@ -65,7 +68,34 @@ def decision_body_schema(policy: LoadedPolicy) -> tuple[dict[str, Any], dict[str
     return schema, defs
 
 
-def _tool_calls(tools: Mapping[str, Tool], generic: dict[str, Any]) -> dict[str, Any]:
+def _as_component(schema: dict[str, Any], name: str, defs: dict[str, Any]) -> dict[str, Any]:
+    """A policy's JSON Schema as a component of the document, referred to by `$ref`. Its
+    local references (`#/$defs/…`, `#`) are rewritten to point into that component, so
+    they resolve in the OpenAPI document as they did in the schema alone."""
+    base = _REF.format(model=name)
+
+    def rebase(node: Any) -> Any:
+        if isinstance(node, dict):
+            return {
+                k: base + v[1:]
+                if k == "$ref" and isinstance(v, str) and v.startswith("#")
+                else rebase(v)
+                for k, v in node.items()
+            }
+        if isinstance(node, list):
+            return [rebase(item) for item in node]
+        return node
+
+    defs[name] = rebase(schema)
+    return {"$ref": base}
+
+
+def _tool_calls(
+    decision_type: str,
+    tools: Mapping[str, Tool],
+    generic: dict[str, Any],
+    defs: dict[str, Any],
+) -> dict[str, Any]:
     """The decision type's allow-list: each tool's name and argument schema (its limits,
     checked against the inputs, are not expressible here); none allowed: no calls."""
     description = generic.get("description", "")
@@ -82,7 +112,12 @@ def _tool_calls(tools: Mapping[str, Tool], generic: dict[str, Any]) -> dict[str,
             "description": tool.description,
             "required": ["name", "arguments"],
             "additionalProperties": False,
-            "properties": {"name": {"type": "string", "const": name}, "arguments": tool.schema_},
+            "properties": {
+                "name": {"type": "string", "const": name},
+                "arguments": _as_component(
+                    tool.schema_, f"ToolArguments_{decision_type}_{name}", defs
+                ),
+            },
         }
         for name, tool in sorted(tools.items())
     ]
@@ -106,18 +141,30 @@ def _chat_completions(errors: dict[str, Any], policy: LoadedPolicy) -> dict[str,
         for name, compiled in policy.decision_types.items()
         if compiled.spec.llm is not None and compiled.spec.llm.mode == "chat"
     )
+    text_part = {
+        "type": "object",
+        "required": ["type"],
+        "properties": {"type": {"const": "text"}, "text": {"type": "string"}},
+    }
     message = {
         "type": "object",
-        "required": ["role", "content"],
+        "required": ["role"],
         "properties": {
-            "role": {"type": "string", "enum": ["system", "user", "assistant", "tool"]},
-            "content": {"type": "string"},
+            "role": {
+                "type": "string",
+                "examples": ["system", "developer", "user", "assistant", "tool"],
+            },
+            "content": {
+                "anyOf": [{"type": "string"}, {"type": "array", "items": text_part}],
+                "description": "Text, or text content parts (no images or audio).",
+            },
         },
     }
     from_user = {"type": "object", "required": ["role"], "properties": {"role": {"const": "user"}}}
     messages = {
         "type": "array",
         "minItems": 1,
+        "maxItems": MAX_MESSAGES,
         "items": message,
         "contains": from_user,
         "description": "At least one message from the user; its text passes the input guard.",
@@ -157,10 +204,14 @@ def _chat_completions(errors: dict[str, Any], policy: LoadedPolicy) -> dict[str,
                     "application/json": {
                         "schema": {
                             "type": "object",
-                            "required": ["model", "messages"],
+                            "required": ["messages"],
                             "properties": {
                                 "model": {"type": "string"},
                                 "messages": messages,
+                                "stream": {
+                                    "enum": [False, None],
+                                    "description": "Streaming is not supported.",
+                                },
                             },
                             "additionalProperties": True,
                         }

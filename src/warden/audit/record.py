@@ -13,7 +13,9 @@ from warden.audit.sqlite_store import utc_now
 from warden.pipeline.context import DecisionContext
 
 #: 2: the outputs gate's result holds `length` (the answer length the output guard saw)
-RECORD_FORMAT = 2
+#: 3: the residency gate refuses a data class the policy does not know, for every decision
+#:    type (before, only the LLM gate did, for the types that call a model)
+RECORD_FORMAT = 3
 #: fields each format added to a gate's result, by format: a reproduction of a record of an
 #: older format leaves them out, so an old record still reproduces as identical
 ADDED_IN_FORMAT: dict[int, list[tuple[str, str]]] = {2: [("outputs", "length")]}

@@ -176,6 +176,7 @@ def reproduce_entries(store: AuditStore, entries: list[StoredEntry]) -> Reproduc
         context=record["request"].get("context"),
         chat=chat,
     )
+    record_format = int(record.get("record_format", 1))
     caller = Principal(record["caller"]["name"], Role(record["caller"]["role"]))
     ctx = DecisionContext(record["decision_id"], request, caller, policy, record["received_at"])
     # the per-request canary went into the recorded prompt; the same one renders it again
@@ -183,7 +184,7 @@ def reproduce_entries(store: AuditStore, entries: list[StoredEntry]) -> Reproduc
     pipeline = Pipeline(
         [
             AdmissionGate(),
-            ResidencyGate(),
+            ResidencyGate(checks_data_class=record_format >= 3),
             InputsGate(),
             # model calls are replayed from their recorded raw response, never re-sent
             LlmGate(None, None, recorded=llm or {}),
@@ -204,7 +205,7 @@ def reproduce_entries(store: AuditStore, entries: list[StoredEntry]) -> Reproduc
         {k: model_record[k] for k in ("name", "version", "sha256")} if model_record else None,
         version,
     )
-    drop_newer_fields(ctx.results, int(record.get("record_format", 1)))
+    drop_newer_fields(ctx.results, record_format)
     recorded_gates = {k: v for k, v in gate_results(record).items() if k != "commit"}
     for name in sorted(set(recorded_gates) | set(ctx.results)):
         report.fields += _compare(recorded_gates.get(name), ctx.results.get(name), name)

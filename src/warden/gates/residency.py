@@ -11,6 +11,10 @@ class ResidencyGate:
     name = "residency"
     runs_after_stop = False
 
+    def __init__(self, *, checks_data_class: bool = True) -> None:
+        #: False only to reproduce a record made before format 3 (`audit.record`)
+        self.checks_data_class = checks_data_class
+
     def run(self, ctx: DecisionContext) -> None:
         label = ctx.request.jurisdiction
         residency = ctx.policy.policy.residency
@@ -39,9 +43,12 @@ class ResidencyGate:
             return
         data_class = ctx.request.data_class
         known = ctx.policy.policy.data_classes
-        if data_class is not None and data_class not in known:
+        if self.checks_data_class and data_class is not None and data_class not in known:
             # also where no model is called: a typo is refused, never recorded as a class
-            ctx.add_result(self.name, {"jurisdiction": label, "allowed": False})
+            ctx.add_result(
+                self.name,
+                {"jurisdiction": label, "allowed": False, "unknown_data_class": data_class},
+            )
             ctx.halt(
                 self.name,
                 "residency.unknown_data_class",
