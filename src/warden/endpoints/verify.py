@@ -3,7 +3,9 @@ own records — that every model call went to a zone its jurisdiction allows.
 
 From the audit log (decisions and refusals in the window): per jurisdiction, requests,
 model calls, the share served in an allowed zone, violations (any attempt, not only the
-one that answered, outside the recorded allowed zones), and unlabeled/unknown refusals.
+one that answered, outside the recorded allowed zones), unlabeled/unknown-jurisdiction
+refusals, and per jurisdiction the requests refused for their data class (unknown to the
+policy, or with no endpoint allowed to receive it) — those never reach a model.
 
 From access logs (one JSON line per upstream request with `decision_id`, `region`): every
 request that carried a decision id must belong to a decision (its intent or final record)
@@ -37,6 +39,10 @@ class JurisdictionStats:
     served_in_allowed_zone: int = 0
     review_unavailable: int = 0
     refused_unavailable: int = 0
+    #: refused before any model call: a data class the policy does not know, or one that
+    #: no endpoint of the jurisdiction's route may receive
+    refused_unknown_data_class: int = 0
+    refused_no_route: int = 0
     by_endpoint: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
@@ -49,6 +55,8 @@ class JurisdictionStats:
             "share_in_allowed_zone": share,
             "unavailable_review": self.review_unavailable,
             "unavailable_refused": self.refused_unavailable,
+            "refused_unknown_data_class": self.refused_unknown_data_class,
+            "refused_no_route": self.refused_no_route,
             "served_by": dict(sorted(self.by_endpoint.items())),
         }
 
@@ -116,6 +124,12 @@ def verify_routes(
             continue
         stats = report.jurisdictions.setdefault(str(jurisdiction), JurisdictionStats())
         stats.requests += 1
+        if stop.get("code") == "residency.unknown_data_class":
+            stats.refused_unknown_data_class += 1
+            continue
+        if stop.get("code") == "residency.no_route":
+            stats.refused_no_route += 1
+            continue
         llm = _llm(body)
         if not llm or "mode" not in llm:  # no model call for this decision type
             continue
@@ -236,6 +250,7 @@ def routes_table(report: RoutesReport, title: str | None = None) -> Table:
         "in allowed zone",
         "served by",
         "unavailable → review / refused",
+        "data class refused (unknown / no route)",
         title=title,
         title_justify="left",
     )
@@ -250,6 +265,7 @@ def routes_table(report: RoutesReport, title: str | None = None) -> Table:
             "-" if share is None else f"{share:.1%}",
             ", ".join(f"{k} {v}" for k, v in row["served_by"].items()) or "-",
             f"{stats.review_unavailable} / {stats.refused_unavailable}",
+            f"{stats.refused_unknown_data_class} / {stats.refused_no_route}",
         )
     return table
 
