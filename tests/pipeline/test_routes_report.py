@@ -33,6 +33,7 @@ def test_unknown_data_class_refusals_are_counted_apart(gateway: Gateway) -> None
     assert report.ok
     rendered = " ".join(str(cell) for col in routes_table(report).columns for cell in col._cells)
     assert "1 / 0" in rendered
+    assert "data class refused" in " ".join(str(c.header) for c in routes_table(report).columns)
 
 
 def test_a_data_class_without_a_route_is_counted_apart(tmp_path: Path) -> None:
@@ -55,3 +56,13 @@ def test_a_data_class_without_a_route_is_counted_apart(tmp_path: Path) -> None:
         )
     us = report.jurisdictions["US"].as_dict()
     assert (us["requests"], us["refused_no_route"], us["model_calls"]) == (1, 1, 0)
+
+
+def test_the_table_stays_narrow_without_data_class_refusals(gateway: Gateway) -> None:
+    since = datetime.now(UTC) - timedelta(seconds=1)
+    gateway.decide_sync(payment(), SERVICE)
+    report = verify_routes(
+        gateway.store, gateway.policy.policy, since, datetime.now(UTC) + timedelta(seconds=1)
+    )
+    headers = [str(c.header) for c in routes_table(report).columns]
+    assert len(headers) == 7 and not any("data class" in h for h in headers)

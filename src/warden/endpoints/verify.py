@@ -241,8 +241,12 @@ def _cross_check(
 
 
 def routes_table(report: RoutesReport, title: str | None = None) -> Table:
-    """The per-jurisdiction summary as a table (the CLI and the demo print it)."""
-    table = Table(
+    """The per-jurisdiction summary as a table (the CLI and the demo print it). The column
+    of data-class refusals appears only when there are some, to keep the table narrow."""
+    data_class_refusals = any(
+        s.refused_unknown_data_class or s.refused_no_route for s in report.jurisdictions.values()
+    )
+    columns = [
         "jurisdiction",
         "requests",
         "model calls",
@@ -250,14 +254,14 @@ def routes_table(report: RoutesReport, title: str | None = None) -> Table:
         "in allowed zone",
         "served by",
         "unavailable → review / refused",
-        "data class refused (unknown / no route)",
-        title=title,
-        title_justify="left",
-    )
+    ]
+    if data_class_refusals:
+        columns.append("data class refused: unknown / no route")
+    table = Table(*columns, title=title, title_justify="left")
     for name, stats in sorted(report.jurisdictions.items()):
         row = stats.as_dict()
         share = row["share_in_allowed_zone"]
-        table.add_row(
+        cells = [
             name,
             str(stats.requests),
             str(stats.model_calls),
@@ -265,8 +269,10 @@ def routes_table(report: RoutesReport, title: str | None = None) -> Table:
             "-" if share is None else f"{share:.1%}",
             ", ".join(f"{k} {v}" for k, v in row["served_by"].items()) or "-",
             f"{stats.review_unavailable} / {stats.refused_unavailable}",
-            f"{stats.refused_unknown_data_class} / {stats.refused_no_route}",
-        )
+        ]
+        if data_class_refusals:
+            cells.append(f"{stats.refused_unknown_data_class} / {stats.refused_no_route}")
+        table.add_row(*cells)
     return table
 
 
