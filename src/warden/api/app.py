@@ -8,6 +8,7 @@ from fastapi import Depends, FastAPI, Header, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.convertors import StringConvertor, register_url_convertor
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Route
 
@@ -16,12 +17,12 @@ from warden.api.body import parse_json_body
 from warden.api.models import mount_model_routes
 from warden.api.openai_compat import install as install_chat_completions
 from warden.api.openapi import decision_body_schema, install_openapi
-from warden.auth import Principal
+from warden.auth import Permission, Principal
 from warden.errors import AuthError, RequestError, WardenError
 from warden.gateway import Gateway
 from warden.policy.errors_format import request_error
 from warden.review.web import mount_workbench
-from warden.schemas import DecisionResponse, ErrorResponse, ReviewRequestBody
+from warden.schemas import DecisionResponse, ErrorResponse
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse} for code in (401, 403, 404, 409, 422, 503)
@@ -29,6 +30,27 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 #: what Starlette says when a body is not UTF-8 (FastAPI answers 400 with it)
 _UNPARSABLE_BODY = "There was an error parsing the body"
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "request.too_large"}
+
+
+class _CaseIdConvertor(StringConvertor):
+    """The decision id of `/v1/review/{decision_id}`: any path segment but `queue`, the
+    queue's own path. Starlette takes the first route whose path *and* method match, so
+    without this `POST /v1/review/queue` was a review of a decision "queue" (a 422 or a
+    404) rather than a wrong method on the queue (405, `Allow: GET`)."""
+
+    regex = "(?!queue$)[^/]+"
+
+
+register_url_convertor("case_id", _CaseIdConvertor())
+#: the body `POST /v1/review/{decision_id}` reads (documented, as it is read by hand)
+_REVIEW_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/ReviewRequestBody"}}
+        },
+    }
+}
 
 
 def _methods_at(app: FastAPI, path: str) -> list[str]:
@@ -177,15 +199,20 @@ def create_app(gateway: Gateway, *, close_on_shutdown: bool = False) -> FastAPI:
         return {"items": gateway.review_queue(caller, min(max(limit, 1), 1000))}
 
     @app.post(
-        "/v1/review/{decision_id}",
+        "/v1/review/{decision_id:case_id}",
         responses=ERRORS,
         summary="A reviewer's decision on a case they claimed (rationale and label mandatory)",
+        # read as `POST /v1/decisions` reads its body (a key twice, text not UTF-8, a body
+        # nested too deeply: a 422 naming the body), then validated by the review desk
+        openapi_extra=_REVIEW_BODY,
     )
-    async def review(decision_id: str, body: ReviewRequestBody, caller: Caller) -> dict[str, Any]:
-        return await gateway.review(decision_id, caller, body.model_dump())
+    async def review(decision_id: str, request: Request, caller: Caller) -> dict[str, Any]:
+        caller.require(Permission.REVIEW)  # a role that may not review: 403 before its body
+        payload = parse_json_body(await request.body())
+        return await gateway.review(decision_id, caller, payload)
 
     @app.get(
-        "/v1/review/{decision_id}",
+        "/v1/review/{decision_id:case_id}",
         responses=ERRORS,
         summary="A queued case: who holds it, its four-eyes state and review trail",
     )

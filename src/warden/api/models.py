@@ -1,14 +1,18 @@
 """HTTP routes for reproduce, band monitoring and thresholds (maker-checker): routes only;
 the Gateway does the work."""
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi import Depends, FastAPI, Request
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from warden.api.body import parse_json_body
 from warden.auth import Permission, Principal
+from warden.errors import RequestError
 from warden.gateway import Gateway
+from warden.policy.errors_format import request_error
 
 
 class CalibrateRequestBody(BaseModel):
@@ -23,6 +27,28 @@ class CalibrateRequestBody(BaseModel):
     review_capacity: float | None = Field(default=None, gt=0.0, le=1.0)
 
 
+def calibrate_body(raw: bytes) -> CalibrateRequestBody:
+    """The body of `POST /v1/thresholds/calibrate`, read as `POST /v1/decisions` reads
+    its body (a key twice, text not UTF-8, nesting too deep: a 422 naming the body)."""
+    try:
+        return CalibrateRequestBody.model_validate(parse_json_body(raw))
+    except ValidationError as exc:
+        allowed = ", ".join(CalibrateRequestBody.model_fields)
+        path, message = request_error(exc.errors()[0], allowed=allowed)
+        raise RequestError(message, field=path) from None
+
+
+#: the body `POST /v1/thresholds/calibrate` reads (documented, as it is read by hand)
+_CALIBRATE_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/CalibrateRequestBody"}}
+        },
+    }
+}
+
+
 def mount_model_routes(
     app: FastAPI,
     gateway: Gateway,
@@ -30,6 +56,10 @@ def mount_model_routes(
     responses: dict[int | str, dict[str, Any]],
 ) -> None:
     Caller = Annotated[Principal, Depends(principal)]
+    # one calibration at a time: its report is drawn by matplotlib (off the event loop, on
+    # a thread), whose text layout is not thread-safe; two at once failed with a 500 after
+    # the proposal was committed. The next one waits (each takes seconds).
+    calibrating = asyncio.Lock()
 
     @app.get(
         "/v1/decisions/{decision_id}/reproduce",
@@ -62,15 +92,19 @@ def mount_model_routes(
         "/v1/thresholds/calibrate",
         responses=responses,
         summary="Calibrate and propose a thresholds version (an admin; a second one approves)",
+        openapi_extra=_CALIBRATE_BODY,
     )
-    async def calibrate(body: CalibrateRequestBody, caller: Caller) -> dict[str, Any]:
-        return await gateway.calibrate_thresholds(
-            caller,
-            body.decision_type,
-            rows=body.rows,
-            seed=body.seed,
-            review_capacity=body.review_capacity,
-        )
+    async def calibrate(request: Request, caller: Caller) -> dict[str, Any]:
+        caller.require(Permission.ADMIN)  # a role that may not: 403 before its body
+        body = calibrate_body(await request.body())
+        async with calibrating:
+            return await gateway.calibrate_thresholds(
+                caller,
+                body.decision_type,
+                rows=body.rows,
+                seed=body.seed,
+                review_capacity=body.review_capacity,
+            )
 
     @app.post(
         "/v1/thresholds/{version}/approve",

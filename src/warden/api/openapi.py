@@ -13,10 +13,11 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from warden.api.models import CalibrateRequestBody
 from warden.frontdoor import MAX_MESSAGES
 from warden.policy.loader import LoadedPolicy
 from warden.policy.model import Tool
-from warden.schemas import DecisionRequestBody
+from warden.schemas import DecisionRequestBody, ReviewRequestBody
 
 _REF = "#/components/schemas/{model}"
 
@@ -241,6 +242,10 @@ def install_openapi(app: FastAPI, policy: LoadedPolicy, decision_defs: dict[str,
         schemas = document.setdefault("components", {}).setdefault("schemas", {})
         for name, schema in decision_defs.items():
             schemas.setdefault(name, schema)
+        # the review and calibrate bodies are read by hand (as the decision body is): their
+        # routes refer to these components, which FastAPI adds only for bodies it parses
+        for model in (ReviewRequestBody, CalibrateRequestBody):
+            schemas.setdefault(model.__name__, model.model_json_schema(ref_template=_REF))
         rationale = schemas.get("ReviewRequestBody", {}).get("properties", {}).get("rationale")
         if rationale is not None:
             minimum = policy.policy.review.min_rationale_chars

@@ -81,8 +81,14 @@ class Sessions:
             expected = str(self._login.loads(cookie, max_age=3600))
         except BadSignature:
             return False
-        return hmac.compare_digest(expected, submitted)
+        return _same_token(expected, submitted)
 
 
 def csrf_ok(session: Session, submitted: str | None) -> bool:
-    return bool(submitted) and hmac.compare_digest(session.csrf, str(submitted))
+    return bool(submitted) and _same_token(session.csrf, str(submitted))
+
+
+def _same_token(expected: str, submitted: str) -> bool:
+    """Tokens are ASCII; `hmac.compare_digest` raises TypeError (a 500) on a str with any
+    other character, so such a submission is simply not the token."""
+    return submitted.isascii() and hmac.compare_digest(expected, submitted)

@@ -1,0 +1,221 @@
+"""Bad input on the routes other than the two decision doors (the review workbench API,
+thresholds, audit reads): a precise 4xx `{"error": ...}` naming the field, never a 500,
+and nothing written. Each test here is a finding of a fuzzing session (schemathesis and
+hand-written requests against `warden serve`)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.conftest import EXAMPLE_POLICY, review_payment
+from warden.api.app import create_app
+from warden.auth import Role
+from warden.gateway import Gateway
+
+GOOD_REVIEW = {
+    "outcome": "approve",
+    "rationale": "Known customer travelling, confirmed.",
+    "label": "negative",
+}
+
+
+@pytest.fixture
+def api(data_dir: Path) -> Iterator[tuple[TestClient, dict[str, dict[str, str]], Gateway]]:
+    gateway = Gateway.open(data_dir, EXAMPLE_POLICY)
+    assert gateway.keyring is not None
+    keys = {
+        role.value: {"X-API-Key": gateway.keyring.create(f"{role.value}-1", role)} for role in Role
+    }
+    with TestClient(create_app(gateway)) as client:
+        yield client, keys, gateway
+    gateway.close()
+
+
+def _claimed_case(client: TestClient, keys: dict[str, dict[str, str]]) -> str:
+    queued = client.post("/v1/decisions", json=review_payment(), headers=keys["service"])
+    decision_id: str = queued.json()["decision_id"]
+    claim = client.post(f"/v1/review/{decision_id}/claim", headers=keys["reviewer"])
+    assert claim.status_code == 200, claim.text
+    return decision_id
+
+
+def test_post_to_the_review_queue_is_a_wrong_method_not_a_review_of_a_decision_queue(
+    api: Any,
+) -> None:
+    """`POST /v1/review/queue` matched `POST /v1/review/{decision_id}` with the id
+    "queue" (a 422 for the body, or a 404 for the id) though the path is the queue's."""
+    client, keys, _ = api
+    for body in (None, GOOD_REVIEW, {"nonsense": 1}):
+        for role in ("reviewer", "service"):
+            response = client.post("/v1/review/queue", json=body, headers=keys[role])
+            assert response.status_code == 405, (body, role, response.text)
+            assert response.headers["allow"] == "GET"
+            assert response.json()["error"]["code"] == "method_not_allowed"
+    # the queue's own method and the routes below a decision are untouched
+    assert client.get("/v1/review/queue", headers=keys["reviewer"]).status_code == 200
+    claim = client.post("/v1/review/queue/claim", headers=keys["reviewer"])
+    assert claim.status_code == 404 and "'queue'" in claim.json()["error"]["message"]
+    assert client.get("/v1/review/queue-2", headers=keys["reviewer"]).status_code == 404
+    spec = client.get("/openapi.json").json()
+    assert set(spec["paths"]["/v1/review/queue"]) == {"get"}
+    assert set(spec["paths"]["/v1/review/{decision_id}"]) == {"get", "post"}
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (b'{"outcome": "approve", "outcome": "decline", "rationale": "Known customer, yes.", '
+         b'"label": "negative"}', 'body: key "outcome" appears twice'),
+        (b'{"outcome": "approve",', "body: not valid JSON ("),
+        (b'{"outcome": ' + b"[" * 50_000 + b"]" * 50_000 + b"}", "nested too deeply"),
+        (b'{"outcome": 1' + b"0" * 5000 + b"}", "an integer literal has more than"),
+        ('{"outcome": "approve"}'.encode("utf-16"), "body: not valid UTF-8"),
+    ],
+    ids=["key-twice", "truncated", "deep", "huge-int", "utf-16"],
+)  # fmt: skip
+def test_a_review_body_is_read_like_a_decision_body(api: Any, raw: bytes, message: str) -> None:
+    """The review body went through FastAPI's own parsing: a key twice was taken (the
+    last one: the reviewer's outcome could be read either way), a truncated body named
+    the field `[1]`, and one nested too deeply or with a huge integer was called "not
+    UTF-8 text". It is read as `POST /v1/decisions` reads its body, and nothing is
+    written."""
+    client, keys, gateway = api
+    decision_id = _claimed_case(client, keys)
+    size = gateway.store.size()
+    headers = {**keys["reviewer"], "Content-Type": "application/json"}
+    response = client.post(f"/v1/review/{decision_id}", content=raw, headers=headers)
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["code"] == "request.invalid" and error["field"] == "body", error
+    assert error["message"].startswith(message) or message in error["message"], error
+    assert gateway.store.size() == size
+    case = client.get(f"/v1/review/{decision_id}", headers=keys["auditor"]).json()
+    assert case["status"] == "claimed"
+
+
+def test_a_review_body_names_its_field_and_the_allowed_ones(api: Any) -> None:
+    client, keys, gateway = api
+    decision_id = _claimed_case(client, keys)
+    size = gateway.store.size()
+    url = f"/v1/review/{decision_id}"
+    cases = [
+        ({**GOOD_REVIEW, "outcome": 1}, "outcome"),
+        ({**GOOD_REVIEW, "rationale": None}, "rationale"),
+        ({**GOOD_REVIEW, "rationale": "x" * 5001}, "rationale"),
+        ({**GOOD_REVIEW, "rationale": "  too short "}, "rationale"),
+        ({k: v for k, v in GOOD_REVIEW.items() if k != "label"}, "label"),
+        ({**GOOD_REVIEW, "reviewer": "someone-else"}, "reviewer"),
+    ]
+    for body, field in cases:
+        response = client.post(url, json=body, headers=keys["reviewer"])
+        assert response.status_code == 422, (body, response.text)
+        assert response.json()["error"]["field"] == field, response.text
+    extra = client.post(url, json={**GOOD_REVIEW, "x": 1}, headers=keys["reviewer"])
+    assert "allowed: outcome, rationale, label" in extra.json()["error"]["message"]
+    for raw in (b"[]", b"null", b'"approve"', b"1"):
+        response = client.post(url, content=raw, headers=keys["reviewer"])
+        assert response.status_code == 422, (raw, response.text)
+        assert response.json()["error"] == {
+            "code": "request.invalid",
+            "message": "request body must be a JSON object",
+            "field": "body",
+        }
+    empty = client.post(url, content=b"", headers=keys["reviewer"])
+    assert empty.status_code == 422 and empty.json()["error"]["field"] == "body"
+    assert gateway.store.size() == size
+    # a role that may not review learns that before anything about its body
+    denied = client.post(url, content=b"{", headers=keys["auditor"])
+    assert denied.status_code == 403, denied.text
+    done = client.post(url, json=GOOD_REVIEW, headers=keys["reviewer"])
+    assert done.status_code == 200, done.text
+
+
+def test_a_calibrate_body_is_read_like_a_decision_body(api: Any) -> None:
+    """The same for `POST /v1/thresholds/calibrate`: a second `decision_type` calibrated
+    the last one named."""
+    client, keys, gateway = api
+    size = gateway.store.size()
+    headers = {**keys["admin"], "Content-Type": "application/json"}
+    twice = b'{"decision_type": "payment_fraud", "rows": 300, "decision_type": "claims_intake"}'
+    for raw, message in (
+        (twice, 'body: key "decision_type" appears twice'),
+        (b'{"decision_type": ', "body: not valid JSON ("),
+        (b"[]", "request body must be a JSON object"),
+    ):
+        response = client.post("/v1/thresholds/calibrate", content=raw, headers=headers)
+        assert response.status_code == 422, response.text
+        error = response.json()["error"]
+        assert error["field"] == "body" and error["message"].startswith(message), error
+    for body, field in (
+        ({"decision_type": "payment_fraud", "rows": -1}, "rows"),
+        ({"decision_type": "payment_fraud", "seed": [1]}, "seed"),
+        ({"decision_type": "payment_fraud", "review_capacity": 0}, "review_capacity"),
+        ({"decision_type": "x" * 65}, "decision_type"),
+        ({}, "decision_type"),
+        ({"decision_type": "payment_fraud", "extra": 1}, "extra"),
+    ):
+        response = client.post("/v1/thresholds/calibrate", json=body, headers=keys["admin"])
+        assert response.status_code == 422, (body, response.text)
+        assert response.json()["error"]["field"] == field, response.text
+    denied = client.post("/v1/thresholds/calibrate", content=b"{", headers=keys["reviewer"])
+    assert denied.status_code == 403, denied.text
+    assert gateway.store.size() == size
+
+
+def test_the_openapi_document_still_describes_the_bodies_read_by_hand(api: Any) -> None:
+    client, _, _ = api
+    spec = client.get("/openapi.json").json()
+    schemas = spec["components"]["schemas"]
+    for path, model in (
+        ("/v1/review/{decision_id}", "ReviewRequestBody"),
+        ("/v1/thresholds/calibrate", "CalibrateRequestBody"),
+    ):
+        body = spec["paths"][path]["post"]["requestBody"]
+        assert body["required"] is True
+        ref = body["content"]["application/json"]["schema"]["$ref"]
+        assert ref == f"#/components/schemas/{model}"
+        assert schemas[model]["additionalProperties"] is False
+    assert schemas["ReviewRequestBody"]["properties"]["rationale"]["minLength"] == 10
+    assert schemas["CalibrateRequestBody"]["properties"]["decision_type"]["enum"]
+
+
+def test_concurrent_calibrations_all_answer_and_none_is_left_half_done(data_dir: Path) -> None:
+    """Three admins' calibrations at once: two answered 500 *after* their proposal was
+    committed (the report's charts are drawn by matplotlib, whose text layout is not
+    thread-safe, on `asyncio.to_thread`). The route runs one calibration at a time."""
+    gateway = Gateway.open(data_dir, EXAMPLE_POLICY)
+    assert gateway.keyring is not None
+    key = {"X-API-Key": gateway.keyring.create("admin-1", Role.ADMIN)}
+    app = create_app(gateway)
+
+    async def calibrate_three() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://warden") as client:
+            return await asyncio.gather(
+                *(
+                    client.post(
+                        "/v1/thresholds/calibrate",
+                        json={"decision_type": "payment_fraud", "rows": 3000, "seed": seed},
+                        headers=key,
+                    )
+                    for seed in (1, 2, 3)
+                )
+            )
+
+    try:
+        responses = asyncio.run(calibrate_three())
+        assert [r.status_code for r in responses] == [200, 200, 200], [r.text for r in responses]
+        versions = {r.json()["thresholds_version"] for r in responses}
+        from warden.models.thresholds import proposals as stored
+
+        assert {p["thresholds_version"] for p in stored(gateway.store)} == versions
+        assert all(len(r.json()["report"]) == 4 for r in responses)
+    finally:
+        gateway.close()
