@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import gzip
 import socket
+import struct
 import time
 
 import pytest
@@ -331,3 +332,61 @@ async def test_waiting_for_a_place_in_a_full_pool_counts_against_the_total_timeo
     assert (await slow)[0] == 200
     assert server.connections == 1
     await pool.aclose()
+
+
+# ---- a peer that says more than it was asked, or less -------------------------------
+
+
+async def test_a_second_response_in_the_same_segment_never_answers_the_next_request(
+    serve,
+) -> None:
+    # the first answer comes with the start of another, unasked-for response behind it
+    def script(seen: Seen, server: Server) -> bytes:
+        if len(server.seen) == 1:
+            return reply(b'{"n":1}') + b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n"
+        return reply(b'{"n":%d}' % len(server.seen))
+
+    server = await serve(script)
+    pool = Http1Pool()
+    assert await get(pool, server.port) == (200, b'{"n":1}')
+    # not the rest of that stray response: this request's own answer, on a fresh connection
+    assert await get(pool, server.port) == (200, b'{"n":2}')
+    assert server.connections == 2
+    await pool.aclose()
+
+
+async def test_a_compressed_body_is_held_to_the_size_limit_once_decoded(
+    serve, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from warden.endpoints import http1
+
+    monkeypatch.setattr(http1, "MAX_RESPONSE_BYTES", 4096)
+    packed = gzip.compress(b"0" * 100_000)  # a few hundred bytes on the wire
+    assert len(packed) < 4096
+    server = await serve(lambda seen, s: reply(packed, extra=b"Content-Encoding: gzip\r\n"))
+    pool = Http1Pool()
+    with pytest.raises(TransportError, match="too large"):
+        await get(pool, server.port)
+    await pool.aclose()
+
+
+async def test_a_reset_connection_does_not_end_a_close_delimited_body() -> None:
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        await reader.readexactly(7)
+        writer.write(b'HTTP/1.0 200 OK\r\n\r\n{"choices": [')  # close-delimited, cut short
+        await writer.drain()
+        await asyncio.sleep(0.2)  # the client reads that much first
+        sock = writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.transport.abort()  # an RST, not a FIN: the body did not end here
+
+    listener = await asyncio.start_server(handle, "127.0.0.1", 0)
+    pool = Http1Pool()
+    try:
+        with pytest.raises(TransportError) as caught:
+            await get(pool, listener.sockets[0].getsockname()[1])
+        assert caught.value.received
+    finally:
+        await pool.aclose()
+        listener.close()

@@ -149,9 +149,14 @@ class BreakerBoard:
         _GENERATION.pack_into(self._map, offset, new.generation)  # even: done
         return new.generation
 
-    def publish(self, index: int, state: int, opened_at: float = 0.0) -> int:
-        """A transition (and the end of any probe); returns the new generation."""
+    def publish(
+        self, index: int, state: int, opened_at: float = 0.0, *, end_probe: bool = True
+    ) -> int:
+        """A transition, and the end of any probe (`end_probe=False`: only a shorter
+        cool-down, a probe that is out stays out); returns the new generation."""
         with self._locked(index) as current:
+            if not end_probe:
+                return self._write(index, current, state=state, opened_at=opened_at)
             return self._write(
                 index, current, state=state, opened_at=opened_at, probe_owner=0, probe_until=0.0
             )
@@ -198,8 +203,8 @@ class BoardSlot:
     def generation(self) -> int:
         return self.board.generation(self.index)
 
-    def publish(self, state: int, opened_at: float = 0.0) -> int:
-        return self.board.publish(self.index, state, opened_at)
+    def publish(self, state: int, opened_at: float = 0.0, *, end_probe: bool = True) -> int:
+        return self.board.publish(self.index, state, opened_at, end_probe=end_probe)
 
     def claim_probe(self, seconds: float, now: float) -> int | None:
         return self.board.claim_probe(self.index, seconds, now)

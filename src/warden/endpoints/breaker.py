@@ -3,6 +3,11 @@ failures → half-open after `open_seconds` (one probe call at a time) → close
 probe's success, open again on its failure. Counts and timestamps are kept for the
 record and for `/metrics`-style inspection.
 
+Only the probe's own outcome moves a breaker that is not closed: a call let through while
+it was closed may end after it opened, or while the probe is out, and its answer then is
+news from before the breaker opened. So `admit` hands each call a permit (0 for a call
+while closed, the probe's number in half-open) and the outcome is reported with it.
+
 Under `warden serve --workers N` each breaker also has a slot on the workers' shared
 `BreakerBoard` (`warden.endpoints.board`): its own transitions are published there, the
 other workers' adopted before each routing decision, and the half-open probe is one for all
@@ -34,6 +39,8 @@ class Breaker:
     times_opened: int = 0
     opened_at: float = 0.0  # monotonic
     probe_in_flight: bool = False
+    #: the number of the latest half-open probe let through (its permit)
+    probes: int = 0
     #: wall-clock timestamps of the last transitions and outcomes
     stamps: dict[str, str] = field(default_factory=dict)
     #: (state, utc) for every transition, newest last (bounded)
@@ -79,52 +86,72 @@ class Breaker:
             self.board is not None and self.board.held_elsewhere(now)
         )
 
-    def acquire(self, now: float | None = None) -> bool:
-        """Take permission for one call; in half-open only one probe at a time (across
-        the workers, with a board)."""
+    def admit(self, now: float | None = None) -> int | None:
+        """Permission for one call: None (not now), 0 (the breaker is closed), or the
+        half-open probe's number (one probe at a time, across the workers with a board).
+        Report the call's outcome with it."""
         now = time.monotonic() if now is None else now
         self._sync()
         if self.state == "closed":
-            return True
+            return 0
         if self.state == "open":
             if now - self.opened_at < self.settings.open_seconds:
-                return False
+                return None
             self._move("half_open")
         if self.probe_in_flight:
-            return False
+            return None
         if self.board is not None:
             generation = self.board.claim_probe(self.probe_seconds, now)
             if generation is None:
-                return False
+                return None
             self._seen = generation
         self.probe_in_flight = True
-        return True
+        self.probes += 1
+        return self.probes
 
-    def record_success(self) -> None:
+    def acquire(self, now: float | None = None) -> bool:
+        """`admit`, when the caller reports outcomes without its permit."""
+        return self.admit(now) is not None
+
+    def _is_probe(self, probe: int | None) -> bool:
+        """Whether an outcome with permit `probe` is the half-open probe's that is out
+        (None: the probe, if one is out)."""
+        return self.probe_in_flight and probe in (None, self.probes)
+
+    def record_success(self, probe: int | None = None) -> None:
+        self._sync()  # judged against what the other workers did meanwhile
         self.successes += 1
-        self.consecutive_failures = 0
-        self.probe_in_flight = False
         self.stamps["last_success_at"] = utc_now()
-        if self.state != "closed":
+        if self.state == "closed":
+            self.consecutive_failures = 0
+        elif self._is_probe(probe):
+            self.consecutive_failures = 0
+            self.probe_in_flight = False
             self._move("closed")
             self._publish(CLOSED)
+        # else: a call let through before the breaker opened; only the probe closes it
 
-    def record_failure(self, now: float | None = None) -> None:
+    def record_failure(self, now: float | None = None, *, probe: int | None = None) -> None:
+        self._sync()  # an opening another worker published meanwhile is not opened again
         self.failures += 1
         self.consecutive_failures += 1
-        self.probe_in_flight = False
         self.stamps["last_failure_at"] = utc_now()
-        if self.state == "half_open" or (
+        if self._is_probe(probe):
+            self.probe_in_flight = False
+        elif not (
             self.state == "closed" and self.consecutive_failures >= self.settings.failure_threshold
         ):
-            self.opened_at = time.monotonic() if now is None else now
-            self.times_opened += 1
-            self._move("open")
-            self._publish(OPEN)
+            return  # below the threshold, or from before the breaker opened: no transition
+        self.opened_at = time.monotonic() if now is None else now
+        self.times_opened += 1
+        self._move("open")
+        self._publish(OPEN)
 
-    def release(self) -> None:
+    def release(self, probe: int | None = None) -> None:
         """A call that ended without telling anything about the endpoint (cancelled)."""
-        if self.probe_in_flight and self.board is not None:
+        if not self._is_probe(probe):
+            return
+        if self.board is not None:
             generation = self.board.release_probe()
             if generation is not None:
                 self._seen = generation
@@ -132,10 +159,11 @@ class Breaker:
 
     def probe_now(self) -> None:
         """A health check succeeded: let the next call probe without waiting out the
-        cool-down."""
+        cool-down (a probe another worker has out stays its one probe)."""
         if self.state == "open":
             self.opened_at = time.monotonic() - self.settings.open_seconds
-            self._publish(OPEN)
+            if self.board is not None:
+                self._seen = self.board.publish(OPEN, self.opened_at, end_probe=False)
 
     def _publish(self, state: int) -> None:
         if self.board is not None:

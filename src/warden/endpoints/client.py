@@ -147,7 +147,8 @@ class ChatClient:
             breaker = self.router.breakers[name]
             announced = False
             for number in range(1, endpoint.retries + 2):
-                if not breaker.acquire():
+                permit = breaker.admit()
+                if permit is None:
                     skipped.append(
                         Skip(name, "breaker_open", "opened during this call").as_record()
                     )
@@ -158,19 +159,19 @@ class ChatClient:
                     announced = True
                     attempt, result = await self._attempt(endpoint, name, number, body, decision_id)
                 except BaseException:
-                    breaker.release()
+                    breaker.release(permit)
                     raise
                 attempts.append(attempt)
                 metrics.MODEL_CALLS.labels(name, attempt["error"] or "ok").inc()
                 if result is not None:
-                    breaker.record_success()
+                    breaker.record_success(permit)
                     result.attempts, result.skipped = attempts, skipped
                     result.latency_ms = round((time.perf_counter() - started) * 1000, 3)
                     return result
                 if attempt["counts_for_breaker"]:
-                    breaker.record_failure()
+                    breaker.record_failure(probe=permit)
                 else:
-                    breaker.release()
+                    breaker.release(permit)
                 if not attempt["retryable"]:
                     break
         return CallResult(

@@ -152,6 +152,16 @@ def build_request(
     return b"\r\n".join(lines) + b"\r\n\r\n" + (body or b"")
 
 
+def _decompress(data: bytes, wbits: int) -> bytes:
+    """`zlib.decompress`, but stopping a byte past `MAX_RESPONSE_BYTES` (a few kilobytes of
+    gzip can decode to gigabytes)."""
+    inflater = zlib.decompressobj(wbits)
+    body = inflater.decompress(data, MAX_RESPONSE_BYTES + 1)
+    if not inflater.eof and len(body) <= MAX_RESPONSE_BYTES:
+        raise zlib.error("incomplete or truncated stream")
+    return body
+
+
 class _Connection(asyncio.Protocol):
     """One HTTP/1.1 connection; one request at a time (no pipelining)."""
 
@@ -203,7 +213,7 @@ class _Connection(asyncio.Protocol):
         waiter = self.waiter
         if waiter is None or waiter.done():
             return
-        if self.headers_done and self._close_delimited():
+        if self.headers_done and exc is None and self._close_delimited():  # a FIN, no reset
             self.complete = True
             self._finish()
             return
@@ -217,6 +227,10 @@ class _Connection(asyncio.Protocol):
         )
 
     # httptools callbacks
+    def on_message_begin(self) -> None:
+        if self.complete:  # bytes of another response behind this request's whole answer
+            raise ValueError("a second response to one request")  # parser error → _fail
+
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers[name.lower()] = value
 
@@ -251,14 +265,18 @@ class _Connection(asyncio.Protocol):
         coding = self.headers.get(b"content-encoding", b"identity").lower()
         if coding in (b"gzip", b"x-gzip", b"deflate"):
             try:
-                body = zlib.decompress(body, 47 if coding != b"deflate" else 15)
+                body = _decompress(body, 47 if coding != b"deflate" else 15)
             except zlib.error:
                 try:
-                    body = zlib.decompress(body, -15)  # raw deflate, as some servers send
+                    body = _decompress(body, -15)  # raw deflate, as some servers send
                 except zlib.error as exc:
                     message = f"bad {coding.decode()} body: {exc}"
                     waiter.set_exception(TransportError(message, reused=False, received=True))
                     return
+            if len(body) > MAX_RESPONSE_BYTES:
+                message = f"response body too large once {coding.decode()}-decoded"
+                waiter.set_exception(TransportError(message, reused=False, received=True))
+                return
         waiter.set_result(Response(self.parser.get_status_code(), body, self.headers))
 
     def _fail(self, exc: Exception) -> None:
