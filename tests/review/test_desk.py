@@ -189,3 +189,43 @@ def test_not_queued_decisions_cannot_be_claimed(gateway: Gateway) -> None:
     approved = gateway.decide_sync(payment(), SERVICE)["decision_id"]
     with pytest.raises(ConflictError, match="not waiting for review"):
         asyncio.run(gateway.review_claim(approved, REVIEWER))
+
+
+@pytest.mark.parametrize("other", ["release", "claim_renewal"])
+def test_a_release_or_claim_racing_the_final_review_loses(gateway: Gateway, other: str) -> None:
+    """Both read the same state; the final review lands first, and the release (an admin's)
+    or the holder's claim renewal written from that state must not land beside it."""
+    case = queued(gateway)
+    asyncio.run(gateway.review_claim(case, REVIEWER))
+    entries = gateway.entries(case, REVIEWER)
+
+    async def both() -> list[Any]:
+        review = gateway.desk.decide(entries, REVIEWER, DECLINE)
+        if other == "release":
+            racing = gateway.desk.release(entries, ADMIN)
+        else:
+            racing = gateway.desk.claim(entries, REVIEWER)
+        return await asyncio.gather(review, racing, return_exceptions=True)
+
+    reviewed, lost = asyncio.run(both())
+    assert isinstance(reviewed, dict) and reviewed["status"] == "final", reviewed
+    assert isinstance(lost, ConflictError) and lost.code == "review.already_reviewed", lost
+    assert kinds(gateway, case) == ["decision", "review_claim", "review"]
+
+
+def test_two_final_reviews_from_one_state_one_wins(gateway: Gateway) -> None:
+    case = queued(gateway)
+    asyncio.run(gateway.review_claim(case, REVIEWER))
+    entries = gateway.entries(case, REVIEWER)
+    approve = {**DECLINE, "outcome": "approve", "label": "negative"}
+
+    async def both() -> list[Any]:
+        return await asyncio.gather(
+            gateway.desk.decide(entries, REVIEWER, DECLINE),
+            gateway.desk.decide(entries, REVIEWER, approve),
+            return_exceptions=True,
+        )
+
+    results = asyncio.run(both())
+    assert sum(isinstance(r, dict) for r in results) == 1
+    assert kinds(gateway, case) == ["decision", "review_claim", "review"]

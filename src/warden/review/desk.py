@@ -335,11 +335,16 @@ class ReviewDesk:
                 "review_first", state.decision_id, record, unique_key=self._state_key(state)
             )
         else:
+            # the state key, as every other change of the case: a release or claim written
+            # from the same generation at the same moment loses (with a key of its own the
+            # review and a release both landed, and the admin was told "released"). At most
+            # one final review still holds: after it the case is closed, and two from one
+            # generation share the key. Older logs carry `review:<id>` keys; nothing reads them
             entry = NewEntry.of(
                 "review",
                 state.decision_id,
                 record,
-                unique_key=f"review:{state.decision_id}",
+                unique_key=self._state_key(state),
                 outcome=body.outcome,
             )
         seq = await self._append(entry, state)
