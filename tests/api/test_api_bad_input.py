@@ -164,6 +164,15 @@ def test_a_calibrate_body_is_read_like_a_decision_body(api: Any) -> None:
         response = client.post("/v1/thresholds/calibrate", json=body, headers=keys["admin"])
         assert response.status_code == 422, (body, response.text)
         assert response.json()["error"]["field"] == field, response.text
+    # too few labelled outcomes to calibrate on: the rows asked for are named
+    few = client.post(
+        "/v1/thresholds/calibrate",
+        json={"decision_type": "payment_fraud", "rows": 10},
+        headers=keys["admin"],
+    )
+    assert few.status_code == 422, few.text
+    error = few.json()["error"]
+    assert error["field"] == "rows" and "too few to calibrate on" in error["message"], error
     denied = client.post("/v1/thresholds/calibrate", content=b"{", headers=keys["reviewer"])
     assert denied.status_code == 403, denied.text
     assert gateway.store.size() == size

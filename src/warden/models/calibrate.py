@@ -185,9 +185,12 @@ def calibrate(
     scores = np.array(generated.scores + reviewed.scores, dtype=np.float64)
     labels = np.array(generated.labels + reviewed.labels, dtype=np.float64)
     if len(scores) < 200 or labels.sum() < 10:
-        raise RequestError(
-            f"{decision_type}: {len(scores)} labelled outcomes ({int(labels.sum())} positive) "
-            "are too few to calibrate on (need 200, 10 positive)"
+        raise RequestError(  # the generated rows are the caller's to raise
+            f"rows: {len(generated.scores)} generated + {len(reviewed.scores)} reviewed "
+            f"outcomes of {decision_type} ({int(labels.sum())} positive) are too few to "
+            "calibrate on "
+            "(need 200, 10 positive): ask for more rows",
+            field="rows",
         )
     # interleave the two halves so both sources are in both
     fit_idx = np.arange(len(scores)) % 2 == 0
