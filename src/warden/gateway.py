@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import shutil
 import time
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -23,7 +25,7 @@ from warden.audit.sqlite_store import SQLiteAuditStore, utc_now
 from warden.audit.store import AuditStore
 from warden.auth import KeyRing, Permission, Principal
 from warden.baselines import Current, RecentHistory, recent_history
-from warden.canonical import NotCanonicalError, request_hash
+from warden.canonical import NotCanonicalError, canonical_json, content_id, request_hash
 from warden.endpoints.runtime import EndpointRuntime
 from warden.errors import ConflictError, NotFoundError, RequestError
 from warden.gates.admission import AdmissionGate
@@ -540,12 +542,21 @@ class Gateway:
             return write_calibration_report(result, out)
 
         result = await asyncio.to_thread(fit)
-        proposed = await self.propose_thresholds(caller, result.document, result.summary)
+        # the report first, beside its final place, and moved there once the proposal is
+        # committed: a report that fails leaves neither a proposal nor a half-written report
+        version = content_id(canonical_json(result.document))
         home = getattr(self.store, "data_dir", None)
-        out = report_dir or (
-            Path(home) / "reports" / proposed["thresholds_version"][7:19] if home else None
-        )
-        paths = await asyncio.to_thread(report, out) if out else []
+        out = report_dir or (Path(home) / "reports" / version[7:19] if home else None)
+        if out is None:
+            proposed = await self.propose_thresholds(caller, result.document, result.summary)
+            return {**proposed, "summary": result.summary, "report": []}
+        staging = out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.partial")
+        try:
+            written = await asyncio.to_thread(report, staging)
+            proposed = await self.propose_thresholds(caller, result.document, result.summary)
+            paths = _move_into(written, staging, out)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
         return {**proposed, "summary": result.summary, "report": [str(p) for p in paths]}
 
     async def approve_thresholds(self, version: str, caller: Principal) -> dict[str, Any]:
@@ -569,6 +580,18 @@ class Gateway:
 
         caller.require(Permission.READ_ANY_DECISION)
         return reproduce_entries(self.store, self.entries(decision_id, caller)).as_dict()
+
+
+def _move_into(files: list[Path], staging: Path, out: Path) -> list[Path]:
+    """Move a report written under `staging` into `out` (made if missing; a file of the
+    same name there is replaced, nothing else in it is touched)."""
+    moved = []
+    for path in files:
+        target = out / path.relative_to(staging)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        path.replace(target)
+        moved.append(target)
+    return moved
 
 
 def verify_proof_document(doc: dict[str, Any], vkey: str) -> str:

@@ -122,3 +122,30 @@ def test_reviewer_labels_join_the_calibration_data(scored_gateway: Gateway) -> N
     result = calibrate(gw.policy, gw.models, gw.store, "payment_fraud", generator_rows=3000)
     assert result.summary["sources"]["reviewer"] == 3
     assert result.document["fitted_on"]["reviewer_labels"] == 3
+
+
+def test_calibrate_writes_its_report_and_a_failed_report_commits_nothing(
+    scored_gateway: Gateway, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The report is written before the proposal is committed and moved into place after:
+    a report that fails half-way leaves neither a proposal nor report files."""
+    gw = scored_gateway
+    done = asyncio.run(gw.calibrate_thresholds(ADMIN, "payment_fraud", rows=3000))
+    reports = data_dir / "reports"
+    assert done["report"] and all(Path(p).is_file() for p in done["report"])
+    assert {Path(p).parent for p in done["report"]} == {reports / done["thresholds_version"][7:19]}
+    assert [p.name for p in reports.iterdir()] == [done["thresholds_version"][7:19]]
+    size = gw.store.size()
+
+    import warden.models.report as report
+
+    def half_then_fail(result: Any, out: Path) -> list[Path]:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "reliability.png").write_bytes(b"half")
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(report, "write_calibration_report", half_then_fail)
+    with pytest.raises(OSError, match="No space"):
+        asyncio.run(gw.calibrate_thresholds(ADMIN, "payment_fraud", rows=3100))
+    assert gw.store.size() == size  # no proposal
+    assert [p.name for p in reports.iterdir()] == [done["thresholds_version"][7:19]]
