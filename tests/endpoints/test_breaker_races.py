@@ -151,6 +151,7 @@ async def test_a_call_sent_before_the_breaker_opened_does_not_end_the_half_open_
         breaker.probe_now()  # another passing health check changes nothing either
         second = await client.complete(client.router.route(plan), BODY, "second")
         assert not second.ok and second.attempts == []
+        assert "its one probe call is out" in second.skipped[-1]["detail"], second.skipped
         assert "second" not in gated.seen  # no second probe went out
         gated.answer("probe", 200)
         assert (await probe).ok

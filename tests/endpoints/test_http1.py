@@ -390,3 +390,15 @@ async def test_a_reset_connection_does_not_end_a_close_delimited_body() -> None:
     finally:
         await pool.aclose()
         listener.close()
+
+
+async def test_a_plain_body_over_the_limit_says_so(serve, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The recorded detail names the reason, not httptools' "`on_body` callback error"."""
+    from warden.endpoints import http1
+
+    monkeypatch.setattr(http1, "MAX_RESPONSE_BYTES", 4096)
+    server = await serve(lambda seen, s: reply(b"0" * 10_000))
+    pool = Http1Pool()
+    with pytest.raises(TransportError, match="bad HTTP response: response body too large"):
+        await get(pool, server.port)
+    await pool.aclose()

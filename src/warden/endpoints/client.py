@@ -149,9 +149,12 @@ class ChatClient:
             for number in range(1, endpoint.retries + 2):
                 permit = breaker.admit()
                 if permit is None:
-                    skipped.append(
-                        Skip(name, "breaker_open", "opened during this call").as_record()
+                    detail = (
+                        "half-open, its one probe call is out"
+                        if breaker.state == "half_open"
+                        else "opened during this call"
                     )
+                    skipped.append(Skip(name, "breaker_open", detail).as_record())
                     break
                 try:
                     if not announced and before_call is not None and endpoint.kind != "local_model":

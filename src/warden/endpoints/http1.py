@@ -202,7 +202,11 @@ class _Connection(asyncio.Protocol):
             self.parser.feed_data(data)
         except httptools.HttpParserError as exc:
             reused = self.uses > 1
-            self._fail(TransportError(f"bad HTTP response: {exc}", reused=reused, received=True))
+            # a refusal raised in one of our callbacks (too large, a second response) is the
+            # reason; httptools reports only "`on_body` callback error" with it as context
+            reason = exc.__context__ if isinstance(exc.__context__, ValueError) else exc
+            message = f"bad HTTP response: {reason}"
+            self._fail(TransportError(message, reused=reused, received=True))
 
     def eof_received(self) -> bool:
         return False  # close our side too

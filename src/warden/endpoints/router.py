@@ -70,7 +70,10 @@ class Router:
                 self.health[name].adopt(shared.health == HEALTH_OK, shared.health_at)
             if not available:
                 since = breaker.stamps.get("open_at")
-                skipped.append(Skip(name, "breaker_open", f"open since {since}"))
+                detail = f"open since {since}"
+                if breaker.state == "half_open":  # cooled down; another call is its one probe
+                    detail = f"half-open (opened {since}), its one probe call is out"
+                skipped.append(Skip(name, "breaker_open", detail))
             elif self.health[name].unhealthy(now, self.stale_after):
                 skipped.append(Skip(name, "unhealthy", str(self.health[name].error)))
             else:
