@@ -320,10 +320,21 @@ def analyze_pdf(
     except RecursionError:
         job.fail("malformed", "malformed PDF (objects nested too deeply)")
     except Exception as exc:
-        reason = _short(str(exc) or type(exc).__name__, 160)
+        loop = _SELF_REFERENCE.search(str(exc))
+        if loop:
+            job.fail(
+                "malformed",
+                f"malformed PDF (object {loop[1]} {loop[2]} contains a reference to itself)",
+            )
+        # pypdf names objects with their Python address: not part of a stable message
+        reason = _short(_OBJECT_REPR.sub(r"object \1 \2", str(exc)) or type(exc).__name__, 160)
         if _caused_by_limit(exc):
             job.fail("too_large", f"a resource limit was reached while reading the PDF ({reason})")
         job.fail("malformed", f"malformed PDF ({reason})")
+
+
+_OBJECT_REPR = re.compile(r"IndirectObject\((\d+), (\d+), \d+\)")
+_SELF_REFERENCE = re.compile(r"loop with self reference for IndirectObject\((\d+), (\d+),")
 
 
 def _caused_by_limit(exc: BaseException) -> bool:
@@ -341,6 +352,22 @@ def _caused_by_limit(exc: BaseException) -> bool:
     return False
 
 
+#: dictionaries and arrays nested directly in one another, more than pdfium reads (64)
+MAX_NESTING = 100
+#: a run of opening brackets, each maybe after a key: one match per run (possessive, so
+#: the scan stays linear in the file size)
+_OPENERS = re.compile(rb"(?:(?:<<|\[)\s*+(?:/[^\s/<>\[\]()%{}]*+\s*+)?+){2,}+")
+
+
+def _deep_nesting(data: bytes) -> int | None:
+    """Offset of a run of more than MAX_NESTING nested openers, or None."""
+    for run in _OPENERS.finditer(data):
+        text = run.group()
+        if text.count(b"<<") + text.count(b"[") > MAX_NESTING:
+            return run.start()
+    return None
+
+
 def _check_envelope(data: bytes, job: _Job) -> None:
     limits = job.limits
     if len(data) > limits.max_bytes:
@@ -353,6 +380,15 @@ def _check_envelope(data: bytes, job: _Job) -> None:
         job.fail(
             "malformed",
             "malformed PDF (truncated: no %%EOF marker at the end; was the upload cut off?)",
+        )
+    nested = _deep_nesting(data)
+    if nested is not None:
+        # pypdf would recurse until Python's recursion limit and then re-read the file
+        # object by object, failing the same way each time (seconds per megabyte)
+        job.fail(
+            "malformed",
+            f"malformed PDF (dictionaries or arrays nested more than {MAX_NESTING} levels "
+            f"deep at byte {nested:,})",
         )
 
 
@@ -382,6 +418,7 @@ def _analyze_pdf(data: bytes, job: _Job) -> DocumentReport:
                 f"more than {job.limits.max_page_objects:,} page objects "
                 f"(reached on page {page.number})",
             )
+    _check_type3_fonts(job, pages, scan)
     findings = list(scan.findings)
     findings += _annotation_findings(pages, scan)
     findings += _form_findings(reader, job, scan)
@@ -696,8 +733,12 @@ class _Scan:
     referenced_as: dict[int, str] = field(default_factory=dict)
     #: object numbers of file specifications already reported
     filespecs: set[int] = field(default_factory=set)
-    #: form XObject number -> (content bytes, page objects) once drawn, forms included
-    form_costs: dict[int, tuple[int, int]] = field(default_factory=dict)
+    #: (form XObject number, nesting level, resources) -> what it costs per use
+    form_costs: dict[tuple[int, int, int], _Cost] = field(default_factory=dict)
+    #: form XObject number -> its own content, summarised
+    form_contents: dict[int, _Content] = field(default_factory=dict)
+    #: object numbers of Type3 fonts (their glyphs are content streams pdfium parses)
+    type3_fonts: list[tuple[int, DictionaryObject]] = field(default_factory=list)
 
 
 def _scan_objects(reader: pypdf.PdfReader, job: _Job, pages: list[_Page]) -> _Scan:
@@ -739,6 +780,8 @@ def _scan_objects(reader: pypdf.PdfReader, job: _Job, pages: list[_Page]) -> _Sc
                 size = _decoded_size(obj, job)
                 scan.sizes[number] = size
                 job.add_decoded(size, f"stream {number}")
+        if isinstance(obj, DictionaryObject) and obj.get("/Subtype") == "/Type3":
+            scan.type3_fonts.append((number, obj))
         if isinstance(obj, DictionaryObject | ArrayObject):
             _scan_value(obj, number, reader, job, scan)
     if embedded_streams and not scan.filespecs:
@@ -879,6 +922,9 @@ _SHOW_TEXT = re.compile(rb"\bT[jJ]\b")
 _NAME_ESCAPE = re.compile(rb"#([0-9A-Fa-f]{2})")
 #: XObject draws (Do) one page's content may make, forms included
 MAX_DRAWS_PER_PAGE = 10_000
+#: pdfium parses a form XObject's content only down to this nesting level (the page's
+#: own content is level 0); it has no other guard against a form that draws itself
+PDFIUM_MAX_FORM_LEVEL = 40
 
 
 def _check_page_content(reader: pypdf.PdfReader, job: _Job, page: _Page, scan: _Scan) -> int:
@@ -891,23 +937,30 @@ def _check_page_content(reader: pypdf.PdfReader, job: _Job, page: _Page, scan: _
     if isinstance(contents, IndirectObject) and isinstance(contents.get_object(), ArrayObject):
         contents = contents.get_object()
     refs = list(contents) if isinstance(contents, ArrayObject) else [contents]
-    data = b"\n".join(_content_data(ref, job, scan, page.number) for ref in refs)
-    total, operations = _content_cost(data, page.resources, job, scan, page.number, 0, frozenset())
-    if total > job.limits.max_page_content_bytes:
+    where = f"page {page.number}"
+    data = b"\n".join(_content_data(ref, job, scan, where) for ref in refs)
+    cost = _content_cost(_summarise(data, job, where), page.resources, job, scan, where, 0)
+    if cost.draws > MAX_DRAWS_PER_PAGE:
         job.fail(
             "too_large",
-            f"page {page.number} has {total:,} bytes of content (form XObjects counted per "
+            f"page {page.number} draws more than {MAX_DRAWS_PER_PAGE:,} XObjects (form "
+            "XObjects counted per use, nested forms included)",
+        )
+    if cost.size > job.limits.max_page_content_bytes:
+        job.fail(
+            "too_large",
+            f"page {page.number} has {cost.size:,} bytes of content (form XObjects counted per "
             f"use), more than the limit of {job.limits.max_page_content_bytes:,}",
         )
-    return operations
+    return cost.operations
 
 
-def _content_data(ref: Any, job: _Job, scan: _Scan, page_number: int) -> bytes:
+def _content_data(ref: Any, job: _Job, scan: _Scan, where: str) -> bytes:
     size = _stream_size(ref, job, scan)
     if size > job.limits.max_page_content_bytes:
         job.fail(
             "too_large",
-            f"page {page_number} has {size:,} bytes of content, more than the limit of "
+            f"{where} has {size:,} bytes of content, more than the limit of "
             f"{job.limits.max_page_content_bytes:,}",
         )
     stream = ref.get_object() if isinstance(ref, IndirectObject) else ref
@@ -921,63 +974,133 @@ def _content_data(ref: Any, job: _Job, scan: _Scan, page_number: int) -> bytes:
         return b""  # undecodable: pdfium gets nothing (or less) out of it either
 
 
-def _content_cost(
-    data: bytes,
-    resources: Any,
-    job: _Job,
-    scan: _Scan,
-    page_number: int,
-    depth: int,
-    active: frozenset[int],
-) -> tuple[int, int]:
-    """(bytes parsed, page objects made) for one content stream and the forms it draws."""
-    limit = job.limits.max_page_content_bytes
-    total = len(data)
-    operations = sum(1 for _ in _SHOW_TEXT.finditer(data))
+@dataclass(frozen=True)
+class _Content:
+    """What one content stream holds, for costing: its size, its text-showing operators
+    and the names of the XObjects it draws."""
+
+    size: int
+    operations: int
+    draws: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class _Cost:
+    """What pdfium parses for one content stream and the forms it draws, per use."""
+
+    size: int
+    operations: int
+    draws: int
+
+
+def _summarise(data: bytes, job: _Job, where: str) -> _Content:
     draws = _DRAW_XOBJECT.findall(data)
     if len(draws) > MAX_DRAWS_PER_PAGE:
         job.fail(
             "too_large",
-            f"page {page_number} draws {len(draws):,} XObjects, more than the limit of "
-            f"{MAX_DRAWS_PER_PAGE:,}",
+            f"{where} draws {len(draws):,} XObjects, more than the limit of {MAX_DRAWS_PER_PAGE:,}",
         )
-    if not draws:
-        return total, operations
+    names = tuple(
+        "/"
+        + _NAME_ESCAPE.sub(lambda m: bytes([int(m.group(1), 16)]), raw).decode(
+            "utf-8", errors="replace"
+        )
+        for raw in draws
+    )
+    return _Content(len(data), sum(1 for _ in _SHOW_TEXT.finditer(data)), names)
+
+
+def _content_cost(
+    content: _Content,
+    resources: Any,
+    job: _Job,
+    scan: _Scan,
+    where: str,
+    level: int,
+) -> _Cost:
+    """What pdfium parses for one content stream at form nesting `level` (0 for the page)
+    and for the forms it draws. pdfium does not stop at a form that draws itself: it
+    parses forms again on every use, down to PDFIUM_MAX_FORM_LEVEL, so a cycle is
+    unrolled here the same way (memoised per form and level, so it is cheap to count
+    even when it is not cheap to parse)."""
+    size, operations, draws = content.size, content.operations, len(content.draws)
+    if not content.draws or level >= PDFIUM_MAX_FORM_LEVEL:
+        return _Cost(size, operations, draws)
     resources = resources.get_object() if isinstance(resources, IndirectObject) else resources
     xobjects = resources.get("/XObject") if isinstance(resources, DictionaryObject) else None
     xobjects = xobjects.get_object() if isinstance(xobjects, IndirectObject) else xobjects
     if not isinstance(xobjects, DictionaryObject):
-        return total, operations
-    for raw_name in draws:
+        return _Cost(size, operations, draws)
+    job.check_time(f"measuring the content of {where}")
+    for name in content.draws:
         operations += 1
-        name = _NAME_ESCAPE.sub(lambda m: bytes([int(m.group(1), 16)]), raw_name)
-        ref = xobjects.get("/" + name.decode("utf-8", errors="replace"))
-        key = ref.idnum if isinstance(ref, IndirectObject) else None
-        if key is not None and key in scan.form_costs:
-            cost, made = scan.form_costs[key]
-        else:
-            form = ref.get_object() if isinstance(ref, IndirectObject) else ref
-            if not isinstance(form, StreamObject) or form.get("/Subtype") != "/Form":
-                continue
-            if depth >= 12 or (key is not None and key in active):
-                continue  # a cycle: pdfium stops there too
-            inner = form.get("/Resources", resources)
-            cost, made = _content_cost(
-                _content_data(ref, job, scan, page_number),
-                inner,
-                job,
-                scan,
-                page_number,
-                depth + 1,
-                active | {key} if key is not None else active,
-            )
-            if key is not None:
-                scan.form_costs[key] = (cost, made)
-        total += cost
-        operations += made
-        if total > limit:
-            break
-    return total, operations
+        ref = xobjects.get(name)
+        if not isinstance(ref, IndirectObject):
+            continue  # a stream is always an indirect object
+        form = ref.get_object()
+        if not isinstance(form, StreamObject) or form.get("/Subtype") != "/Form":
+            continue
+        inner = form.get("/Resources", resources)
+        # a form without resources of its own uses its caller's: part of the key
+        key = (ref.idnum, level + 1, id(inner))
+        cost = scan.form_costs.get(key)
+        if cost is None:
+            summary = scan.form_contents.get(ref.idnum)
+            if summary is None:
+                data = _content_data(ref, job, scan, where)
+                summary = _summarise(data, job, where)
+                scan.form_contents[ref.idnum] = summary
+            cost = _content_cost(summary, inner, job, scan, where, level + 1)
+            scan.form_costs[key] = cost
+        size += cost.size
+        operations += cost.operations
+        draws += cost.draws
+        if size > job.limits.max_page_content_bytes or draws > MAX_DRAWS_PER_PAGE:
+            break  # over a limit already: the caller refuses the page
+    return _Cost(size, operations, draws)
+
+
+def _check_type3_fonts(job: _Job, pages: list[_Page], scan: _Scan) -> None:
+    """A Type3 font's glyphs are content streams (CharProcs), parsed by pdfium when the
+    page that uses the font is loaded, each once, with the form XObjects they draw
+    unrolled like a page's. A glyph without resources of its own draws from the font's
+    or, without those, from the page's: every page's resources are tried then — only for
+    the glyphs that draw anything (each glyph is read once)."""
+    limit = job.limits.max_page_content_bytes
+    for number, font in scan.type3_fonts:
+        where = f"Type3 font {number}"
+        procs = font.get("/CharProcs")
+        procs = procs.get_object() if isinstance(procs, IndirectObject) else procs
+        if not isinstance(procs, DictionaryObject):
+            continue
+        glyphs = []
+        for glyph in list(procs.values())[:10_000]:
+            job.check_time(f"measuring {where}")
+            glyphs.append(_summarise(_content_data(glyph, job, scan, where), job, where))
+        plain = sum(g.size for g in glyphs if not g.draws)
+        drawing = [g for g in glyphs if g.draws]
+        own = font.get("/Resources")
+        contexts: list[Any] = [own] if own is not None else [p.resources for p in pages]
+        for resources in {id(r): r for r in contexts}.values() if drawing else [None]:
+            size, draws = plain, 0
+            for summary in drawing:
+                job.check_time(f"measuring {where}")
+                cost = _content_cost(summary, resources, job, scan, where, 0)
+                size += cost.size
+                draws += cost.draws
+                if draws > MAX_DRAWS_PER_PAGE:
+                    job.fail(
+                        "too_large",
+                        f"the glyphs of {where} draw more than "
+                        f"{MAX_DRAWS_PER_PAGE:,} XObjects (form XObjects counted per use, "
+                        "nested forms included)",
+                    )
+            if size > limit:
+                job.fail(
+                    "too_large",
+                    f"the glyphs of {where} have more than {limit:,} bytes "
+                    "of content (form XObjects counted per use)",
+                )
 
 
 def _stream_size(ref: Any, job: _Job, scan: _Scan) -> int:
