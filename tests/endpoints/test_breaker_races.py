@@ -99,17 +99,26 @@ def start(client: ChatClient, plan: RoutePlan, decision_id: str) -> asyncio.Task
     return asyncio.ensure_future(client.complete(client.router.route(plan), BODY, decision_id))
 
 
+async def early_call_then_open(
+    client: ChatClient, plan: RoutePlan, gated: Gated
+) -> asyncio.Task[Any]:
+    """A call let through while the breaker is closed, still out when a second call's
+    failure opens the breaker (threshold 1); returns the early call."""
+    early = start(client, plan, "early")
+    await gated.wait_for("early")
+    failing = start(client, plan, "failing")
+    await gated.wait_for("failing")
+    gated.answer("failing", 503)
+    assert not (await failing).ok
+    return early
+
+
 async def test_a_success_of_a_call_sent_before_the_breaker_opened_does_not_close_it(
     gated: Gated,
 ) -> None:
     client, plan, breaker = gated_client(gated)
     try:
-        early = start(client, plan, "early")  # let through while closed
-        await gated.wait_for("early")
-        failing = start(client, plan, "failing")
-        await gated.wait_for("failing")
-        gated.answer("failing", 503)
-        assert not (await failing).ok
+        early = await early_call_then_open(client, plan, gated)
         assert breaker.state == "open" and breaker.times_opened == 1
         gated.answer("early", 200)
         assert (await early).ok  # the call itself did succeed, and is recorded as such
@@ -127,12 +136,7 @@ async def test_a_call_sent_before_the_breaker_opened_does_not_end_the_half_open_
 ) -> None:
     client, plan, breaker = gated_client(gated)
     try:
-        early = start(client, plan, "early")  # let through while closed
-        await gated.wait_for("early")
-        failing = start(client, plan, "failing")
-        await gated.wait_for("failing")
-        gated.answer("failing", 503)
-        await failing
+        early = await early_call_then_open(client, plan, gated)
         assert breaker.state == "open"
         breaker.probe_now()  # a health check passed: the next call probes
         probe = start(client, plan, "probe")
