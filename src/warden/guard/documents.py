@@ -58,6 +58,7 @@ from pypdf.generic import (
 )
 
 from warden.errors import RequestError
+from warden.guard.isolated import ChildError, ChildStopped, run_isolated
 from warden.guard.signals import Signal
 
 Technique = Literal[
@@ -299,6 +300,33 @@ def analyze_pdf(
     data = bytes(data)
     job = _Job(name, field, limits)
     _check_envelope(data, job)
+    try:  # pdfium cannot be interrupted: a child that can be (`warden.guard.isolated`)
+        return run_isolated(lambda: _read_in_child(data, job), job.deadline, quiet=_PDFIUM_LOCK)
+    except ChildError as exc:  # raised in the child and could not come back as itself
+        job.fail("malformed", f"malformed PDF ({_short(str(exc), 160)})")
+    except ChildStopped as stopped:
+        if stopped.timed_out:
+            job.fail(
+                "timeout",
+                f"analysis took longer than {limits.max_seconds:g} s and was stopped; "
+                "the document is too complex to check",
+            )
+        job.fail(  # what pdfium does when an allocation fails under the child's cap
+            "too_large",
+            "the PDF needs more memory than allowed to read, or crashed the PDF reader "
+            f"(the analysis {stopped})",
+        )
+
+
+def _read_in_child(data: bytes, job: _Job) -> DocumentReport:
+    global _PDFIUM_LOCK
+    _PDFIUM_LOCK = threading.Lock()  # the parent's was held at the fork
+    return _read(data, job)
+
+
+def _read(data: bytes, job: _Job) -> DocumentReport:
+    """The analysis proper; any failure is a DocumentError."""
+    limits = job.limits
     try:
         with pypdf.apply_configuration(
             zlib_maximum_output_length=limits.max_stream_bytes,
