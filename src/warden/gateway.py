@@ -16,8 +16,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
 from warden import metrics
 from warden.audit.entry import NewEntry, StoredEntry, final_record, record_document
 from warden.audit.merkle import leaf_hash, verify_inclusion
@@ -44,7 +42,7 @@ from warden.models.monitor import BandMonitor
 from warden.models.registry import ModelRegistry
 from warden.pipeline.context import DecisionContext, DecisionRequest
 from warden.pipeline.runner import Pipeline
-from warden.policy.errors_format import request_error
+from warden.policy.errors_format import validated_body
 from warden.policy.loader import LoadedPolicy, load_policy_file, spec_versions
 from warden.review.cases import CaseState
 from warden.review.desk import ReviewDesk
@@ -75,12 +73,7 @@ class RefusedError(RequestError):
 
 
 def parse_decision_request(payload: Any, idempotency_key: str | None = None) -> DecisionRequest:
-    try:
-        body = DecisionRequestBody.model_validate(payload)
-    except ValidationError as exc:
-        allowed = ", ".join(DecisionRequestBody.model_fields)
-        path, msg = request_error(exc.errors()[0], allowed=allowed)
-        raise RequestError(msg, code="request.invalid", field=path) from None
+    body = validated_body(DecisionRequestBody, payload)
     if idempotency_key and body.idempotency_key and idempotency_key != body.idempotency_key:
         raise RequestError(
             "idempotency_key: body and Idempotency-Key header disagree", field="idempotency_key"

@@ -6,13 +6,12 @@ from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, Request
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from warden.api.body import parse_json_body
 from warden.auth import Permission, Principal
-from warden.errors import RequestError
 from warden.gateway import Gateway
-from warden.policy.errors_format import request_error
+from warden.policy.errors_format import validated_body
 
 
 class CalibrateRequestBody(BaseModel):
@@ -30,12 +29,7 @@ class CalibrateRequestBody(BaseModel):
 def calibrate_body(raw: bytes) -> CalibrateRequestBody:
     """The body of `POST /v1/thresholds/calibrate`, read as `POST /v1/decisions` reads
     its body (a key twice, text not UTF-8, nesting too deep: a 422 naming the body)."""
-    try:
-        return CalibrateRequestBody.model_validate(parse_json_body(raw))
-    except ValidationError as exc:
-        allowed = ", ".join(CalibrateRequestBody.model_fields)
-        path, message = request_error(exc.errors()[0], allowed=allowed)
-        raise RequestError(message, field=path) from None
+    return validated_body(CalibrateRequestBody, parse_json_body(raw))
 
 
 #: the body `POST /v1/thresholds/calibrate` reads (documented, as it is read by hand)

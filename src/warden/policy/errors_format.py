@@ -6,10 +6,12 @@ from __future__ import annotations
 import difflib
 import types
 import typing
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ValidationError
+
+from warden.errors import RequestError
 
 Loc = tuple[int | str, ...]
 
@@ -133,3 +135,17 @@ def request_error(error: Any, *, allowed: str | None = None) -> tuple[str, str]:
     if kind == "extra_forbidden":
         return path, f"{path}: unknown field" + (f" (allowed: {allowed})" if allowed else "")
     return path, f"{path}: {error['msg']}"
+
+
+Body = TypeVar("Body", bound=BaseModel)
+
+
+def validated_body(model: type[Body], payload: Any) -> Body:
+    """`payload` as `model`, or a `RequestError` (422) naming the first wrong field (an
+    unknown field's message lists the body's keys)."""
+    try:
+        return model.model_validate(payload)
+    except ValidationError as exc:
+        allowed = ", ".join(model.model_fields)
+        path, message = request_error(exc.errors()[0], allowed=allowed)
+        raise RequestError(message, field=path) from None

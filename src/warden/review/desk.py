@@ -11,15 +11,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from pydantic import ValidationError
-
 from warden import metrics
 from warden.audit.entry import NewEntry, StoredEntry
 from warden.audit.record import is_exercise, review_body
 from warden.audit.store import AuditStore
 from warden.auth import Permission, Principal
 from warden.errors import ConflictError, RequestError
-from warden.policy.errors_format import request_error
+from warden.policy.errors_format import validated_body
 from warden.policy.loader import LoadedPolicy
 from warden.review.cases import (
     CaseState,
@@ -265,11 +263,7 @@ class ReviewDesk:
         return {"decision_id": state.decision_id, "released": held.reviewer, "audit_seq": seq}
 
     def parse_review(self, payload: Any) -> ReviewRequestBody:
-        try:
-            body = ReviewRequestBody.model_validate(payload)
-        except ValidationError as exc:
-            path, msg = request_error(exc.errors()[0], allowed="outcome, rationale, label")
-            raise RequestError(msg, field=path) from None
+        body = validated_body(ReviewRequestBody, payload)
         minimum = self.policy.policy.review.min_rationale_chars
         if len(body.rationale.strip()) < minimum:
             raise RequestError(
