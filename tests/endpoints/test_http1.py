@@ -402,3 +402,39 @@ async def test_a_plain_body_over_the_limit_says_so(serve, monkeypatch: pytest.Mo
     with pytest.raises(TransportError, match="bad HTTP response: response body too large"):
         await get(pool, server.port)
     await pool.aclose()
+
+
+class _CancelOnWake(Http1Pool):
+    """Cancels `victim` in the same callback that wakes the first waiter: the wake-up
+    is given, then its task is cancelled before it can run (a client disconnecting)."""
+
+    victim: asyncio.Task[tuple[int, bytes]] | None = None
+
+    def _wake(self) -> None:
+        super()._wake()
+        if self.victim is not None:
+            self.victim.cancel()
+            self.victim = None
+
+
+async def test_a_waiter_cancelled_after_its_wake_up_passes_it_on(serve) -> None:
+    """Two requests wait for the one place; the first is woken and cancelled before it
+    runs. It must stop (not swallow the cancel), and the wake-up it took must reach the
+    second, which would otherwise wait for a place that is already free."""
+    server = await serve(ok, delay=0.2)
+    pool = _CancelOnWake(limit=1)
+    holder = asyncio.ensure_future(get(pool, server.port, timeout=5.0))
+    await asyncio.sleep(0.05)
+    first = asyncio.ensure_future(get(pool, server.port, timeout=5.0))
+    second = asyncio.ensure_future(get(pool, server.port, timeout=3.0))
+    await asyncio.sleep(0.05)
+    assert len(pool._waiters) == 2
+    pool.victim = first
+    assert (await holder)[0] == 200
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    started = time.monotonic()
+    assert (await second)[0] == 200
+    assert time.monotonic() - started < 2.0  # served, not timed out at 3 s
+    assert pool.connects == 1  # on the connection the holder gave back
+    await pool.aclose()

@@ -425,7 +425,15 @@ class Http1Pool:
             waiter = self.loop.create_future()
             self._waiters.append(waiter)
             try:
-                await asyncio.wait_for(waiter, max(deadline - self.loop.time(), 0))
+                # not wait_for: on 3.11 it swallows a cancel that lands after the wake-up
+                async with asyncio.timeout_at(deadline):
+                    await waiter
+            except BaseException:
+                # woken, then cancelled or timed out before it ran: the place it was
+                # given is free, so the next in line must hear of it or wait for nothing
+                if waiter.done() and not waiter.cancelled():
+                    self._wake()
+                raise
             finally:
                 with contextlib.suppress(ValueError):
                     self._waiters.remove(waiter)
