@@ -238,3 +238,95 @@ def test_a_late_failure_in_a_worker_that_has_not_looked_since_leaves_the_probe_a
     a.record_failure(later, probe=early)
     assert a.state == "open" and a.times_opened == 0  # adopted, not opened again by a
     assert not c.acquire(later + settings.open_seconds), "b's probe is still the one out"
+
+
+def _two_workers(tmp_path: Path, open_seconds: float = 5.0) -> tuple[Breaker, Breaker]:
+    names = ["llm-eu-1"]
+    path = tmp_path / "breakers.bin"
+    BreakerBoard.create(path, names).close()
+    settings = BreakerSettings(failure_threshold=1, open_seconds=open_seconds)
+    a, b = (
+        Breaker("llm-eu-1", settings, board=BreakerBoard(path, names).slot("llm-eu-1"))
+        for _ in range(2)
+    )
+    a.probe_seconds = b.probe_seconds = 1.0
+    return a, b
+
+
+def test_a_probe_renewed_after_a_slow_intent_commit_keeps_its_window(tmp_path: Path) -> None:
+    """Worker A takes the probe, then its intent commit takes 0.9 of the probe's 1 s:
+    renewing restarts the window, so worker B still may not probe 0.5 s later."""
+    a, b = _two_workers(tmp_path)
+    now = time.monotonic()
+    a.record_failure(now, probe=a.admit(now))
+    probe = a.admit(now + 5)
+    assert probe
+    assert a.renew(probe, now + 5.9)
+    assert b.admit(now + 6.4) is None, "A's probe is still the one out"
+    a.record_success(probe)
+    assert a.state == "closed"
+
+
+def test_a_probe_whose_claim_ran_out_during_the_commit_is_not_sent(tmp_path: Path) -> None:
+    """The commit outlasted the claim and worker B took the probe meanwhile: A must not
+    send a second one; B's stays the one out."""
+    a, b = _two_workers(tmp_path)
+    now = time.monotonic()
+    a.record_failure(now, probe=a.admit(now))
+    probe = a.admit(now + 5)
+    assert probe
+    b_probe = b.admit(now + 6.5)  # A's claim ran out at 6
+    assert b_probe
+    assert not a.renew(probe, now + 6.6)
+    assert not a.probe_in_flight and a.state == "half_open"
+    assert a.admit(now + 6.7) is None, "B's probe is out"
+    b.record_success(b_probe)
+    assert a.available(now + 6.8) and a.state == "closed"
+
+
+def test_a_probe_overtaken_by_a_closing_elsewhere_may_still_go(tmp_path: Path) -> None:
+    """B's probe closed the breaker while A committed its intent: A's call goes as an
+    ordinary call of a closed breaker."""
+    a, b = _two_workers(tmp_path)
+    now = time.monotonic()
+    a.record_failure(now, probe=a.admit(now))
+    probe = a.admit(now + 5)
+    assert probe
+    b_probe = b.admit(now + 6.5)
+    b.record_success(b_probe)
+    assert a.renew(probe, now + 6.6)
+    assert a.state == "closed"
+
+
+async def test_the_client_skips_a_probe_taken_over_while_its_intent_was_committed(
+    gated: Gated, tmp_path: Path
+) -> None:
+    """End to end: the intent's commit (the `before_call` hook) is slow; meanwhile the
+    probe's claim runs out and another worker claims the probe. No request goes out, the
+    record says why, and the other worker's probe is untouched."""
+    client, plan, breaker = gated_client(gated)
+    names = ["e1"]
+    path = tmp_path / "breakers.bin"
+    BreakerBoard.create(path, names).close()
+    breaker.board = BreakerBoard(path, names).slot("e1")
+    other = Breaker("e1", breaker.settings, board=BreakerBoard(path, names).slot("e1"))
+    breaker.probe_seconds = 0.05
+    committed: list[str] = []
+
+    async def slow_commit(name: str, endpoint: Any) -> None:
+        await asyncio.sleep(0.1)  # past the 0.05 s claim
+        assert other.admit() is not None  # the other worker's probe
+        committed.append(name)
+
+    try:
+        breaker.record_failure(probe=breaker.admit())
+        breaker.probe_now()
+        result = await client.complete(client.router.route(plan), BODY, "late", slow_commit)
+        assert committed == ["e1"]
+        assert not result.ok and result.attempts == []
+        assert result.skipped[-1]["reason"] == "breaker_open"
+        assert "its one probe call is out" in result.skipped[-1]["detail"]
+        assert "late" not in gated.seen
+        assert other.probe_in_flight and not breaker.probe_in_flight
+    finally:
+        await client.aclose()

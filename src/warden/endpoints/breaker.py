@@ -109,6 +109,24 @@ class Breaker:
         self.probes += 1
         return self.probes
 
+    def renew(self, probe: int, now: float | None = None) -> bool:
+        """Whether permit `probe` may still be sent, its probe's time on the board counted
+        again from now. Between `admit` and the call comes the intent's commit: were that
+        slow, the claim could run out and another worker send a second probe meanwhile.
+        False when another worker holds the probe now (this one is given up)."""
+        if probe == 0 or self.board is None:
+            return True
+        self._sync()
+        if not self._is_probe(probe):  # another worker's probe closed the breaker meanwhile
+            return self.state == "closed"
+        now = time.monotonic() if now is None else now
+        generation = self.board.claim_probe(self.probe_seconds, now)
+        if generation is None:
+            self.probe_in_flight = False
+            return False
+        self._seen = generation
+        return True
+
     def acquire(self, now: float | None = None) -> bool:
         """`admit`, when the caller reports outcomes without its permit."""
         return self.admit(now) is not None

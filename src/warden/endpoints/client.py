@@ -26,6 +26,7 @@ from warden import metrics
 from warden.audit.sqlite_store import utc_now
 from warden.canonical import check_canonical
 from warden.endpoints import local_model
+from warden.endpoints.breaker import Breaker
 from warden.endpoints.http1 import ConnectError, Http1Pool, Origin, TransportError
 from warden.endpoints.router import Router, Routing, Skip
 from warden.errors import WardenError
@@ -148,6 +149,8 @@ class ChatClient:
             announced = False
             for number in range(1, endpoint.retries + 2):
                 permit = breaker.admit()
+                if permit is not None and not announced and endpoint.kind != "local_model":
+                    permit = await _announce(before_call, breaker, permit, name, endpoint)
                 if permit is None:
                     detail = (
                         "half-open, its one probe call is out"
@@ -156,10 +159,8 @@ class ChatClient:
                     )
                     skipped.append(Skip(name, "breaker_open", detail).as_record())
                     break
+                announced = True
                 try:
-                    if not announced and before_call is not None and endpoint.kind != "local_model":
-                        await before_call(name, endpoint)
-                    announced = True
                     attempt, result = await self._attempt(endpoint, name, number, body, decision_id)
                 except BaseException:
                     breaker.release(permit)
@@ -283,3 +284,18 @@ class ChatClient:
             counts_for_breaker=retry if counts is None else counts,
         )
         return attempt
+
+
+async def _announce(
+    before_call: BeforeCall | None, breaker: Breaker, permit: int, name: str, endpoint: Endpoint
+) -> int | None:
+    """Commit the intent before the first call to an endpoint; the permit, or None when a
+    half-open probe's claim ran out during that commit and another worker took it."""
+    if before_call is None:
+        return permit
+    try:
+        await before_call(name, endpoint)
+    except BaseException:
+        breaker.release(permit)
+        raise
+    return permit if breaker.renew(permit) else None
