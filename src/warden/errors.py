@@ -3,6 +3,9 @@ concerns one field, the dotted path of that field."""
 
 from __future__ import annotations
 
+#: at most this many characters of a value the caller sent are quoted back in a message
+ECHO_CHARS = 64
+
 
 class WardenError(Exception):
     """Base class; `str()` is the one-line message shown to people."""
@@ -36,6 +39,13 @@ class RequestError(WardenError):
     http_status = 422
 
 
+class TooLargeError(RequestError):
+    """A request body over its route's limit: refused before any of it is read or parsed."""
+
+    code = "request.too_large"
+    http_status = 413
+
+
 class AuthError(WardenError):
     code = "auth.unauthenticated"
     http_status = 401
@@ -66,3 +76,12 @@ class AuditCommitError(WardenError):
 class DataDirBusyError(WardenError):
     code = "data_dir.busy"
     http_status = 503
+
+
+def echo(value: str, limit: int = ECHO_CHARS) -> str:
+    """`value`, something the caller sent, as a message quotes it: `repr`, so control and
+    invisible characters show as escapes, cut to `limit` characters with its full length
+    (a 404 sent back a 60 KB path segment whole)."""
+    if len(value) <= limit:
+        return repr(value)
+    return f"{value[:limit]!r}… ({len(value):,} characters)"

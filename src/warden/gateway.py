@@ -25,7 +25,7 @@ from warden.auth import KeyRing, Permission, Principal
 from warden.baselines import Current, RecentHistory, recent_history
 from warden.canonical import NotCanonicalError, canonical_json, content_id, request_hash
 from warden.endpoints.runtime import EndpointRuntime
-from warden.errors import ConflictError, NotFoundError, RequestError
+from warden.errors import ConflictError, NotFoundError, RequestError, echo
 from warden.gates.admission import AdmissionGate
 from warden.gates.bands import BandsGate
 from warden.gates.commit import CommitGate, idempotency_unique_key
@@ -401,13 +401,13 @@ class Gateway:
         caller.require(Permission.READ_DECISION)
         entries = self.store.entries_for(decision_id)
         if not entries:
-            raise NotFoundError(f"no decision with id {decision_id!r}")
+            raise NotFoundError(f"no decision with id {echo(decision_id)}")
         first = final_record(entries).body()
         if (
             not caller.can(Permission.READ_ANY_DECISION)
             and first.get("caller", {}).get("name") != caller.name
         ):
-            raise NotFoundError(f"no decision with id {decision_id!r}")
+            raise NotFoundError(f"no decision with id {echo(decision_id)}")
         return entries
 
     def record(self, decision_id: str, caller: Principal) -> dict[str, Any]:
@@ -442,11 +442,11 @@ class Gateway:
         caller.require(Permission.READ_DECISION)
         entries = store.entries_for(decision_id)
         if not entries:
-            raise NotFoundError(f"no decision with id {decision_id!r}")
+            raise NotFoundError(f"no decision with id {echo(decision_id)}")
         entry = final_record(entries)
         checkpoint = store.latest_checkpoint()
         if checkpoint is None or checkpoint.size <= entry.seq:
-            raise NotFoundError(f"decision {decision_id} is not covered by a checkpoint yet")
+            raise NotFoundError(f"decision {echo(decision_id)} is not covered by a checkpoint yet")
         proof = store.inclusion_proof(entry.seq, checkpoint.size)
         return {
             "decision_id": decision_id,

@@ -229,3 +229,25 @@ def test_two_final_reviews_from_one_state_one_wins(gateway: Gateway) -> None:
     results = asyncio.run(both())
     assert sum(isinstance(r, dict) for r in results) == 1
     assert kinds(gateway, case) == ["decision", "review_claim", "review"]
+
+
+def test_a_rationale_a_reader_would_not_see_whole_is_refused(gateway: Gateway) -> None:
+    """Every door (API, workbench, demo) goes through the desk: a NUL, a C1 control, a
+    zero-width or bidi-control character in a rationale is a 422 naming the character and
+    where it is, before anything is written."""
+    case = queued(gateway)
+    asyncio.run(gateway.review_claim(case, REVIEWER))
+    for rationale, message in (
+        ("\x00Account takeover.", "contains U+0000 (a control character) at position 0"),
+        ("Account\x9btakeover.", "contains U+009B (a control character) at position 7"),
+        ("Account take\u200bover.", "contains U+200B (a zero-width character) at position 12"),
+        ("Account \u202etakeover.", "contains U+202E (a bidi control character) at position 8"),
+    ):
+        with pytest.raises(RequestError) as caught:
+            asyncio.run(gateway.review(case, REVIEWER, {**DECLINE, "rationale": rationale}))
+        assert caught.value.field == "rationale"
+        assert caught.value.message == f"rationale: {message}"
+    assert kinds(gateway, case) == ["decision", "review_claim"]
+    kept = "Account takeover:\r\n\tnew device,\tconfirmed."
+    asyncio.run(gateway.review(case, REVIEWER, {**DECLINE, "rationale": kept}))
+    assert kinds(gateway, case)[-1] == "review"

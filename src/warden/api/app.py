@@ -13,8 +13,16 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Route
 
 from warden import __version__, metrics
-from warden.api.body import parse_json_body
+from warden.api.body import (
+    SMALL_BODY_BYTES,
+    BodyLimit,
+    decision_body_limit,
+    parse_json_body,
+    route_path,
+)
 from warden.api.models import mount_model_routes
+from warden.api.openai_compat import MAX_BODY_BYTES
+from warden.api.openai_compat import PATH as CHAT_COMPLETIONS
 from warden.api.openai_compat import install as install_chat_completions
 from warden.api.openapi import decision_body_schema, install_openapi
 from warden.auth import Permission, Principal
@@ -62,13 +70,6 @@ def _methods_at(app: FastAPI, path: str) -> list[str]:
     return sorted({m for r in routes if r.path == template for m in r.methods or ()})
 
 
-def _route_path(request: Request) -> str:
-    """The path the routes see: without the `root_path` a proxy mounts the app under."""
-    path: str = request.scope["path"]
-    root: str = request.scope.get("root_path", "")
-    return path[len(root) :] if root and path.startswith(root) else path
-
-
 def create_app(gateway: Gateway, *, close_on_shutdown: bool = False) -> FastAPI:
     """The app. With `close_on_shutdown`, the app owns the gateway and closes it (flushing
     the audit writer, releasing the data directory) when the server shuts down."""
@@ -90,6 +91,13 @@ def create_app(gateway: Gateway, *, close_on_shutdown: bool = False) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.gateway = gateway
+    # every body is read whole, and refused (413) over its route's limit, before a route
+    # sees it: a decision's documents need megabytes, any other body a few kilobytes
+    body_limits = {
+        "/v1/decisions": decision_body_limit(gateway.policy),
+        CHAT_COMPLETIONS: MAX_BODY_BYTES,
+    }
+    app.add_middleware(BodyLimit, limits=body_limits, default=SMALL_BODY_BYTES)
 
     async def principal(x_api_key: Annotated[str | None, Header()] = None) -> Principal:
         if gateway.keyring is None:
@@ -119,7 +127,7 @@ def create_app(gateway: Gateway, *, close_on_shutdown: bool = False) -> FastAPI:
         body = {"code": code, "message": str(exc.detail)}
         headers = dict(exc.headers or {})
         if exc.status_code == 405:  # Starlette names the first route's methods only
-            methods = _methods_at(app, _route_path(request))
+            methods = _methods_at(app, route_path(request.scope))
             if methods:  # else (a mount's own 405, say) Starlette's answer stands
                 headers["Allow"] = ", ".join(methods)
         return JSONResponse({"error": body}, status_code=exc.status_code, headers=headers)
@@ -237,7 +245,7 @@ def create_app(gateway: Gateway, *, close_on_shutdown: bool = False) -> FastAPI:
 
     mount_workbench(app, gateway)
     mount_model_routes(app, gateway, principal, ERRORS)
-    install_openapi(app, gateway.policy, decision_defs)
+    install_openapi(app, gateway.policy, decision_defs, body_limits, SMALL_BODY_BYTES)
 
     @app.get("/healthz", summary="Liveness and audit writer health")
     def healthz() -> dict[str, Any]:

@@ -6,15 +6,40 @@ Python converts (`ValueError`), arrays nested deeper than its recursion limit
 refused here: text that is not UTF-8 (given bytes, `json.loads` also guesses UTF-16 and
 UTF-32), and an object with the same key twice — `json.loads` keeps the last, another
 reader (a proxy, a log pipeline) may keep the first, so the two would disagree on, say,
-the jurisdiction. Both doors use this."""
+the jurisdiction. Both doors use this.
+
+Before that, the body's size: every route that reads one is behind `BodyLimit` (and the
+front door `warden serve` runs ahead of the app calls `read_body` itself), so no body is
+read into memory past its route's limit."""
 
 from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from typing import TYPE_CHECKING, Any
 
-from warden.errors import RequestError
+from starlette.datastructures import Headers
+
+from warden.errors import RequestError, TooLargeError, WardenError
+
+if TYPE_CHECKING:
+    from warden.policy.loader import LoadedPolicy
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+#: the body of any route without a limit of its own: a review (a rationale of at most
+#: 5,000 characters is at most 60,000 bytes even with every one JSON- or URL-escaped as a
+#: 4-byte character), a calibration, a workbench form
+SMALL_BODY_BYTES = 64 * 1024
+#: what a decision carries besides its documents: fields, free text, tool calls
+DECISION_FIELDS_BYTES = 1024 * 1024
+#: the methods whose bodies are limited (no route reads the body of any other)
+_WITH_BODY = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
 class _DuplicateKey(Exception):
@@ -56,3 +81,117 @@ def parse_json_body(raw: bytes) -> Any:
         raise RequestError(
             f"body: an integer literal has more than {limit} digits", field="body"
         ) from None
+
+
+def decision_body_limit(policy: LoadedPolicy) -> int:
+    """The limit of a `POST /v1/decisions` body: room for every document input of the
+    decision type with the most, each as large as its guard accepts (`data_base64`:
+    4/3 of `guard.document.max_bytes`, the guard's own check), and `DECISION_FIELDS_BYTES`
+    for the rest. A body the guard would accept is never refused for its size first."""
+    documents = max(
+        (
+            sum(
+                spec.guard.document.max_bytes * 4 // 3 + 8
+                for field in spec.inputs.values()
+                if field.type == "document"
+            )
+            for spec in policy.policy.decision_types.values()
+        ),
+        default=0,
+    )
+    return DECISION_FIELDS_BYTES + documents
+
+
+class Disconnected(Exception):
+    """The client went away before it had sent its body."""
+
+
+def too_large(limit: int, declared: int | None = None) -> TooLargeError:
+    sent = f"{declared:,} bytes, more" if declared is not None else "more"
+    return TooLargeError(f"body: {sent} than the limit of {limit:,} bytes", field="body")
+
+
+async def read_body(receive: Receive, headers: Headers, limit: int) -> bytes:
+    """The whole body. Over `limit` (announced in Content-Length: nothing is read; or
+    sent): TooLargeError, with at most `limit` bytes read."""
+    declared = headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise too_large(limit, int(declared))
+    chunks = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise Disconnected
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise too_large(limit)
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def error_json(exc: WardenError) -> bytes:
+    """`{"error": ...}` as every route answers it (compact, as Starlette's JSONResponse)."""
+    error = {"error": exc.to_dict()}
+    return json.dumps(error, ensure_ascii=False, separators=(",", ":")).encode()
+
+
+async def send_json(send: Send, status: int, body: bytes, headers: Mapping[str, str]) -> None:
+    """A complete JSON response, in two ASGI messages."""
+    out = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    out += [(k.lower().encode(), v.encode()) for k, v in headers.items()]
+    await send({"type": "http.response.start", "status": status, "headers": out})
+    await send({"type": "http.response.body", "body": body})
+
+
+def route_path(scope: Scope) -> str:
+    """The path the routes see: without the `root_path` a proxy mounts the app under."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    return path[len(root) :] if root and path.startswith(root) else path
+
+
+class BodyLimit:
+    """ASGI middleware: the body of every request to the app, read whole before the app
+    sees the request, and refused (413, the error JSON every route answers) when it is over
+    its route's limit: `limits` by path, else `default`. The app does not start on a
+    refused request, so nothing of it is parsed, decided or written."""
+
+    def __init__(self, app: ASGIApp, limits: Mapping[str, int], default: int) -> None:
+        self.app = app
+        self.limits = dict(limits)
+        self.default = default
+
+    def limit(self, path: str) -> int:
+        return self.limits.get(path, self.default)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] not in _WITH_BODY:
+            await self.app(scope, receive, send)
+            return
+        try:
+            raw = await read_body(receive, Headers(scope=scope), self.limit(route_path(scope)))
+        except Disconnected:
+            return
+        except TooLargeError as exc:
+            # the rest of the body is not read: the connection cannot carry another request
+            await send_json(send, exc.http_status, error_json(exc), {"connection": "close"})
+            return
+        await self.app(scope, _replay(raw, receive), send)
+
+
+def _replay(raw: bytes, receive: Receive) -> Receive:
+    """`receive` for the app: the body already read, then the client's own messages (a
+    disconnect, which a streaming response listens for)."""
+    pending = True
+
+    async def replay() -> Message:
+        nonlocal pending
+        if pending:
+            pending = False
+            return {"type": "http.request", "body": raw, "more_body": False}
+        return await receive()
+
+    return replay

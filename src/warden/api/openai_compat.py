@@ -6,11 +6,10 @@ Two ways in, one handler (`answer`): a Starlette route ahead of FastAPI's (what 
 built by `create_app` serves, e.g. under a test client), and `FrontDoorFirst`, the ASGI
 wrapper `warden serve` puts around the whole app, which sends this one path straight to
 the handler without FastAPI's middleware stack (measured: see bench/README.md) and
-enforces the body-size limit itself."""
+enforces the body-size limit itself (`read_body`, as the app's `BodyLimit` does)."""
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -20,8 +19,8 @@ from fastapi.responses import Response
 from starlette.datastructures import Headers
 from starlette.routing import Route
 
-from warden.api.body import parse_json_body
-from warden.errors import RequestError, WardenError
+from warden.api.body import Disconnected, error_json, parse_json_body, read_body, send_json
+from warden.errors import TooLargeError, WardenError
 from warden.frontdoor import chat_completion
 from warden.gateway import Gateway
 
@@ -42,9 +41,8 @@ def _api_key(headers: Mapping[str, str]) -> str | None:
 
 
 def _error(exc: WardenError) -> tuple[int, bytes, dict[str, str]]:
-    body = json.dumps({"error": exc.to_dict()}, ensure_ascii=False, separators=(",", ":"))
     decision_id = getattr(exc, "decision_id", None)
-    return exc.http_status, body.encode(), {DECISION_ID: decision_id} if decision_id else {}
+    return exc.http_status, error_json(exc), {DECISION_ID: decision_id} if decision_id else {}
 
 
 async def answer(
@@ -91,48 +89,14 @@ class FrontDoorFirst:
             return
         headers = Headers(scope=scope)
         try:
-            raw = await _read_body(receive, headers)
-            if raw is None:
-                too_big = RequestError(
-                    f"body: larger than {MAX_BODY_BYTES} bytes",
-                    code="request.too_large",
-                    field="body",
-                )
-                _, body, warden_headers = _error(too_big)
-                status = 413
-            else:
-                status, body, warden_headers = await answer(self.gateway, headers, raw)
-        except _Disconnected:
+            raw = await read_body(receive, headers, MAX_BODY_BYTES)
+            status, body, warden_headers = await answer(self.gateway, headers, raw)
+        except TooLargeError as exc:  # the app's BodyLimit answers the same on this path
+            status, body, warden_headers = _error(exc)
+            warden_headers["connection"] = "close"
+        except Disconnected:
             return
         except Exception:  # as Starlette's ServerErrorMiddleware: log it, answer 500
             log.exception("front door: unexpected error")
             status, body, warden_headers = 500, INTERNAL_ERROR, {}
-        length = str(len(body)).encode()
-        out = [(b"content-type", b"application/json"), (b"content-length", length)]
-        out += [(k.lower().encode(), v.encode()) for k, v in warden_headers.items()]
-        await send({"type": "http.response.start", "status": status, "headers": out})
-        await send({"type": "http.response.body", "body": body})
-
-
-async def _read_body(receive: Any, headers: Headers) -> bytes | None:
-    """The whole body, or None when it is over the limit (announced or sent)."""
-    declared = headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        return None
-    chunks = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise _Disconnected
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            return None
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-
-class _Disconnected(Exception):
-    """The client went away before it had sent its body."""
+        await send_json(send, status, body, warden_headers)

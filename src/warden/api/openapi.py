@@ -225,14 +225,21 @@ def _chat_completions(errors: dict[str, Any], policy: LoadedPolicy) -> dict[str,
                     "headers": {"X-Warden-Decision-Id": {"schema": {"type": "string"}}},
                     "content": {"application/json": {"schema": {"type": "object"}}},
                 },
-                **{code: errors for code in ("401", "403", "409", "413", "422", "503")},
+                **{code: errors for code in ("401", "403", "409", "422", "503")},
             },
         }
     }
 
 
-def install_openapi(app: FastAPI, policy: LoadedPolicy, decision_defs: dict[str, Any]) -> None:
-    """Wrap `app.openapi` so the document it builds (once) is complete."""
+def install_openapi(
+    app: FastAPI,
+    policy: LoadedPolicy,
+    decision_defs: dict[str, Any],
+    body_limits: Mapping[str, int],
+    default_body_limit: int,
+) -> None:
+    """Wrap `app.openapi` so the document it builds (once) is complete. `body_limits` (by
+    path, else `default_body_limit`): what `BodyLimit` refuses with 413."""
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -265,6 +272,14 @@ def install_openapi(app: FastAPI, policy: LoadedPolicy, decision_defs: dict[str,
             },
         }
         document["paths"]["/v1/chat/completions"] = _chat_completions(errors, policy)
+        for path, operations in document["paths"].items():
+            limit = body_limits.get(path, default_body_limit)
+            for method, operation in operations.items():
+                if method in ("post", "put", "patch", "delete"):
+                    operation.setdefault("responses", {})["413"] = {
+                        **errors,
+                        "description": f"The body is larger than {limit:,} bytes",
+                    }
         app.openapi_schema = document
         return document
 

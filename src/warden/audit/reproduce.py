@@ -25,7 +25,7 @@ from warden.audit.entry import StoredEntry, final_record
 from warden.audit.record import drop_newer_fields, gate_results
 from warden.audit.store import AuditStore
 from warden.auth import Principal, Role
-from warden.errors import ConflictError, NotFoundError
+from warden.errors import ConflictError, NotFoundError, echo
 from warden.gates.admission import AdmissionGate
 from warden.gates.bands import BandsGate
 from warden.gates.decide import DecideGate
@@ -144,7 +144,7 @@ def reproduce_entries(store: AuditStore, entries: list[StoredEntry]) -> Reproduc
     policy_version = record["policy"]["version"]
     blob = store.get_blob(policy_version)
     if blob is None:
-        raise NotFoundError(f"policy {policy_version} is not in the audit store")
+        raise NotFoundError(f"policy {echo(policy_version)} is not in the audit store")
     policy = load_policy_bytes(blob[1], source=f"stored policy {policy_version}")
 
     decide = _gate_result(record, "decide") or {}
@@ -267,5 +267,5 @@ def _run_in_thread(pipeline: Pipeline, ctx: DecisionContext) -> None:
 def reproduce(store: AuditStore, decision_id: str) -> ReproduceReport:
     entries = store.entries_for(decision_id)
     if not entries:
-        raise NotFoundError(f"no decision with id {decision_id!r}")
+        raise NotFoundError(f"no decision with id {echo(decision_id)}")
     return reproduce_entries(store, entries)

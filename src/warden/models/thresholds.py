@@ -23,7 +23,7 @@ from warden.audit.sqlite_store import utc_now
 from warden.audit.store import AuditStore
 from warden.auth import Permission, Principal
 from warden.canonical import canonical_json, content_id
-from warden.errors import ConflictError, ForbiddenError, NotFoundError, RequestError
+from warden.errors import ConflictError, ForbiddenError, NotFoundError, RequestError, echo
 from warden.models.calibration import CalibrationMap, apply_map
 
 THRESHOLDS_FORMAT = 1
@@ -101,7 +101,7 @@ def thresholds_document(
 def load_version(store: AuditStore, version: str) -> ThresholdsVersion:
     found = store.get_blob(version)
     if found is None or found[0] != BLOB_KIND:
-        raise NotFoundError(f"no stored thresholds version {version!r}")
+        raise NotFoundError(f"no stored thresholds version {echo(version)}")
     return ThresholdsVersion.from_document(json.loads(found[1]))
 
 
@@ -132,7 +132,7 @@ async def approve(store: AuditStore, caller: Principal, version: str) -> dict[st
     caller.require(Permission.ADMIN)
     proposal = store.by_unique_key(f"thresholds-proposal:{version}")
     if proposal is None:
-        raise NotFoundError(f"no proposed thresholds version {version!r}")
+        raise NotFoundError(f"no proposed thresholds version {echo(version)}")
     body = proposal.body()
     proposer = body["proposed_by"]["name"]
     if proposer == caller.name:

@@ -7,6 +7,7 @@ write generation 4), so this works the same with one process or many."""
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -17,6 +18,7 @@ from warden.audit.record import is_exercise, review_body
 from warden.audit.store import AuditStore
 from warden.auth import Permission, Principal
 from warden.errors import ConflictError, RequestError
+from warden.guard.normalize import CLASSES, normalize
 from warden.policy.errors_format import validated_body
 from warden.policy.loader import LoadedPolicy
 from warden.review.cases import (
@@ -35,6 +37,21 @@ QUEUE_SCAN = 5000
 #: queue summaries of decision entries kept in memory (cleared when full)
 _SUMMARY_CACHE = 50_000
 _SUMMARIES: dict[tuple[str, int, str], dict[str, Any]] = {}
+#: control characters a rationale may hold: line breaks and tabs
+_TEXT_CONTROLS = frozenset("\n\r\t")
+#: the injection detector's classes of invisible characters, as a message names them
+_INVISIBLE_KINDS = dict(
+    zip(
+        CLASSES,
+        (
+            "a zero-width character",
+            "a bidi control character",
+            "a Unicode tag character",
+            "an invisible character",
+        ),
+        strict=True,
+    )
+)
 
 
 def reasons_of(record: dict[str, Any]) -> list[str]:
@@ -46,6 +63,40 @@ def reasons_of(record: dict[str, Any]) -> list[str]:
     if record.get("stop"):
         reasons.append(record["stop"]["message"])
     return reasons
+
+
+def hidden_character(text: str) -> tuple[int, str] | None:
+    """The first character of `text` a reader does not see (its index, from 0) and what it
+    is; None if there is none. A rationale is read by auditors and exported with the
+    labels: a NUL cuts it short in C tools, bidi controls reorder what is shown (Trojan
+    Source), zero-width and tag characters hide text. Control characters are Unicode's (C0
+    and C1, but for line breaks and tabs); the invisible ones are the injection detector's
+    (`normalize`), which also knows the legitimate uses to keep: a joiner in an emoji
+    sequence or between letters of a script that needs it (Persian, Indic), the tags of a
+    subdivision flag."""
+    if text.isprintable():
+        return None
+    i, n = 0, len(text)
+    while i < n:
+        c = text[i]
+        if c.isprintable() or c in _TEXT_CONTROLS:
+            i += 1
+            continue
+        if unicodedata.category(c) == "Cc":
+            return i, "a control character"
+        end = i + 1
+        if 0xE0000 <= ord(c) <= 0xE007F:  # a run of tags is one unit (a flag, or a message)
+            while end < n and 0xE0000 <= ord(text[end]) <= 0xE007F:
+                end += 1
+        run = text[i:end]
+        # removed in the context that decides (its neighbours), of the class it has alone
+        if run not in normalize(text[max(i - 1, 0) : end + 1]).text:
+            removed = normalize(run).removed
+            kind = next((_INVISIBLE_KINDS[k] for k in CLASSES if removed[k]), None)
+            if kind is not None:
+                return i, kind
+        i = end
+    return None
 
 
 def _duration(delta: timedelta) -> str:
@@ -264,6 +315,13 @@ class ReviewDesk:
 
     def parse_review(self, payload: Any) -> ReviewRequestBody:
         body = validated_body(ReviewRequestBody, payload)
+        hidden = hidden_character(body.rationale)
+        if hidden is not None:
+            at, kind = hidden
+            raise RequestError(
+                f"rationale: contains U+{ord(body.rationale[at]):04X} ({kind}) at position {at}",
+                field="rationale",
+            )
         minimum = self.policy.policy.review.min_rationale_chars
         if len(body.rationale.strip()) < minimum:
             raise RequestError(

@@ -26,6 +26,7 @@ from warden.errors import (
     NotFoundError,
     RequestError,
     WardenError,
+    echo,
 )
 from warden.review.cases import CaseState, four_eyes
 from warden.review.labels import FORMATS, MEDIA_TYPES, export_labels
@@ -379,7 +380,7 @@ class Workbench:
         try:
             session.principal.require(Permission.ADMIN)
             if fmt not in FORMATS:
-                raise NotFoundError(f"no label export format {fmt!r} (jsonl, parquet)")
+                raise NotFoundError(f"no label export format {echo(fmt)} (jsonl, parquet)")
         except WardenError as exc:
             return self.error(request, exc, session)
         data, _ = export_labels(self.gateway.store.iter_entries(), fmt)
