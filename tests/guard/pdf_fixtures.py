@@ -437,8 +437,9 @@ def raw_stream(data: bytes, extra: bytes = b"") -> bytes:
     return b"<< /Length %d %s >>\nstream\n" % (len(data), extra) + data + b"\nendstream"
 
 
-def raw_pdf(objects: list[bytes]) -> bytes:
-    """Objects numbered from 1 (object 1 is the catalog), a classic xref table."""
+def raw_pdf(objects: list[bytes], *, trailer: bytes = b"") -> bytes:
+    """Objects numbered from 1 (object 1 is the catalog), a classic xref table;
+    `trailer` adds entries to the trailer dictionary."""
     out = bytearray(b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n")
     offsets = []
     for number, body in enumerate(objects, start=1):
@@ -448,8 +449,76 @@ def raw_pdf(objects: list[bytes]) -> bytes:
     out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
     for offset in offsets:
         out += b"%010d 00000 n \n" % offset
-    out += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (
+    out += b"trailer\n<< /Size %d /Root 1 0 R %s>>\nstartxref\n%d\n%%%%EOF\n" % (
         len(objects) + 1,
+        trailer + b" " if trailer else b"",
         xref,
     )
+    return bytes(out)
+
+
+# --------------------------------------------------------------------- broken structure
+
+_CATALOG = b"<< /Type /Catalog /Pages 2 0 R >>"
+_PAGES = b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>"
+_HELVETICA = b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>"
+#: the visible text of `one_page`
+PAGE_TEXT = b"BT /F1 12 Tf 50 700 Td (Claim text) Tj ET"
+
+
+def page_dict(resources: bytes = b"") -> bytes:
+    return (
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
+        b"/Resources << /Font << /F1 5 0 R >> " + resources + b" >> >>"
+    )
+
+
+def one_page(content: bytes = PAGE_TEXT, resources: bytes = b"", *more: bytes) -> bytes:
+    """Objects 1-5: catalog, page tree, page, its content stream, Helvetica; `more` from 6."""
+    return raw_pdf([_CATALOG, _PAGES, page_dict(resources), raw_stream(content), _HELVETICA, *more])
+
+
+def scanned_page(image_filter: bytes, parms: bytes = b"", *more: bytes) -> bytes:
+    """A scan: one page-size image (object 6, compressed with `image_filter`, its bytes
+    not a valid image) under an invisible OCR text layer, as scanners write them; `more`
+    objects from 7."""
+    image = raw_stream(
+        bytes(64),
+        b"/Type /XObject /Subtype /Image /Width 8 /Height 8 /BitsPerComponent 1 "
+        b"/ColorSpace /DeviceGray /Filter " + image_filter + b" " + parms,
+    )
+    content = (
+        b"q 600 0 0 780 6 6 cm /Im1 Do Q "
+        b"BT 3 Tr /F1 12 Tf 50 650 Td (Scanned claim letter, page one) Tj ET"
+    )
+    return one_page(content, b"/XObject << /Im1 6 0 R >>", image, *more)
+
+
+def object_stream_pdf(first: bytes | None = None) -> bytes:
+    """Catalog and page tree inside object stream 6, a cross-reference stream (object 7);
+    `first` replaces the object stream's /First."""
+    header = b"1 0 2 %d " % (len(_CATALOG) + 1)
+    payload = header + _CATALOG + b" " + _PAGES
+    first = b"%d" % len(header) if first is None else first
+    bodies = {
+        3: page_dict(),
+        4: raw_stream(PAGE_TEXT),
+        5: _HELVETICA,
+        6: raw_stream(payload, b"/Type /ObjStm /N 2 /First " + first),
+    }
+    out = bytearray(b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n")
+    offsets = {}
+    for number, body in bodies.items():
+        offsets[number] = len(out)
+        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
+    offsets[7] = len(out)
+    rows = bytes([0, 0, 0, 0, 255, 255])
+    for number in range(1, 8):
+        if number in (1, 2):  # compressed: in object stream 6, at index number - 1
+            rows += bytes([2]) + (6).to_bytes(3, "big") + (number - 1).to_bytes(2, "big")
+        else:
+            rows += bytes([1]) + offsets[number].to_bytes(3, "big") + bytes(2)
+    xref = raw_stream(rows, b"/Type /XRef /Size 8 /W [1 3 2] /Root 1 0 R")
+    out += b"7 0 obj\n" + xref + b"\nendobj\n"
+    out += b"startxref\n%d\n%%%%EOF\n" % offsets[7]
     return bytes(out)

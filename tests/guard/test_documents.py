@@ -248,7 +248,10 @@ def test_truncated_pdf_is_refused() -> None:
 
 
 def test_garbage_pdf_is_refused() -> None:
-    assert "malformed PDF" in str(_refused(fx.garbage_after_header(), "document.malformed"))
+    error = _refused(fx.garbage_after_header(), "document.malformed")
+    assert str(error) == (
+        "claim.pdf: no PDF objects follow the %PDF- header (the file is damaged throughout)"
+    )
 
 
 @pytest.mark.parametrize(

@@ -29,6 +29,7 @@ pdfium handles are closed on every path.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import email
 import email.policy
@@ -59,6 +60,20 @@ from pypdf.generic import (
 
 from warden.errors import RequestError
 from warden.guard.isolated import ChildError, ChildStopped, run_isolated
+from warden.guard.pdf_damage import (
+    OBJECT_REPR,
+    best_effort,
+    describe,
+    failure_reason,
+    length_damage,
+    object_stream_damage,
+    raw_objects,
+    short,
+    stream_damage,
+    structure_damage,
+    unsupported_encryption,
+    xref_damage,
+)
 from warden.guard.signals import Signal
 
 Technique = Literal[
@@ -232,11 +247,6 @@ class _Finding:
     score: float
 
 
-def _short(text: str, limit: int = 120) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
 def _is_prose(text: str) -> bool:
     text = text.strip()
     return len(text.split()) >= PROSE_WORDS or len(text) >= PROSE_CHARS
@@ -303,7 +313,7 @@ def analyze_pdf(
     try:  # pdfium cannot be interrupted: a child that can be (`warden.guard.isolated`)
         return run_isolated(lambda: _read_in_child(data, job), job.deadline, quiet=_PDFIUM_LOCK)
     except ChildError as exc:  # raised in the child and could not come back as itself
-        job.fail("malformed", f"malformed PDF ({_short(str(exc), 160)})")
+        job.fail("malformed", f"malformed PDF ({short(str(exc), 160)})")
     except ChildStopped as stopped:
         if stopped.timed_out:
             job.fail(
@@ -348,21 +358,11 @@ def _read(data: bytes, job: _Job) -> DocumentReport:
     except RecursionError:
         job.fail("malformed", "malformed PDF (objects nested too deeply)")
     except Exception as exc:
-        loop = _SELF_REFERENCE.search(str(exc))
-        if loop:
-            job.fail(
-                "malformed",
-                f"malformed PDF (object {loop[1]} {loop[2]} contains a reference to itself)",
-            )
         # pypdf names objects with their Python address: not part of a stable message
-        reason = _short(_OBJECT_REPR.sub(r"object \1 \2", str(exc)) or type(exc).__name__, 160)
+        reason = short(OBJECT_REPR.sub(r"object \1 \2", str(exc)) or type(exc).__name__, 160)
         if _caused_by_limit(exc):
             job.fail("too_large", f"a resource limit was reached while reading the PDF ({reason})")
-        job.fail("malformed", f"malformed PDF ({reason})")
-
-
-_OBJECT_REPR = re.compile(r"IndirectObject\((\d+), (\d+), \d+\)")
-_SELF_REFERENCE = re.compile(r"loop with self reference for IndirectObject\((\d+), (\d+),")
+        job.fail("malformed", failure_reason(exc, data))
 
 
 def _caused_by_limit(exc: BaseException) -> bool:
@@ -459,7 +459,7 @@ def _analyze_pdf(data: bytes, job: _Job) -> DocumentReport:
     with _PDFIUM_LOCK, _PdfiumDocument(data, job) as doc:
         for index in range(page_count):
             job.check_time(f"reading page {index + 1}")
-            result = doc.analyse_page(index, job, walked)
+            result = doc.analyse_page(index, job, walked, pages[index])
             walked = result.objects_walked
             page_texts.append(result.visible_text)
             findings += result.findings
@@ -477,11 +477,7 @@ def _open_reader(data: bytes, job: _Job) -> pypdf.PdfReader:
     try:
         reader = pypdf.PdfReader(io.BytesIO(data), strict=False)
     except NotImplementedError as exc:
-        job.fail(
-            "encrypted",
-            f"encrypted PDF with an unsupported method ({_short(str(exc), 80)}); "
-            "upload it unencrypted",
-        )
+        job.fail("encrypted", unsupported_encryption(exc, None, data))
     objects = sum(len(entries) for entries in reader.xref.values()) + len(reader.xref_objStm)
     if objects > job.limits.max_objects:
         job.fail(
@@ -491,23 +487,102 @@ def _open_reader(data: bytes, job: _Job) -> pypdf.PdfReader:
         try:
             decrypted = reader.decrypt("")
         except (NotImplementedError, pypdf.errors.DependencyError) as exc:
-            job.fail(
-                "encrypted",
-                f"encrypted PDF with an unsupported method ({_short(str(exc), 80)}); "
-                "upload it unencrypted",
-            )
+            job.fail("encrypted", unsupported_encryption(exc, reader, data))
         if not decrypted:
             job.fail("encrypted", "encrypted PDF (needs a password); upload it unencrypted")
+    reference = reader.trailer.get("/Root")
     try:
-        root = reader.trailer.get("/Root")
-        root = root.get_object() if isinstance(root, IndirectObject) else root
+        root = reference.get_object() if isinstance(reference, IndirectObject) else reference
     except FileNotDecryptedError:
         job.fail("encrypted", "encrypted PDF (needs a password); upload it unencrypted")
+    except (LimitReachedError, RecursionError, MemoryError):
+        raise
+    except Exception as exc:  # e.g. in an object stream pypdf cannot read
+        job.fail("malformed", _catalog_damage(reader, data, reference) or failure_reason(exc, data))
     if root is None or isinstance(root, NullObject):
-        job.fail("malformed", "malformed PDF (no document catalog)")
+        job.fail(
+            "malformed",
+            _catalog_damage(reader, data, reference) or "malformed PDF (no document catalog)",
+        )
     if not isinstance(root, DictionaryObject):
-        job.fail("malformed", "malformed PDF (the document catalog is not a dictionary)")
+        job.fail(
+            "malformed",
+            _catalog_damage(reader, data, reference)
+            or f"the document catalog{_ref_label(reference)} is not a dictionary "
+            f"(it is {describe(root)})",
+        )
+    _check_page_tree_root(root, job)
     return reader
+
+
+def _ref_label(reference: Any) -> str:
+    return (
+        f" (object {reference.idnum} {reference.generation})"
+        if isinstance(reference, IndirectObject)
+        else ""
+    )
+
+
+@best_effort
+def _catalog_damage(reader: pypdf.PdfReader, data: bytes, reference: Any) -> str | None:
+    """Why the trailer's /Root does not lead to a catalog: no /Root, a reference to an
+    object that is not there, or one in a damaged object stream."""
+    if reference is None or isinstance(reference, NullObject):
+        return "the trailer has no /Root entry, so the document catalog cannot be found"
+    if not isinstance(reference, IndirectObject):
+        return None
+    catalog = f"the document catalog (object {reference.idnum} {reference.generation})"
+    container = reader.xref_objStm.get(reference.idnum)
+    if container is not None:
+        damage = object_stream_damage(container[0], raw_objects(data), reader, ", which holds it,")
+        return f"{catalog} cannot be read: {damage}" if damage else None
+    in_table = any(reference.idnum in entries for entries in reader.xref.values())
+    if not in_table and reference.idnum not in raw_objects(data):
+        return (
+            f"the trailer's /Root refers to object {reference.idnum} {reference.generation}, "
+            "which is not in the file"
+        )
+    return None
+
+
+def _check_page_tree_root(root: DictionaryObject, job: _Job) -> None:
+    """The catalog's /Pages, checked before pdfium opens the file (pdfium says only
+    "corrupted" when it is missing)."""
+    reference = root.get("/Pages")
+    if reference is None or isinstance(reference, NullObject):
+        job.fail("malformed", "the document catalog has no /Pages entry (the page tree)")
+    top = reference.get_object() if isinstance(reference, IndirectObject) else reference
+    if top is None or isinstance(top, NullObject):
+        job.fail(
+            "malformed",
+            f"the document catalog's /Pages refers to object {reference.idnum} "
+            f"{reference.generation}, which is not in the file",
+        )
+    if not isinstance(top, DictionaryObject):
+        job.fail(
+            "malformed",
+            f"the document catalog's /Pages (the page tree) is not a dictionary "
+            f"(it is {describe(top)})",
+        )
+
+
+@best_effort
+def _page_damage(data: bytes, page: _Page | None) -> str | None:
+    """What is wrong with a page pdfium cannot load: its node in the page tree, or the
+    /Length of the page dictionary or of one of its content streams."""
+    if page is None:
+        return None
+    if page.problems:
+        return page.problems[0]
+    numbers = {page.ref} if page.ref is not None else set()
+    contents = page.node.get("/Contents")
+    with contextlib.suppress(Exception):
+        if isinstance(contents, IndirectObject):
+            numbers.add(contents.idnum)
+            contents = contents.get_object()
+        if isinstance(contents, ArrayObject):
+            numbers.update(c.idnum for c in contents[:1000] if isinstance(c, IndirectObject))
+    return length_damage(data, raw_objects(data), numbers)
 
 
 def _catalog(reader: pypdf.PdfReader) -> DictionaryObject:
@@ -648,6 +723,8 @@ class _Page:
     ref: int | None  # object number of the page dictionary
     resources: DictionaryObject | None
     box: tuple[float, float, float, float]  # visible box (crop box within media box)
+    #: what the page tree walk found wrong (a page pdfium cannot load is explained by it)
+    problems: list[str] = field(default_factory=list)
 
 
 def _rect(value: Any) -> tuple[float, float, float, float] | None:
@@ -689,12 +766,18 @@ def _walk_page_tree(reader: pypdf.PdfReader, job: _Job, page_count: int) -> list
         job.fail("malformed", "malformed PDF (no page tree)")
     pages: list[_Page] = []
     seen: set[int] = set()
+    #: node -> the node that first listed it, to tell a loop from a page listed twice
+    parent_of: dict[int, int | None] = {}
+    #: what is wrong in the tree, said only if pypdf and pdfium then disagree on it
+    problems: list[str] = []
     letter = (0.0, 0.0, 612.0, 792.0)
-    # (node, ref, inherited resources, inherited media box, inherited crop box)
-    stack: list[tuple[Any, int | None, Any, Any, Any]] = [(top, top_ref, None, None, None)]
+    # (node, ref, parent ref, inherited resources, inherited media box, inherited crop box)
+    stack: list[tuple[Any, int | None, int | None, Any, Any, Any]] = [
+        (top, top_ref, None, None, None, None)
+    ]
     visits = 0
     while stack:
-        entry, ref, resources, media, crop = stack.pop()
+        entry, ref, parent, resources, media, crop = stack.pop()
         visits += 1
         if visits % 256 == 0:
             job.check_time("walking the page tree")
@@ -702,8 +785,11 @@ def _walk_page_tree(reader: pypdf.PdfReader, job: _Job, page_count: int) -> list
             job.fail("malformed", "malformed PDF (page tree too large or cyclic)")
         if ref is not None:
             if ref in seen:
+                if len(problems) < 4:
+                    problems.append(_revisit(ref, parent, parent_of))
                 continue
             seen.add(ref)
+            parent_of[ref] = parent
         node = entry.get_object() if isinstance(entry, IndirectObject) else entry
         if not isinstance(node, DictionaryObject):
             continue
@@ -714,6 +800,11 @@ def _walk_page_tree(reader: pypdf.PdfReader, job: _Job, page_count: int) -> list
         kids = kids.get_object() if isinstance(kids, IndirectObject) else kids
         is_leaf = node.get("/Type") == "/Page" or not isinstance(kids, ArrayObject)
         if is_leaf:
+            if node.get("/Type") == "/Pages" and "/Kids" in node and len(problems) < 4:
+                label = f"page tree node {ref}" if ref is not None else "a page tree node"
+                problems.append(
+                    f"{label} has a /Kids that is not an array (it is {describe(kids)})"
+                )
             media_box = _rect(media) or letter
             crop_box = _rect(crop) or media_box
             box = _intersect(media_box, crop_box) or media_box
@@ -737,13 +828,31 @@ def _walk_page_tree(reader: pypdf.PdfReader, job: _Job, page_count: int) -> list
         assert isinstance(kids, ArrayObject)
         for kid in reversed(kids):  # resolved when popped, not all at once
             kid_ref = kid.idnum if isinstance(kid, IndirectObject) else None
-            stack.append((kid, kid_ref, resources, media, crop))
+            stack.append((kid, kid_ref, ref, resources, media, crop))
     if len(pages) != page_count:
+        if problems:
+            job.fail("malformed", f"the page tree is damaged: {problems[0]}")
+        noun = "page" if len(pages) == 1 else "pages"
         job.fail(
             "malformed",
-            f"malformed PDF (the page tree holds {len(pages)} pages but declares {page_count})",
+            f"malformed PDF (the page tree holds {len(pages)} {noun} but its /Count "
+            f"says {page_count})",
         )
+    for page in pages:
+        page.problems = problems
     return pages
+
+
+def _revisit(ref: int, parent: int | None, parent_of: dict[int, int | None]) -> str:
+    """Why the page tree reached node `ref` a second time, from `parent`."""
+    lister = f"node {parent}" if parent is not None else "a node"
+    ancestor, steps = parent, 0
+    while ancestor is not None and steps < 10_000:
+        if ancestor == ref:
+            kind = "itself" if parent == ref else "one of its own ancestors"
+            return f"it has a loop ({lister} lists object {ref}, {kind}, as a kid)"
+        ancestor, steps = parent_of.get(ancestor), steps + 1
+    return f"object {ref} is listed twice (again by {lister})"
 
 
 # --------------------------------------------------------------------------- object scan
@@ -864,7 +973,7 @@ def _name_tree_leaves(node: Any, job: _Job) -> Iterator[tuple[str, Any]]:
         names = names.get_object() if isinstance(names, IndirectObject) else names
         if isinstance(names, ArrayObject):
             for i in range(0, len(names) - 1, 2):
-                yield _short(_pdf_text(names[i]), 80), names[i + 1]
+                yield short(_pdf_text(names[i]), 80), names[i + 1]
         kids = node.get("/Kids")
         kids = kids.get_object() if isinstance(kids, IndirectObject) else kids
         if isinstance(kids, ArrayObject):
@@ -936,7 +1045,7 @@ def _filespec_finding(spec: DictionaryObject, number: int, path: str, scan: _Sca
             "embedded_file",
             scan.page_of.get(number),
             text,
-            f"embedded file {_short(name, 60)!r} in {_where(number, path, scan)}",
+            f"embedded file {short(name, 60)!r} in {_where(number, path, scan)}",
             1.0,
         )
     )
@@ -1199,7 +1308,7 @@ def _annotation_findings(pages: list[_Page], scan: _Scan) -> list[_Finding]:
                             "embedded_file",
                             page.number,
                             name,
-                            f"file attachment annotation {_short(name, 60)!r}",
+                            f"file attachment annotation {short(name, 60)!r}",
                             1.0,
                         )
                     )
@@ -1300,7 +1409,7 @@ def _form_findings(reader: pypdf.PdfReader, job: _Job, scan: _Scan) -> list[_Fin
         if not widgets:
             reasons = ["no widget on any page"]
         hidden = reasons[0] if reasons else None
-        where = f"form field {_short(name, 60)!r}" + (f" ({hidden})" if hidden else "")
+        where = f"form field {short(name, 60)!r}" + (f" ({hidden})" if hidden else "")
         findings.append(_Finding("form_field", page_number, value, where, 1.0 if hidden else 0.6))
     return findings
 
@@ -1437,7 +1546,9 @@ class _PdfiumDocument:
                 pdfium.FPDF_ERR_FORMAT: "not in PDF format or corrupted",
             }
             self._job.fail(
-                "malformed", f"malformed PDF (pdfium: {reasons.get(error, f'error {error}')})"
+                "malformed",
+                structure_damage(self._data)
+                or f"malformed PDF (pdfium: {reasons.get(error, f'error {error}')})",
             )
         self._doc = doc
         return self
@@ -1450,9 +1561,22 @@ class _PdfiumDocument:
     def page_count(self) -> int:
         return int(pdfium.FPDF_GetPageCount(self._doc))
 
-    def analyse_page(self, index: int, job: _Job, walked: int) -> _PageResult:
+    def analyse_page(
+        self, index: int, job: _Job, walked: int, known: _Page | None = None
+    ) -> _PageResult:
+        """Page `index` read by pdfium; `known` is pypdf's view of it, to explain a page
+        pdfium cannot load."""
         page = pdfium.FPDF_LoadPage(self._doc, index)
         if not page:
+            damage = _page_damage(self._data, known)
+            if damage:
+                job.fail("malformed", f"page {index + 1} cannot be read: {damage}")
+            # damage elsewhere can break a later page (pdfium reads on from a bad /Length)
+            damage = stream_damage(self._data, None) or xref_damage(self._data)
+            if damage:
+                job.fail(
+                    "malformed", f"page {index + 1} cannot be read; the file is damaged: {damage}"
+                )
             job.fail("malformed", f"malformed PDF (page {index + 1} cannot be read)")
         try:
             textpage = pdfium.FPDFText_LoadPage(page)
@@ -1794,7 +1918,7 @@ def _signal(item: HiddenText) -> Signal:
         name=item.technique,
         score=item.score,
         surface="document",
-        detail=_short(where + item.detail, 200),
+        detail=short(where + item.detail, 200),
         page=item.page,
     )
 
@@ -2031,7 +2155,7 @@ def _part_text(part: Message, index: int, job: _Job) -> str:
     try:
         payload = part.get_payload(decode=True)
     except Exception as exc:
-        job.fail("undecodable", f"MIME part {index} cannot be decoded ({_short(str(exc), 80)})")
+        job.fail("undecodable", f"MIME part {index} cannot be decoded ({short(str(exc), 80)})")
     if not isinstance(payload, bytes):
         return ""
     if b"\x00" in payload:
