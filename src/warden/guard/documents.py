@@ -311,7 +311,7 @@ def analyze_pdf(
     job = _Job(name, field, limits)
     _check_envelope(data, job)
     try:  # pdfium cannot be interrupted: a child that can be (`warden.guard.isolated`)
-        return run_isolated(lambda: _read_in_child(data, job), job.deadline, quiet=_PDFIUM_LOCK)
+        return run_isolated(_read_in_child, job.deadline, quiet=_PDFIUM_LOCK, args=(data, job))
     except ChildError as exc:  # raised in the child and could not come back as itself
         job.fail("malformed", f"malformed PDF ({short(str(exc), 160)})")
     except ChildStopped as stopped:

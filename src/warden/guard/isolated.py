@@ -10,19 +10,27 @@ an address-space cap, so an allocation storm ends the child, not the gateway.
 Fork (not spawn): the child starts at once with everything already imported and sees the
 caller's state as it is (the policy's limits, a test's monkeypatch). It only runs the
 analysis and leaves with `os._exit`, touching none of the parent's threads, sockets or
-files. Without `os.fork` (another platform) the work runs in the caller's process."""
+files. Without `os.fork` (another platform) the work runs in the caller's process.
+
+Forking a big gateway per call is most of the cost, though (its page tables, the child's
+teardown, copy-on-write faults in the gateway afterwards): a module-level function of a
+module in `FORKSERVER_PRELOAD` runs instead in a child of a small fork server
+(`warden.guard.forkserver`), as long as that module looks in the server as it does here.
+A lambda, or a module a test has monkeypatched, still runs in a child of the caller."""
 
 from __future__ import annotations
 
 import os
-import pickle
-import resource
 import select
 import signal
 import time
+import types
+import zlib
 from collections.abc import Callable
 from contextlib import AbstractContextManager, suppress
 from typing import Any, TypeVar
+
+from warden.guard import forkserver
 
 T = TypeVar("T")
 
@@ -30,6 +38,43 @@ T = TypeVar("T")
 CHILD_EXTRA_ADDRESS_SPACE = 3 * 1024**3
 #: how long past the work's own deadline the parent waits before it kills the child
 GRACE_SECONDS = 2.0
+#: modules whose functions the fork server runs (imported there, nothing else is)
+FORKSERVER_PRELOAD = ("warden.guard.documents",)
+
+
+def _warmup_pdf() -> bytes:
+    """One page of compressed Helvetica text with an Info dictionary: what the server
+    analyses once at its start so that pypdf's and pdfium's lazy imports, font tables
+    and caches are in place in every child it forks (not loaded again per PDF)."""
+    content = zlib.compress(b"BT /F1 12 Tf 72 720 Td (Claim 1: warm-up text) Tj ET")
+    objects = [
+        b"<< /Type /Catalog /Pages 2 0 R >>",
+        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
+        b"/Resources << /Font << /F1 5 0 R >> >> >>",
+        b"<< /Length %d /Filter /FlateDecode >>\nstream\n" % len(content)
+        + content
+        + b"\nendstream",
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+        b"<< /Title (Warm-up) /Author (warden) >>",
+    ]
+    out = bytearray(b"%PDF-1.7\n")
+    offsets = []
+    for number, body in enumerate(objects, start=1):
+        offsets.append(len(out))
+        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
+    out += b"trailer\n<< /Size %d /Root 1 0 R /Info 6 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (
+        len(objects) + 1,
+        xref,
+    )
+    return bytes(out)
+
+
+#: what the fork server runs once in its own process before it forks any child
+FORKSERVER_WARMUP = (("warden.guard.documents", "analyze_pdf", (_warmup_pdf(),)),)
 
 
 class ChildStopped(Exception):
@@ -45,20 +90,85 @@ class ChildError(Exception):
 
 
 def run_isolated(
-    work: Callable[[], T], deadline: float, *, quiet: AbstractContextManager[Any]
+    work: Callable[..., T],
+    deadline: float,
+    *,
+    quiet: AbstractContextManager[Any],
+    args: tuple[Any, ...] = (),
 ) -> T:
-    """`work()` in a forked child; its result, or the exception it raised, comes back
+    """`work(*args)` in a child; its result, or the exception it raised, comes back
     pickled. `deadline` is a `time.monotonic()` value (the clock is the same in the
-    child). `quiet` is held while forking: a lock no other thread may hold at that moment
-    (the child gets it held, so the work must not take that same lock object)."""
-    if not hasattr(os, "fork"):
-        return work()
+    child). `quiet` is held while forking from the caller: a lock no other thread may hold
+    at that moment (the child gets it held, so the work must not take that same lock)."""
+    if not hasattr(os, "fork") or forkserver.in_server():
+        return work(*args)
+    if _served(work):
+        try:
+            payload = _SERVER.run(work.__module__, work.__qualname__, args, _limits(deadline))
+        except forkserver.NotReady:
+            pass  # starting, or gone just now: fork from the caller this once
+        except forkserver.Died as died:
+            raise _stopped(died.status) from None
+        except forkserver.ServerLost as lost:
+            raise ChildStopped(f"the fork server {lost}", timed_out=False) from None
+        else:
+            result: T = _answer(payload)
+            return result
+    result = _answer(_run_forked(work, args, deadline, quiet))
+    return result
+
+
+def _served(work: Callable[..., Any]) -> bool:
+    """Whether the fork server can run `work` as the caller would (see the module doc)."""
+    return (
+        isinstance(work, types.FunctionType)
+        and work.__module__ in FORKSERVER_PRELOAD
+        and "<" not in work.__qualname__
+        and forkserver.ForkServer.available()
+        and _SERVER.runs_like_caller(work.__module__)
+    )
+
+
+def _limits(deadline: float) -> dict[str, float]:
+    """What the child enforces on itself, read now (a test may have changed them)."""
+    return {
+        "deadline": deadline,
+        "grace": GRACE_SECONDS,
+        "extra_address_space": CHILD_EXTRA_ADDRESS_SPACE,
+    }
+
+
+def _stopped(status: int) -> ChildStopped:
+    if os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGALRM:
+        return ChildStopped("did not finish in time", timed_out=True)  # the child's timer
+    how = (
+        f"killed by {signal.Signals(os.WTERMSIG(status)).name}"
+        if os.WIFSIGNALED(status)
+        else f"exit status {os.waitstatus_to_exitcode(status)}"
+    )
+    return ChildStopped(f"ended without an answer: {how}", timed_out=False)
+
+
+def _answer(payload: bytes) -> Any:
+    outcome, value = forkserver.loads_answer(payload)
+    if outcome == "raised":
+        raise value
+    return value
+
+
+def _run_forked(
+    work: Callable[..., Any],
+    args: tuple[Any, ...],
+    deadline: float,
+    quiet: AbstractContextManager[Any],
+) -> bytes:
+    """The answer of `work(*args)` run in a child of the caller (sees the caller's state)."""
     read_end, write_end = os.pipe()
     with quiet:
         pid = os.fork()
     if pid == 0:  # the child
         os.close(read_end)
-        _child(work, write_end)
+        _child(lambda: work(*args), write_end)
     os.close(write_end)
     try:
         payload = _read_until(read_end, deadline + GRACE_SECONDS)
@@ -73,37 +183,23 @@ def run_isolated(
         _reap(pid)
         raise
     os.close(read_end)
-    if payload:  # the answer is in: the child's exit (its teardown) is reaped later
+    if payload is not None:  # the answer is in: the child's exit (its teardown) is reaped later
         _EXITING.append(pid)
         _reap_exited()
-    else:
-        status = _reap(pid)
-        how = (
-            f"killed by {signal.Signals(os.WTERMSIG(status)).name}"
-            if os.WIFSIGNALED(status)
-            else f"exit status {os.waitstatus_to_exitcode(status)}"
-        )
-        raise ChildStopped(f"ended without an answer: {how}", timed_out=False)
-    outcome, value = pickle.loads(payload)
-    if outcome == "raised":
-        raise value
-    result: T = value
-    return result
+        return payload
+    raise _stopped(_reap(pid))
 
 
 def _child(work: Callable[[], Any], write_end: int) -> None:
     status = 0
     try:
-        _cap_address_space()
+        forkserver.cap_address_space(CHILD_EXTRA_ADDRESS_SPACE)
         try:
             answer: tuple[str, Any] = ("ok", work())
         except BaseException as exc:  # every outcome goes back to the parent
             answer = ("raised", exc)
-        try:
-            payload = pickle.dumps(answer)
-        except Exception as exc:  # an answer that does not pickle
-            payload = pickle.dumps(("raised", ChildError(f"{type(exc).__name__}: {exc}")))
-        view = memoryview(payload)
+        payload = forkserver.dumps_answer(answer)
+        view = memoryview(len(payload).to_bytes(8, "big") + payload)
         while view:
             view = view[os.write(write_end, view) :]
     except BaseException:  # never return into the parent's code
@@ -112,20 +208,12 @@ def _child(work: Callable[[], Any], write_end: int) -> None:
         os._exit(status)
 
 
-def _cap_address_space() -> None:
-    with open("/proc/self/statm") as statm:
-        pages = int(statm.read().split()[0])
-    now = pages * os.sysconf("SC_PAGE_SIZE")
-    cap = now + CHILD_EXTRA_ADDRESS_SPACE
-    _, hard = resource.getrlimit(resource.RLIMIT_AS)
-    if hard != resource.RLIM_INFINITY:
-        cap = min(cap, hard)
-    resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
-
-
-def _read_until(fd: int, deadline: float) -> bytes:
-    chunks: list[bytes] = []
-    while True:
+def _read_until(fd: int, deadline: float) -> bytes | None:
+    """The child's length-prefixed answer, as soon as it is complete (the child's exit,
+    the unmapping of a copy of the gateway, comes after); None at EOF without one."""
+    data = bytearray()
+    size = -1
+    while size < 0 or len(data) < size + 8:
         left = deadline - time.monotonic()
         if left <= 0:
             raise TimeoutError
@@ -134,8 +222,11 @@ def _read_until(fd: int, deadline: float) -> bytes:
             continue
         chunk = os.read(fd, 1 << 20)
         if not chunk:
-            return b"".join(chunks)
-        chunks.append(chunk)
+            return None
+        data += chunk
+        if size < 0 and len(data) >= 8:
+            size = int.from_bytes(data[:8], "big")
+    return bytes(data[8:])
 
 
 #: children that answered and are exiting (reaped without waiting, at the next call)
@@ -155,3 +246,6 @@ def _reap(pid: int) -> int:
     with suppress(ChildProcessError):
         return os.waitpid(pid, 0)[1]
     return 0
+
+
+_SERVER = forkserver.ForkServer(FORKSERVER_PRELOAD, FORKSERVER_WARMUP)
