@@ -330,3 +330,20 @@ async def test_the_client_skips_a_probe_taken_over_while_its_intent_was_committe
         assert other.probe_in_flight and not breaker.probe_in_flight
     finally:
         await client.aclose()
+
+
+def test_a_probe_overtaken_by_a_fresh_opening_elsewhere_is_not_sent(tmp_path: Path) -> None:
+    """A's commit outlasts its claim; B probes, fails and opens the breaker again. A must
+    not send its stale probe during B's fresh cool-down, nor right after: it adopts it."""
+    a, b = _two_workers(tmp_path)
+    now = time.monotonic()
+    a.record_failure(now, probe=a.admit(now))
+    probe = a.admit(now + 5)
+    assert probe
+    b_probe = b.admit(now + 6.5)  # A's claim ran out at 6
+    assert b_probe
+    b.record_failure(now + 6.6, probe=b_probe)  # a fresh opening, cool-down until 11.6
+    assert not a.renew(probe, now + 6.7)
+    assert a.state == "open" and not a.probe_in_flight
+    assert a.admit(now + 7) is None, "B's fresh cool-down holds for A too"
+    assert a.admit(now + 11.7), "after it, the next probe may go"

@@ -52,6 +52,7 @@ class Breaker:
     #: transitions adopted from the other workers
     adopted: int = 0
     _seen: int = 0  # the board generation this breaker has taken in
+    _claimed: int = 0  # the board generation its half-open probe's claim wrote
     #: the slot as last read (the router takes the shared health check from it)
     shared: SlotState | None = None
 
@@ -104,7 +105,7 @@ class Breaker:
             generation = self.board.claim_probe(self.probe_seconds, now)
             if generation is None:
                 return None
-            self._seen = generation
+            self._seen = self._claimed = generation
         self.probe_in_flight = True
         self.probes += 1
         return self.probes
@@ -119,12 +120,24 @@ class Breaker:
         self._sync()
         if not self._is_probe(probe):  # another worker's probe closed the breaker meanwhile
             return self.state == "closed"
+        if self._seen != self._claimed:
+            # another worker claimed or published since (its probe failed: a fresh
+            # opening): this probe is stale; its cool-down is the board's, not ours
+            self.probe_in_flight = False
+            self.board.release_probe()  # if it is still ours on the board
+            shared = self.shared = self.board.read()
+            self._seen = shared.generation
+            if shared.state == OPEN and shared.probe_owner == 0:  # no probe out now
+                self.opened_at = shared.opened_at
+                self.adopted += 1
+                self._move("open")
+            return False
         now = time.monotonic() if now is None else now
         generation = self.board.claim_probe(self.probe_seconds, now)
         if generation is None:
             self.probe_in_flight = False
             return False
-        self._seen = generation
+        self._seen = self._claimed = generation
         return True
 
     def acquire(self, now: float | None = None) -> bool:
