@@ -241,11 +241,10 @@ def test_concurrent_calibrations_all_answer_and_none_is_left_half_done(data_dir:
         ("\x9b", "a control character"),
         ("\u200b", "a zero-width character"),
         ("\ufeff", "a zero-width character"),
-        ("\u200f", "a bidi control character"),
         ("\u202e", "a bidi control character"),
         ("\u2066", "a bidi control character"),
         ("\U000e0041", "a Unicode tag character"),
-        ("\u00ad", "an invisible character"),
+        ("\u2064", "an invisible character"),
     ],
 )
 def test_a_rationale_with_a_control_or_invisible_character_is_refused(
@@ -271,10 +270,12 @@ def test_a_rationale_with_a_control_or_invisible_character_is_refused(
 
 def test_a_rationale_keeps_line_breaks_tabs_and_joiners_that_belong(api: Any) -> None:
     """Not refused: line breaks and tabs (a textarea sends CR LF), a zero-width non-joiner
-    in Persian, a zero-width joiner inside an emoji sequence, a subdivision flag's tags."""
+    in Persian, a zero-width joiner inside an emoji sequence, a subdivision flag's tags,
+    the direction marks of Hebrew and Arabic typing, a pasted soft hyphen."""
     client, keys, _ = api
     rationale = (
         "Known customer,\r\n\tconfirmed by phone: می\u200cخواهم 👨\u200d👩\u200d👧 "
+        "שלום\u200f 123, مرحبا\u061c, re\u00adviewed "
         "🏴\U000e0067\U000e0062\U000e0073\U000e0063\U000e0074\U000e007f"
     )
     decision_id = _claimed_case(client, keys)

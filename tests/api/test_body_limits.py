@@ -24,8 +24,9 @@ from warden.api.body import (
     BodyLimit,
     decision_body_limit,
 )
-from warden.api.openai_compat import MAX_BODY_BYTES
+from warden.api.openai_compat import MAX_BODY_BYTES, FrontDoorFirst
 from warden.auth import Role
+from warden.errors import AuthError
 from warden.gateway import Gateway
 from warden.schemas import ReviewRequestBody
 
@@ -205,8 +206,8 @@ def test_body_limit_reads_nothing_of_a_body_announced_too_large_and_never_calls_
     async def app(scope: Any, receive: Any, send: Any) -> None:
         called.append(await receive())
 
-    limit = BodyLimit(app, {"/big": 100}, default=10)
-    announced = _scope("/big", [(b"content-length", b"101")])
+    limit = BodyLimit(app, {"/big": 100}, default=10, authenticate={"/big": _known})
+    announced = _scope("/big", [(b"content-length", b"101"), (b"x-api-key", b"k")])
     sent, received = _run(limit, announced, [{"type": "http.request", "body": b"x" * 101}])
     assert received == 0 and not called
     start, body = sent
@@ -224,3 +225,47 @@ def test_body_limit_reads_nothing_of_a_body_announced_too_large_and_never_calls_
     # within the limit: the app gets the whole body at once, then the client's messages
     sent, _ = _run(limit, _scope("/other", []), [*pieces[:1], {"type": "http.request"}])
     assert called == [{"type": "http.request", "body": b"x" * 6, "more_body": False}]
+
+
+async def _known(headers: Any) -> None:
+    if headers.get("x-api-key") != "k":
+        raise AuthError("unknown API key")
+
+
+def test_a_large_body_is_read_for_a_known_caller_only() -> None:
+    """Megabytes of a decision are read only after the key is checked: an unknown caller
+    gets its 401 with the body unread, whatever its size."""
+    called = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        called.append(await receive())
+
+    limit = BodyLimit(app, {"/big": 100}, default=10, authenticate={"/big": _known})
+    body = [{"type": "http.request", "body": b"x" * 50}]
+    sent, received = _run(limit, _scope("/big", [(b"x-api-key", b"nope")]), list(body))
+    assert received == 0 and not called
+    assert sent[0]["status"] == 401 and (b"connection", b"close") in sent[0]["headers"]
+    sent, received = _run(limit, _scope("/big", [(b"x-api-key", b"k")]), list(body))
+    assert received == 1 and called == [{**body[0], "more_body": False}]
+    with pytest.raises(ValueError, match="no authentication"):
+        BodyLimit(app, {"/big": 100}, default=10, authenticate={})
+
+
+def test_the_gateways_large_routes_check_the_key_before_the_body(api: Api) -> None:
+    client, _, gateway = api
+    size = gateway.store.size()
+    big = b"x" * (2 * 1024 * 1024)
+    for path, headers in (
+        ("/v1/decisions", {"X-API-Key": "not-a-key"}),
+        ("/v1/chat/completions", {"Authorization": "Bearer not-a-key"}),
+        ("/v1/decisions", {}),
+    ):
+        response = client.post(path, content=big, headers=headers)
+        assert response.status_code == 401, (path, response.text[:200])
+        assert response.headers["connection"] == "close"
+    assert gateway.store.size() == size
+    # and the front door `warden serve` runs ahead of the app
+    door = FrontDoorFirst(None, gateway)
+    scope = _scope("/v1/chat/completions", [(b"authorization", b"Bearer not-a-key")])
+    sent, received = _run(door, scope, [{"type": "http.request", "body": big}])
+    assert received == 0 and sent[0]["status"] == 401

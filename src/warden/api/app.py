@@ -9,6 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.convertors import StringConvertor, register_url_convertor
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Route
 
@@ -23,6 +24,7 @@ from warden.api.body import (
 from warden.api.models import mount_model_routes
 from warden.api.openai_compat import MAX_BODY_BYTES
 from warden.api.openai_compat import PATH as CHAT_COMPLETIONS
+from warden.api.openai_compat import authenticate as authenticate_chat
 from warden.api.openai_compat import install as install_chat_completions
 from warden.api.openapi import decision_body_schema, install_openapi
 from warden.auth import Permission, Principal
@@ -97,12 +99,24 @@ def create_app(gateway: Gateway, *, close_on_shutdown: bool = False) -> FastAPI:
         "/v1/decisions": decision_body_limit(gateway.policy),
         CHAT_COMPLETIONS: MAX_BODY_BYTES,
     }
-    app.add_middleware(BodyLimit, limits=body_limits, default=SMALL_BODY_BYTES)
 
     async def principal(x_api_key: Annotated[str | None, Header()] = None) -> Principal:
         if gateway.keyring is None:
             raise AuthError("this gateway has no API keys configured")
         return gateway.keyring.authenticate(x_api_key)
+
+    async def chat_caller(headers: Headers) -> Principal:
+        return authenticate_chat(gateway, headers)
+
+    app.add_middleware(
+        BodyLimit,
+        limits=body_limits,
+        default=SMALL_BODY_BYTES,
+        authenticate={
+            "/v1/decisions": lambda headers: principal(headers.get("x-api-key")),
+            CHAT_COMPLETIONS: chat_caller,
+        },
+    )
 
     Caller = Annotated[Principal, Depends(principal)]
 
@@ -215,7 +229,9 @@ def create_app(gateway: Gateway, *, close_on_shutdown: bool = False) -> FastAPI:
         openapi_extra=_REVIEW_BODY,
     )
     async def review(decision_id: str, request: Request, caller: Caller) -> dict[str, Any]:
-        caller.require(Permission.REVIEW)  # a role that may not review: 403 before its body
+        caller.require(
+            Permission.REVIEW
+        )  # a role that may not review: 403 before its body is parsed
         payload = parse_json_body(await request.body())
         return await gateway.review(decision_id, caller, payload)
 

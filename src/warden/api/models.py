@@ -89,7 +89,7 @@ def mount_model_routes(
         openapi_extra=_CALIBRATE_BODY,
     )
     async def calibrate(request: Request, caller: Caller) -> dict[str, Any]:
-        caller.require(Permission.ADMIN)  # a role that may not: 403 before its body
+        caller.require(Permission.ADMIN)  # a role that may not: 403 before its body is parsed
         body = calibrate_body(await request.body())
         async with calibrating:
             return await gateway.calibrate_thresholds(

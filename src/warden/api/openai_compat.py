@@ -20,7 +20,8 @@ from starlette.datastructures import Headers
 from starlette.routing import Route
 
 from warden.api.body import Disconnected, error_json, parse_json_body, read_body, send_json
-from warden.errors import TooLargeError, WardenError
+from warden.auth import Principal
+from warden.errors import WardenError
 from warden.frontdoor import chat_completion
 from warden.gateway import Gateway
 
@@ -40,6 +41,13 @@ def _api_key(headers: Mapping[str, str]) -> str | None:
     return headers.get("x-api-key")
 
 
+def authenticate(gateway: Gateway, headers: Mapping[str, str]) -> Principal:
+    """The caller of a chat request (its key as a Bearer token or in X-API-Key)."""
+    if gateway.keyring is None:
+        raise WardenError("this gateway has no API keys configured", code="auth.none")
+    return gateway.keyring.authenticate(_api_key(headers))
+
+
 def _error(exc: WardenError) -> tuple[int, bytes, dict[str, str]]:
     decision_id = getattr(exc, "decision_id", None)
     return exc.http_status, error_json(exc), {DECISION_ID: decision_id} if decision_id else {}
@@ -52,9 +60,7 @@ async def answer(
     The headers: the decision id, and `X-Warden-Replayed: true` when an Idempotency-Key
     answered an earlier decision again."""
     try:
-        if gateway.keyring is None:
-            raise WardenError("this gateway has no API keys configured", code="auth.none")
-        caller = gateway.keyring.authenticate(_api_key(headers))
+        caller = authenticate(gateway, headers)
         payload = parse_json_body(raw)
         result = await chat_completion(gateway, payload, headers, caller)
     except WardenError as exc:
@@ -89,9 +95,10 @@ class FrontDoorFirst:
             return
         headers = Headers(scope=scope)
         try:
+            authenticate(self.gateway, headers)  # megabytes are read for a known caller only
             raw = await read_body(receive, headers, MAX_BODY_BYTES)
             status, body, warden_headers = await answer(self.gateway, headers, raw)
-        except TooLargeError as exc:  # the app's BodyLimit answers the same on this path
+        except WardenError as exc:  # unread body (the app's BodyLimit answers the same)
             status, body, warden_headers = _error(exc)
             warden_headers["connection"] = "close"
         except Disconnected:

@@ -39,6 +39,9 @@ _SUMMARY_CACHE = 50_000
 _SUMMARIES: dict[tuple[str, int, str], dict[str, Any]] = {}
 #: control characters a rationale may hold: line breaks and tabs
 _TEXT_CONTROLS = frozenset("\n\r\t")
+#: invisible marks that typing Hebrew or Arabic, or pasting hyphenated text, puts in
+#: (LRM, RLM, ALM, soft hyphen): they reorder or hide nothing, so a reviewer may keep them
+_TYPING_MARKS = frozenset("\u200e\u200f\u061c\u00ad")
 #: the injection detector's classes of invisible characters, as a message names them
 _INVISIBLE_KINDS = dict(
     zip(
@@ -79,7 +82,7 @@ def hidden_character(text: str) -> tuple[int, str] | None:
     i, n = 0, len(text)
     while i < n:
         c = text[i]
-        if c.isprintable() or c in _TEXT_CONTROLS:
+        if c.isprintable() or c in _TEXT_CONTROLS or c in _TYPING_MARKS:
             i += 1
             continue
         if unicodedata.category(c) == "Cc":
