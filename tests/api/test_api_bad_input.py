@@ -6,15 +6,14 @@ hand-written requests against `warden serve`)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from fastapi.testclient import TestClient
 
-from tests.conftest import EXAMPLE_POLICY, review_payment
+from tests.api.conftest import claimed_case
+from tests.conftest import EXAMPLE_POLICY
 from warden.api.app import create_app
 from warden.auth import Role
 from warden.gateway import Gateway
@@ -24,26 +23,6 @@ GOOD_REVIEW = {
     "rationale": "Known customer travelling, confirmed.",
     "label": "negative",
 }
-
-
-@pytest.fixture
-def api(data_dir: Path) -> Iterator[tuple[TestClient, dict[str, dict[str, str]], Gateway]]:
-    gateway = Gateway.open(data_dir, EXAMPLE_POLICY)
-    assert gateway.keyring is not None
-    keys = {
-        role.value: {"X-API-Key": gateway.keyring.create(f"{role.value}-1", role)} for role in Role
-    }
-    with TestClient(create_app(gateway)) as client:
-        yield client, keys, gateway
-    gateway.close()
-
-
-def _claimed_case(client: TestClient, keys: dict[str, dict[str, str]]) -> str:
-    queued = client.post("/v1/decisions", json=review_payment(), headers=keys["service"])
-    decision_id: str = queued.json()["decision_id"]
-    claim = client.post(f"/v1/review/{decision_id}/claim", headers=keys["reviewer"])
-    assert claim.status_code == 200, claim.text
-    return decision_id
 
 
 def test_post_to_the_review_queue_is_a_wrong_method_not_a_review_of_a_decision_queue(
@@ -87,7 +66,7 @@ def test_a_review_body_is_read_like_a_decision_body(api: Any, raw: bytes, messag
     UTF-8 text". It is read as `POST /v1/decisions` reads its body, and nothing is
     written."""
     client, keys, gateway = api
-    decision_id = _claimed_case(client, keys)
+    decision_id = claimed_case(client, keys)
     size = gateway.store.size()
     headers = {**keys["reviewer"], "Content-Type": "application/json"}
     response = client.post(f"/v1/review/{decision_id}", content=raw, headers=headers)
@@ -102,7 +81,7 @@ def test_a_review_body_is_read_like_a_decision_body(api: Any, raw: bytes, messag
 
 def test_a_review_body_names_its_field_and_the_allowed_ones(api: Any) -> None:
     client, keys, gateway = api
-    decision_id = _claimed_case(client, keys)
+    decision_id = claimed_case(client, keys)
     size = gateway.store.size()
     url = f"/v1/review/{decision_id}"
     cases = [
@@ -254,7 +233,7 @@ def test_a_rationale_with_a_control_or_invisible_character_is_refused(
     what an auditor reads of it was not what was recorded. A 422 names the field, the
     character and where it is; nothing is written."""
     client, keys, gateway = api
-    decision_id = _claimed_case(client, keys)
+    decision_id = claimed_case(client, keys)
     size = gateway.store.size()
     rationale = f"Known custo{char}mer travelling, confirmed."
     body = {**GOOD_REVIEW, "rationale": rationale}
@@ -278,7 +257,7 @@ def test_a_rationale_keeps_line_breaks_tabs_and_joiners_that_belong(api: Any) ->
         "שלום\u200f 123, مرحبا\u061c, re\u00adviewed "
         "🏴\U000e0067\U000e0062\U000e0073\U000e0063\U000e0074\U000e007f"
     )
-    decision_id = _claimed_case(client, keys)
+    decision_id = claimed_case(client, keys)
     body = {**GOOD_REVIEW, "rationale": rationale}
     response = client.post(f"/v1/review/{decision_id}", json=body, headers=keys["reviewer"])
     assert response.status_code == 200, response.text

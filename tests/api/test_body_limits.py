@@ -10,14 +10,12 @@ import asyncio
 import base64
 import json
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from fastapi.testclient import TestClient
 
-from tests.conftest import EXAMPLE_POLICY, review_payment
-from warden.api.app import create_app
+from tests.api.conftest import Api, claimed_case
+from tests.conftest import review_payment
 from warden.api.body import (
     DECISION_FIELDS_BYTES,
     SMALL_BODY_BYTES,
@@ -25,32 +23,8 @@ from warden.api.body import (
     decision_body_limit,
 )
 from warden.api.openai_compat import MAX_BODY_BYTES, FrontDoorFirst
-from warden.auth import Role
 from warden.errors import AuthError
-from warden.gateway import Gateway
 from warden.schemas import ReviewRequestBody
-
-Api = tuple[TestClient, dict[str, dict[str, str]], Gateway]
-
-
-@pytest.fixture
-def api(data_dir: Path) -> Iterator[Api]:
-    gateway = Gateway.open(data_dir, EXAMPLE_POLICY)
-    assert gateway.keyring is not None
-    keys = {
-        role.value: {"X-API-Key": gateway.keyring.create(f"{role.value}-1", role)} for role in Role
-    }
-    with TestClient(create_app(gateway)) as client:
-        yield client, keys, gateway
-    gateway.close()
-
-
-def _claimed_case(client: TestClient, keys: dict[str, dict[str, str]]) -> str:
-    queued = client.post("/v1/decisions", json=review_payment(), headers=keys["service"])
-    decision_id: str = queued.json()["decision_id"]
-    claim = client.post(f"/v1/review/{decision_id}/claim", headers=keys["reviewer"])
-    assert claim.status_code == 200, claim.text
-    return decision_id
 
 
 def _too_large(response: Any, limit: int) -> None:
@@ -120,7 +94,7 @@ def test_a_document_at_the_guards_limit_reaches_the_guard(api: Api) -> None:
 
 def test_a_review_over_its_limit_is_413_and_the_case_is_untouched(api: Api) -> None:
     client, keys, gateway = api
-    decision_id = _claimed_case(client, keys)
+    decision_id = claimed_case(client, keys)
     size = gateway.store.size()
     url = f"/v1/review/{decision_id}"
     body = {"outcome": "approve", "label": "negative", "rationale": "x" * SMALL_BODY_BYTES}
@@ -140,7 +114,7 @@ def test_the_longest_rationale_fits_in_a_review_body_however_it_is_escaped(api: 
     rationale = "\U0001f600" * max_length
     raw = json.dumps({"outcome": "approve", "label": "negative", "rationale": rationale})
     assert len(raw) < SMALL_BODY_BYTES
-    decision_id = _claimed_case(client, keys)
+    decision_id = claimed_case(client, keys)
     headers = {**keys["reviewer"], "Content-Type": "application/json"}
     response = client.post(f"/v1/review/{decision_id}", content=raw, headers=headers)
     assert response.status_code == 200, response.text[:300]
