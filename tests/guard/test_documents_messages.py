@@ -5,12 +5,13 @@ damage, and the refusal must name that damage (not pypdf's internal state, not p
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable
 
 import pytest
 
 from tests.guard import pdf_fixtures as fx
-from warden.guard import documents
+from warden.guard import documents, pdf_damage
 from warden.guard.documents import DocumentError, DocumentLimits, analyze_pdf
 
 LENGTH = b"/Length %d" % len(fx.PAGE_TEXT)
@@ -354,3 +355,103 @@ def test_a_scan_with_an_image_nothing_here_decodes_is_analysed(
     assert ocr.score == 0.7  # under the policy's default hidden_min_score (0.9)
     assert "OCR text layer" in ocr.detail
     assert "Scanned claim letter" in report.all_text_for_scanning
+
+
+# --------------------------------------------------------------------------- hostile
+#
+# The diagnosis re-reads the raw bytes on failure paths only, but a file made to fail can
+# be all object headers: it must read a bounded number of them, once per failure, and
+# give up (the plain reason stands) when its budget is spent.
+
+PLAIN_XREF = (
+    "the cross-reference table is damaged (the trailer or the cross-reference stream "
+    "cannot be read)"
+)
+
+
+def _headers_only() -> bytes:
+    """~9.8 MB of bare `N 0 obj` headers; startxref points at the first one."""
+    headers = b"".join(b"%d 0 obj\n" % n for n in range(1, 760_000))
+    return b"%PDF-1.7\n" + headers + b"startxref\n9\n%%EOF\n"
+
+
+def _bad_lengths(broken_first: bool) -> Callable[[], bytes]:
+    """~9.8 MB of small streams whose /Length refers to a number too large for them, and
+    one (object 1, first or last) whose /Length is a word; startxref points at the first
+    object."""
+
+    def build() -> bytes:
+        streams = [
+            b"%d 0 obj\n<< /Length %d 0 R >>\nstream\nBT ET\nendstream\nendobj\n"
+            b"%d 0 obj\n999\nendobj\n" % (n, n + 1, n + 1)
+            for n in range(2, 216_000, 2)
+        ]
+        broken = b"1 0 obj\n<< /Length abc >>\nstream\nBT ET\nendstream\nendobj\n"
+        streams.insert(0 if broken_first else len(streams), broken)
+        return b"%PDF-1.7\n" + b"".join(streams) + b"startxref\n9\n%%EOF\n"
+
+    return build
+
+
+HOSTILE: list[tuple[str, Callable[[], bytes], str]] = [
+    ("headers-only", _headers_only, PLAIN_XREF),
+    (
+        "bad-lengths-broken-first",
+        _bad_lengths(broken_first=True),
+        "stream 1 0 has a /Length that is not a number ('abc')",
+    ),
+    # the broken stream is past the headers a diagnosis reads: the plain reason stands
+    ("bad-lengths-broken-last", _bad_lengths(broken_first=False), PLAIN_XREF),
+]
+
+
+@pytest.mark.parametrize(
+    ("build", "message"), [pytest.param(b, m, id=name) for name, b, m in HOSTILE]
+)
+def test_a_hostile_file_is_diagnosed_from_a_bounded_scan(
+    build: Callable[[], bytes], message: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = build()
+    assert 9_000_000 < len(data) <= DocumentLimits().max_bytes
+    with pytest.raises(DocumentError) as caught:
+        analyze_pdf(data, name="claim.pdf")
+    assert (caught.value.code, caught.value.http_status) == ("document.malformed", 422)
+    assert str(caught.value) == f"claim.pdf: {message}"
+
+    # the same analysis in this process, to count the header scans the failure made
+    scans: list[pdf_damage.RawObjects] = []
+
+    def counted(data: bytes, deadline: float) -> pdf_damage.RawObjects:
+        scans.append(scan(data, deadline))
+        return scans[-1]
+
+    scan = pdf_damage._scan
+    monkeypatch.setattr(pdf_damage, "_scan", counted)
+    with pytest.raises(DocumentError) as again:
+        documents._read(data, documents._Job("claim.pdf", None, DocumentLimits()))
+    assert str(again.value) == f"claim.pdf: {message}"
+    assert len(scans) == 1  # the headers are parsed once per failure
+    [objects] = scans
+    assert objects.headers == pdf_damage.MAX_HEADERS  # and no more than that
+    assert not objects.complete
+    assert objects.end < len(data)
+
+
+def test_a_diagnosis_past_its_deadline_gives_up() -> None:
+    [(build, message)] = [(b, m) for name, b, _, m in REFUSED if name == "length-refers-to-a-name"]
+    data = build()
+    with pdf_damage.Diagnosis(data):
+        assert pdf_damage.structure_damage(data) == message
+    with pdf_damage.Diagnosis(data, deadline=time.monotonic() - 1):  # spent already
+        assert pdf_damage.structure_damage(data) is None
+        exc = ValueError("something pypdf says")
+        assert pdf_damage.failure_reason(exc, data) == "malformed PDF (something pypdf says)"
+
+
+def test_an_object_past_the_headers_read_is_still_found() -> None:
+    data = _headers_only()
+    objects = pdf_damage.raw_objects(data)
+    assert not objects.complete and 700_000 not in objects
+    found = objects.find(700_000)
+    assert found is not None and found.offset == data.index(b"\n700000 0 obj") + 1
+    assert objects.find(999_999) is None  # not in the file: a /Root to it is named so

@@ -62,6 +62,7 @@ from warden.errors import RequestError
 from warden.guard.isolated import ChildError, ChildStopped, run_isolated
 from warden.guard.pdf_damage import (
     OBJECT_REPR,
+    Diagnosis,
     best_effort,
     describe,
     failure_reason,
@@ -362,7 +363,8 @@ def _read(data: bytes, job: _Job) -> DocumentReport:
         reason = short(OBJECT_REPR.sub(r"object \1 \2", str(exc)) or type(exc).__name__, 160)
         if _caused_by_limit(exc):
             job.fail("too_large", f"a resource limit was reached while reading the PDF ({reason})")
-        job.fail("malformed", failure_reason(exc, data))
+        with Diagnosis(data, job.deadline):
+            job.fail("malformed", failure_reason(exc, data))
 
 
 def _caused_by_limit(exc: BaseException) -> bool:
@@ -498,7 +500,10 @@ def _open_reader(data: bytes, job: _Job) -> pypdf.PdfReader:
     except (LimitReachedError, RecursionError, MemoryError):
         raise
     except Exception as exc:  # e.g. in an object stream pypdf cannot read
-        job.fail("malformed", _catalog_damage(reader, data, reference) or failure_reason(exc, data))
+        with Diagnosis(data, job.deadline):  # the headers are parsed once for both
+            job.fail(
+                "malformed", _catalog_damage(reader, data, reference) or failure_reason(exc, data)
+            )
     if root is None or isinstance(root, NullObject):
         job.fail(
             "malformed",
@@ -537,7 +542,7 @@ def _catalog_damage(reader: pypdf.PdfReader, data: bytes, reference: Any) -> str
         damage = object_stream_damage(container[0], raw_objects(data), reader, ", which holds it,")
         return f"{catalog} cannot be read: {damage}" if damage else None
     in_table = any(reference.idnum in entries for entries in reader.xref.values())
-    if not in_table and reference.idnum not in raw_objects(data):
+    if not in_table and raw_objects(data).find(reference.idnum) is None:
         return (
             f"the trailer's /Root refers to object {reference.idnum} {reference.generation}, "
             "which is not in the file"
@@ -1545,11 +1550,12 @@ class _PdfiumDocument:
                 pdfium.FPDF_ERR_FILE: "file not found or could not be opened",
                 pdfium.FPDF_ERR_FORMAT: "not in PDF format or corrupted",
             }
-            self._job.fail(
-                "malformed",
-                structure_damage(self._data)
-                or f"malformed PDF (pdfium: {reasons.get(error, f'error {error}')})",
-            )
+            with Diagnosis(self._data, self._job.deadline):
+                self._job.fail(
+                    "malformed",
+                    structure_damage(self._data)
+                    or f"malformed PDF (pdfium: {reasons.get(error, f'error {error}')})",
+                )
         self._doc = doc
         return self
 
@@ -1568,16 +1574,18 @@ class _PdfiumDocument:
         pdfium cannot load."""
         page = pdfium.FPDF_LoadPage(self._doc, index)
         if not page:
-            damage = _page_damage(self._data, known)
-            if damage:
-                job.fail("malformed", f"page {index + 1} cannot be read: {damage}")
-            # damage elsewhere can break a later page (pdfium reads on from a bad /Length)
-            damage = stream_damage(self._data, None) or xref_damage(self._data)
-            if damage:
-                job.fail(
-                    "malformed", f"page {index + 1} cannot be read; the file is damaged: {damage}"
-                )
-            job.fail("malformed", f"malformed PDF (page {index + 1} cannot be read)")
+            with Diagnosis(self._data, job.deadline):  # the headers are parsed once for all
+                damage = _page_damage(self._data, known)
+                if damage:
+                    job.fail("malformed", f"page {index + 1} cannot be read: {damage}")
+                # damage elsewhere can break a later page (pdfium reads on from a bad /Length)
+                damage = stream_damage(self._data, None) or xref_damage(self._data)
+                if damage:
+                    job.fail(
+                        "malformed",
+                        f"page {index + 1} cannot be read; the file is damaged: {damage}",
+                    )
+                job.fail("malformed", f"malformed PDF (page {index + 1} cannot be read)")
         try:
             textpage = pdfium.FPDFText_LoadPage(page)
             if not textpage:

@@ -9,11 +9,16 @@ Only failure paths pay for this, and an explanation that fails itself explains n
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import contextvars
 import functools
+import math
 import re
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from types import TracebackType
 from typing import Any, ParamSpec
 
 import pypdf
@@ -43,6 +48,7 @@ _ENTRY_PATTERN = WS + rb"*(?:" + REFERENCE + rb"|" + _TOKEN + rb")"
 _INTEGER = re.compile(rb"[+-]?\d+")
 _NUMBER = re.compile(rb"[+-]?(?:\d+\.?\d*|\.\d+)")
 _OBJECT_STREAM_TYPE = re.compile(rb"/Type" + WS + rb"*/ObjStm(?![A-Za-z0-9])")
+_WIDTHS = re.compile(rb"/W" + WS + rb"*\[([^\]]*)\]")
 
 
 _P = ParamSpec("_P")
@@ -62,26 +68,55 @@ def best_effort(explain: Callable[_P, str | None]) -> Callable[_P, str | None]:
     return guarded
 
 
-@dataclass(frozen=True)
+#: A diagnosis reads at most this many object headers. Naming the damage needs the
+#: objects a failure involves, and real files that fail have far fewer; a file of a
+#: million bare `N 0 obj` headers would otherwise cost seconds and hundreds of MB.
+MAX_HEADERS = 20_000
+#: An object's dictionary is looked for in at most this many bytes after its header.
+HEAD_WINDOW = 65_536
+#: Wall-clock budget of one failure's diagnosis; past it the refusal keeps its plain
+#: reason (the gate is synchronous: a slow explanation stalls a worker).
+BUDGET_SECONDS = 0.5
+_CHECK_EVERY = 256  # objects between two looks at the clock
+
+
+class OutOfTime(Exception):
+    """The diagnosis spent its budget (best_effort turns this into None)."""
+
+
+@dataclass(frozen=True, slots=True)
 class RawObject:
-    """An indirect object as written in the file, found by its `N G obj` header."""
+    """An indirect object as written in the file, found by its `N G obj` header. It keeps
+    offsets into the file, not a copy of its bytes."""
 
     number: int
     generation: int
     offset: int
-    #: bytes after the header up to the stream keyword (or to the next header)
-    head: bytes
     #: offset of the stream data, None for an object without a stream
     stream_start: int | None
+    data: bytes = field(repr=False, compare=False)
+    #: where the bytes after the header start and end (at the stream keyword, the next
+    #: header or HEAD_WINDOW bytes on)
+    head_start: int = 0
+    head_end: int = 0
 
     @property
     def label(self) -> str:
         return f"{self.number} {self.generation}"
 
+    @property
+    def head(self) -> bytes:
+        """The bytes after the header up to the stream keyword (or to the next header)."""
+        return self.data[self.head_start : self.head_end]
+
+    def search(self, pattern: re.Pattern[bytes]) -> re.Match[bytes] | None:
+        """`pattern` searched in the head, without copying it."""
+        return pattern.search(self.data, self.head_start, self.head_end)
+
     def entry(self, key: bytes) -> tuple[int, int] | bytes | None:
         """A dictionary entry as written: (number, generation) for a reference, else the
         raw token (empty for a name, a string, an array or a dictionary)."""
-        match = re.search(re.escape(key) + rb"(?![A-Za-z0-9#])" + _ENTRY_PATTERN, self.head)
+        match = self.search(_entry_pattern(key))
         if match is None:
             return None
         if match[1] is not None:
@@ -90,25 +125,142 @@ class RawObject:
 
     def value(self) -> bytes:
         """The object's body when it is a plain value (`6 0 obj 42 endobj`)."""
-        return self.head.split(b"endobj", 1)[0].strip()
+        end = self.data.find(b"endobj", self.head_start, self.head_end)
+        return self.data[self.head_start : end if end >= 0 else self.head_end].strip()
 
 
-def raw_objects(data: bytes) -> dict[int, RawObject]:
-    """Every object header in the file; a later header for a number wins (as in an
-    incremental update)."""
-    headers = list(_OBJ_HEADER.finditer(data))
-    objects: dict[int, RawObject] = {}
-    for index, match in enumerate(headers):
-        end = headers[index + 1].start() if index + 1 < len(headers) else len(data)
-        body = data[match.end() : min(end, match.end() + 65_536)]
-        keyword = _STREAM_KEYWORD.search(body)
-        if keyword is not None and b"endobj" in body[: keyword.start()]:
-            keyword = None  # the keyword belongs to something after this object
-        head = body[: keyword.start()] if keyword else body
-        start = match.end() + keyword.end() if keyword else None
-        number = int(match[1])
-        objects[number] = RawObject(number, int(match[2]), match.start(), head, start)
+@functools.lru_cache(maxsize=32)
+def _entry_pattern(key: bytes) -> re.Pattern[bytes]:
+    return re.compile(re.escape(key) + rb"(?![A-Za-z0-9#])" + _ENTRY_PATTERN)
+
+
+class RawObjects(dict[int, RawObject]):
+    """The objects of a file by number. `complete` is False when the scan stopped at
+    MAX_HEADERS (an object not here may then still be in the file), and `end` is where
+    it stopped (the end of the file when complete); `headers` is how many headers were
+    read; `deadline` is when the diagnosis they serve gives up."""
+
+    def __init__(self, data: bytes, deadline: float) -> None:
+        super().__init__()
+        self.data = data
+        self.deadline = deadline
+        self.complete = True
+        self.end = len(data)
+        self.headers = 0
+
+    def find(self, number: int) -> RawObject | None:
+        """Object `number`, looked for in the rest of the file when the scan stopped
+        short of it (one pass over the bytes: for single lookups, not in a loop)."""
+        found = self.get(number)
+        if found is not None or self.complete:
+            return found
+        self.check_time()
+        header = re.compile(
+            rb"(?<![0-9])0*%d" % number + WS + rb"+(\d{1,5})" + WS + rb"+obj(?![A-Za-z])"
+        )
+        matches = collections.deque(header.finditer(self.data, self.end), maxlen=1)
+        if not matches:
+            return None
+        last = matches[0]
+        following = _OBJ_HEADER.search(self.data, last.end(), last.end() + HEAD_WINDOW)
+        end = following.start() if following is not None else len(self.data)
+        return _raw_object(self.data, number, int(last[1]), last.start(), last.end(), end)
+
+    def check_time(self) -> None:
+        """Raise OutOfTime once the diagnosis's budget is spent."""
+        if time.monotonic() > self.deadline:
+            raise OutOfTime
+
+
+def _raw_object(
+    data: bytes, number: int, generation: int, start: int, body: int, end: int
+) -> RawObject:
+    """The object whose header starts at `start` and ends at `body`; `end` is where the
+    next header starts."""
+    limit = min(end, body + HEAD_WINDOW)
+    keyword = _STREAM_KEYWORD.search(data, body, limit)
+    if keyword is not None and data.find(b"endobj", body, keyword.start()) >= 0:
+        keyword = None  # the keyword belongs to something after this object
+    head_end = keyword.start() if keyword else limit
+    stream_start = keyword.end() if keyword else None
+    return RawObject(number, generation, start, stream_start, data, body, head_end)
+
+
+def _scan(data: bytes, deadline: float) -> RawObjects:
+    """The object headers of the file, at most MAX_HEADERS of them; a later header for
+    a number wins (as in an incremental update)."""
+    objects = RawObjects(data, deadline)
+    objects.check_time()
+    headers = _OBJ_HEADER.finditer(data)
+    current = next(headers, None)
+    while current is not None:
+        if objects.headers == MAX_HEADERS:
+            objects.complete, objects.end = False, current.start()
+            break
+        if objects.headers % _CHECK_EVERY == 0:
+            objects.check_time()
+        following = next(headers, None)
+        end = following.start() if following is not None else len(data)
+        number = int(current[1])
+        objects[number] = _raw_object(
+            data, number, int(current[2]), current.start(), current.end(), end
+        )
+        objects.headers += 1
+        current = following
     return objects
+
+
+@dataclass
+class _Scope:
+    data: bytes
+    deadline: float
+    objects: RawObjects | None = None
+
+
+_SCOPE: contextvars.ContextVar[_Scope | None] = contextvars.ContextVar(
+    "pdf_damage_scope", default=None
+)
+
+
+class Diagnosis:
+    """One failure's diagnosis of `data`: within it the headers are parsed at most once
+    and every explanation gives up (None) once BUDGET_SECONDS, or `deadline` (a
+    time.monotonic() value, e.g. the job's) if sooner, has passed. Nested for the same
+    bytes, the outer one holds."""
+
+    def __init__(self, data: bytes, deadline: float | None = None) -> None:
+        self._data = data
+        self._deadline = math.inf if deadline is None else deadline
+        self._token: contextvars.Token[_Scope | None] | None = None
+
+    def __enter__(self) -> None:
+        current = _SCOPE.get()
+        if current is None or current.data is not self._data:
+            deadline = min(self._deadline, time.monotonic() + BUDGET_SECONDS)
+            self._token = _SCOPE.set(_Scope(self._data, deadline))
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if self._token is not None:
+            _SCOPE.reset(self._token)
+            self._token = None
+
+
+def raw_objects(data: bytes) -> RawObjects:
+    """Every object header in the file (up to MAX_HEADERS); a later header for a number
+    wins (as in an incremental update). Parsed once per `Diagnosis` of these bytes;
+    raises OutOfTime once its budget is spent."""
+    scope = _SCOPE.get()
+    if scope is None or scope.data is not data:
+        return _scan(data, time.monotonic() + BUDGET_SECONDS)
+    if scope.objects is None:
+        scope.objects = _scan(data, scope.deadline)
+    scope.objects.check_time()
+    return scope.objects
 
 
 def _quoted(raw: bytes, limit: int = 40) -> str:
@@ -188,9 +340,18 @@ def xref_damage(data: bytes) -> str | None:
         )
     header = _OBJ_HEADER.match(target)
     if header is not None:  # a cross-reference stream: its /W says how to read the rows
-        stream = raw_objects(data[offset:]).get(int(header[1]))
-        widths = re.search(rb"/W" + WS + rb"*\[([^\]]*)\]", stream.head) if stream else None
-        if stream is not None and widths is not None:
+        start = offset + len(data[offset : offset + 64]) - len(target)
+        following = _OBJ_HEADER.search(data, start + header.end(), start + HEAD_WINDOW)
+        stream = _raw_object(
+            data,
+            int(header[1]),
+            int(header[2]),
+            start,
+            start + header.end(),
+            following.start() if following is not None else len(data),
+        )
+        widths = stream.search(_WIDTHS)
+        if widths is not None:
             values = widths[1].split()
             if len(values) != 3 or not all(v.isdigit() for v in values):
                 return (
@@ -200,11 +361,12 @@ def xref_damage(data: bytes) -> str | None:
     return None
 
 
-def length_damage(
-    data: bytes, objects: dict[int, RawObject], only: set[int] | None = None
-) -> str | None:
-    """The first stream (of `only`, if given) whose /Length is not a usable byte count."""
-    for obj in objects.values():
+def length_damage(data: bytes, objects: RawObjects, only: set[int] | None = None) -> str | None:
+    """The first stream (of `only`, if given) whose /Length is not a usable byte count.
+    Raises OutOfTime once the diagnosis's budget is spent."""
+    for index, obj in enumerate(objects.values()):
+        if index % _CHECK_EVERY == 0:
+            objects.check_time()
         if obj.stream_start is None or (only is not None and obj.number not in only):
             continue
         entry = obj.entry(b"/Length")
@@ -215,6 +377,8 @@ def length_damage(
             number, generation = entry
             target = objects.get(number)
             if target is None:
+                if not objects.complete:
+                    continue  # it may be past the headers read
                 return (
                     f"{stream} has a /Length that refers to object {number} {generation}, "
                     "which is not in the file"
@@ -246,13 +410,13 @@ def length_damage(
 
 def object_stream_damage(
     number: int,
-    objects: dict[int, RawObject],
+    objects: RawObjects,
     reader: pypdf.PdfReader | None,
     holds: str = "",
 ) -> str | None:
     """What is wrong with object stream `number`'s /N and /First, if anything. `holds`
     follows its name in the message (", which holds it,")."""
-    obj = objects.get(number)
+    obj = objects.find(number)
     if obj is None:
         return f"object stream {number}{holds.rstrip(',')} is not in the file"
     what = f"object stream {obj.label}{holds}"
@@ -297,8 +461,10 @@ def stream_damage(data: bytes, reader: pypdf.PdfReader | None) -> str | None:
     damage = length_damage(data, objects)
     if damage:
         return damage
-    for obj in objects.values():
-        if _OBJECT_STREAM_TYPE.search(obj.head):
+    for index, obj in enumerate(objects.values()):
+        if index % _CHECK_EVERY == 0:
+            objects.check_time()
+        if obj.search(_OBJECT_STREAM_TYPE):
             damage = object_stream_damage(obj.number, objects, reader)
             if damage:
                 return damage
@@ -308,7 +474,8 @@ def stream_damage(data: bytes, reader: pypdf.PdfReader | None) -> str | None:
 def structure_damage(data: bytes, reader: pypdf.PdfReader | None = None) -> str | None:
     """The first damage found in the file's structure: its cross-reference pointer, a
     stream /Length, an object stream."""
-    return xref_damage(data) or stream_damage(data, reader)
+    with Diagnosis(data):
+        return xref_damage(data) or stream_damage(data, reader)
 
 
 _INVALID_OBJECT = re.compile(r"Invalid Elementary Object starting with b'(.+?)' @(\d+)")
@@ -321,9 +488,12 @@ def _syntax_damage(message: str, data: bytes) -> str | None:
     invalid = _INVALID_OBJECT.search(message)
     if invalid:
         offset = int(invalid[2])
-        objects = [o for o in raw_objects(data).values() if o.offset <= offset]
-        trailer = data.rfind(b"trailer", 0, offset + 1)
+        scanned = raw_objects(data)
+        if offset >= scanned.end:
+            return None  # the object it is in may be past the headers read
+        objects = [o for o in scanned.values() if o.offset <= offset]
         inside = max(objects, key=lambda o: o.offset) if objects else None
+        trailer = data.rfind(b"trailer", 0, offset + 1)
         if trailer >= 0 and (inside is None or trailer > inside.offset):
             where = "in the trailer"
         elif inside is not None:
@@ -348,10 +518,20 @@ def _syntax_damage(message: str, data: bytes) -> str | None:
 
 def failure_reason(exc: Exception, data: bytes) -> str:
     """What to tell a person about an exception pypdf raised on this file."""
+    with Diagnosis(data):
+        return _failure_reason(exc, data)
+
+
+@best_effort
+def _self_reference_damage(data: bytes, number: int) -> str | None:
+    return length_damage(data, raw_objects(data), {number})
+
+
+def _failure_reason(exc: Exception, data: bytes) -> str:
     message = str(exc)
     loop = _SELF_REFERENCE.search(message)
     if loop:
-        damage = best_effort(length_damage)(data, raw_objects(data), {int(loop[1])})
+        damage = _self_reference_damage(data, int(loop[1]))
         if damage and "refers to the stream itself" not in damage:
             return damage
         return f"malformed PDF (object {loop[1]} {loop[2]} contains a reference to itself)"
@@ -399,6 +579,7 @@ def _pypdf_reasons(message: str) -> str | None:
 _NAME = rb"(/[^ \t\r\n\f\x00/<>\[\]()%]+)"
 
 
+@best_effort
 def _raw_security_handler(data: bytes) -> str | None:
     """The /Filter of the trailer's /Encrypt, read from the bytes (when pypdf gave up)."""
     direct = re.search(rb"/Encrypt" + WS + rb"*<<(.{0,4000}?)>>", data[-65_536:], re.DOTALL)
@@ -406,7 +587,7 @@ def _raw_security_handler(data: bytes) -> str | None:
         head = direct[1]
     else:
         ref = re.search(rb"/Encrypt" + WS + rb"*" + REFERENCE, data[-65_536:])
-        target = raw_objects(data).get(int(ref[1])) if ref else None
+        target = raw_objects(data).find(int(ref[1])) if ref else None
         head = target.head if target else b""
     found = re.search(rb"/Filter" + WS + rb"*" + _NAME, head)
     return found[1].decode("latin-1") if found else None
