@@ -253,6 +253,19 @@ def _two_workers(tmp_path: Path, open_seconds: float = 5.0) -> tuple[Breaker, Br
     return a, b
 
 
+def _b_probes_after_a_s_claim_ran_out(tmp_path: Path) -> tuple[Breaker, Breaker, float, int, int]:
+    """Workers A and B; A took the half-open probe at 5 s (a 1 s claim) and is still
+    committing its intent at 6.5 s when B takes the probe: (a, b, start, A's, B's)."""
+    a, b = _two_workers(tmp_path)
+    now = time.monotonic()
+    a.record_failure(now, probe=a.admit(now))
+    probe = a.admit(now + 5)
+    assert probe
+    b_probe = b.admit(now + 6.5)  # A's claim ran out at 6
+    assert b_probe
+    return a, b, now, probe, b_probe
+
+
 def test_a_probe_renewed_after_a_slow_intent_commit_keeps_its_window(tmp_path: Path) -> None:
     """Worker A takes the probe, then its intent commit takes 0.9 of the probe's 1 s:
     renewing restarts the window, so worker B still may not probe 0.5 s later."""
@@ -270,13 +283,7 @@ def test_a_probe_renewed_after_a_slow_intent_commit_keeps_its_window(tmp_path: P
 def test_a_probe_whose_claim_ran_out_during_the_commit_is_not_sent(tmp_path: Path) -> None:
     """The commit outlasted the claim and worker B took the probe meanwhile: A must not
     send a second one; B's stays the one out."""
-    a, b = _two_workers(tmp_path)
-    now = time.monotonic()
-    a.record_failure(now, probe=a.admit(now))
-    probe = a.admit(now + 5)
-    assert probe
-    b_probe = b.admit(now + 6.5)  # A's claim ran out at 6
-    assert b_probe
+    a, b, now, probe, b_probe = _b_probes_after_a_s_claim_ran_out(tmp_path)
     assert not a.renew(probe, now + 6.6)
     assert not a.probe_in_flight and a.state == "half_open"
     assert a.admit(now + 6.7) is None, "B's probe is out"
@@ -335,13 +342,7 @@ async def test_the_client_skips_a_probe_taken_over_while_its_intent_was_committe
 def test_a_probe_overtaken_by_a_fresh_opening_elsewhere_is_not_sent(tmp_path: Path) -> None:
     """A's commit outlasts its claim; B probes, fails and opens the breaker again. A must
     not send its stale probe during B's fresh cool-down, nor right after: it adopts it."""
-    a, b = _two_workers(tmp_path)
-    now = time.monotonic()
-    a.record_failure(now, probe=a.admit(now))
-    probe = a.admit(now + 5)
-    assert probe
-    b_probe = b.admit(now + 6.5)  # A's claim ran out at 6
-    assert b_probe
+    a, b, now, probe, b_probe = _b_probes_after_a_s_claim_ran_out(tmp_path)
     b.record_failure(now + 6.6, probe=b_probe)  # a fresh opening, cool-down until 11.6
     assert not a.renew(probe, now + 6.7)
     assert a.state == "open" and not a.probe_in_flight
