@@ -59,7 +59,8 @@ from pypdf.generic import (
 )
 
 from warden.errors import RequestError
-from warden.guard.isolated import ChildError, ChildStopped, run_isolated
+from warden.guard.isolated import ChildStopped, run_isolated
+from warden.guard.isolated_answer import ChildError
 from warden.guard.pdf_damage import (
     OBJECT_REPR,
     Diagnosis,

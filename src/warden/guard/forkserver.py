@@ -9,44 +9,59 @@ space. The request (a module-level function named by reference, its arguments, t
 limits) and the answer travel in a memfd passed over a Unix socket, so neither side ever
 blocks on a full pipe.
 
-The guarantees are the child's own, not the server's: it arms a real-time timer at the
-deadline plus the grace (SIGALRM, default action: the kernel ends it even inside a C call
-that never returns), caps its address space, and dies with the server (PR_SET_PDEATHSIG;
-the server is single-threaded). The server ends when its caller does (EOF on its socket).
-The server reaps every child and reports how one that did not answer ended.
+The child arms a real-time timer at the deadline plus the grace (SIGALRM, default action:
+the kernel ends it even inside a C call that never returns), caps its address space, and
+dies with the server (PR_SET_PDEATHSIG; the server is single-threaded). A child whose PDF
+library was taken over can disarm all of that, so the server also SIGKILLs every child
+still running `KILL_AFTER_SECONDS` past its deadline plus grace, and the server runs in
+its own session: stopping it kills its process group, the children with it. The server
+ends when its caller does (EOF on its socket), ignoring SIGINT and SIGTERM (meant for the
+gateway, which may still be finishing the calls in flight). It reaps every child and
+reports how one that did not answer ended. An answer is at most `MAX_ANSWER_BYTES` and
+unpickled through an allow-list (`loads_answer`).
 
 The child sees the server's copy of the code, not the caller's: `runs_like_caller` tells
-whether the caller's module still has the shape it has in the server (a monkeypatched
-function or constant does not), and `warden.guard.isolated` forks from the caller when it
-does not."""
+whether the caller's modules still have the shape they have in the server (a monkeypatched
+function or constant does not, nor a module edited on disk since the caller imported it,
+nor another version of the PDF libraries), and `warden.guard.isolated` forks from the
+caller when they do not."""
 
 from __future__ import annotations
 
 import ctypes
 import importlib
-import io
+import math
 import mmap
 import os
 import pickle
-import re
 import resource
 import select
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
 import time
-import types
 from contextlib import suppress
 from typing import Any
 
-#: how long the server may take past the child's own deadline before it counts as stuck
+from warden.guard.code_shape import identity, library_versions, shape
+from warden.guard.isolated_answer import MAX_ANSWER_BYTES, dumps_answer
+
+#: how long the caller waits past the child's deadline plus grace before it counts the
+#: server as stuck (the server itself kills the child at `KILL_AFTER_SECONDS`)
 SERVER_MARGIN_SECONDS = 2.0
+#: how long past its deadline plus grace (its own timer) the server lets a child run
+#: before it SIGKILLs it: the child may have disarmed its timer
+KILL_AFTER_SECONDS = 0.5
+#: after this many failed starts within `START_WINDOW_SECONDS`, the server is not started
+#: again for `START_PAUSE_SECONDS` (the calls fork from the caller meanwhile)
+START_FAILURES = 3
+START_WINDOW_SECONDS = 60.0
+START_PAUSE_SECONDS = 30.0
 _MESSAGE = 1 << 16
-_SIMPLE = (int, float, complex, str, bytes, bool, type(None))
-#: class members that say nothing about the code (`__slotnames__`: cached by pickling)
-_NOT_CODE = frozenset({"__doc__", "__slotnames__", "__dict__", "__weakref__"})
+_REQUEST = struct.Struct("=cd")  # b"R", the monotonic time the child must be gone by
 
 
 class ServerLost(Exception):
@@ -58,60 +73,36 @@ class NotReady(Exception):
 
 
 class Died(Exception):
-    """The child ended without an answer; `status` is its wait status."""
+    """The child ended without an answer; `status` is its wait status, `timed_out` whether
+    the server killed it for running past its deadline."""
 
-    def __init__(self, status: int) -> None:
+    def __init__(self, status: int, *, timed_out: bool = False) -> None:
         super().__init__(status)
         self.status = status
+        self.timed_out = timed_out
 
 
-# --------------------------------------------------------------------------- module shape
+class BadAnswer(Exception):
+    """What the child handed back is not an answer (too large, or a garbled message)."""
 
 
-def _describe(value: Any, owner: str, depth: int = 0) -> Any:
-    """What a value is, in terms that mean the same in two processes."""
-    if isinstance(value, _SIMPLE):
-        return ("v", repr(value))
-    if isinstance(value, tuple | frozenset) and all(isinstance(v, _SIMPLE) for v in value):
-        return ("v", repr(sorted(value, key=repr) if isinstance(value, frozenset) else value))
-    if isinstance(value, re.Pattern):
-        return ("re", value.pattern, value.flags)
-    if isinstance(value, types.ModuleType):
-        return ("m", value.__name__)
-    if isinstance(value, staticmethod | classmethod):
-        return (type(value).__name__, _describe(value.__func__, owner, depth))
-    if isinstance(value, property):
-        return ("p", *(_describe(f, owner, depth) for f in (value.fget, value.fset)))
-    if isinstance(value, types.FunctionType):
-        return ("f", value.__module__, value.__qualname__, value.__code__.co_firstlineno)
-    if isinstance(value, type):
-        if depth == 0 and value.__module__ == owner:
-            members = sorted(
-                (k, _describe(v, owner, 1)) for k, v in vars(value).items() if k not in _NOT_CODE
-            )
-            return ("c", value.__qualname__, tuple(members))
-        return ("t", value.__module__, value.__qualname__)
-    return ("o", type(value).__module__, type(value).__qualname__)
+def _alive(proc: subprocess.Popen[bytes]) -> bool:
+    """Whether the process still runs, without reaping it (its pid, which is also its
+    process group's, stays ours until `proc.wait()`)."""
+    if proc.returncode is not None:
+        return False
+    try:
+        return os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None
+    except ChildProcessError:
+        return False
 
 
-def shape(module: types.ModuleType) -> dict[str, Any]:
-    """The module's globals and its classes' members, described (see `_describe`)."""
-    name = module.__name__
-    return {  # not dunders, nor what pytest's assertion rewriting adds (`@py_builtins`)
-        k: _describe(v, name)
-        for k, v in vars(module).items()
-        if not k.startswith("__") and k.isidentifier()
-    }
-
-
-def _identity(module: types.ModuleType) -> tuple[int, ...]:
-    """Cheap: changes when a global or a class member of the module is replaced."""
-    ids: list[int] = []
-    for value in list(vars(module).values()):
-        ids.append(id(value))
-        if isinstance(value, type) and value.__module__ == module.__name__:
-            ids.extend(id(v) for v in list(vars(value).values()))
-    return tuple(ids)
+def _wait_readable(fd: int, timeout: float | None) -> bool:
+    """Whether `fd` became readable (or hung up) within `timeout` seconds; poll, not
+    select, which refuses descriptors of 1024 and above."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(None if timeout is None else max(0, math.ceil(timeout * 1000))))
 
 
 # --------------------------------------------------------------------------- caller side
@@ -120,119 +111,169 @@ def _identity(module: types.ModuleType) -> tuple[int, ...]:
 class ForkServer:
     """One server process per caller process, started lazily and again after it dies.
 
+    `preload` are the modules whose functions it runs; `checked` (default: `preload`) the
+    modules that must have the same shape in the server as here for it to run any of them
+    (the served ones and what their code calls); `versions` the (module, attribute) pairs
+    of libraries that must be the same version.
+
     Thread-safe: each call has its own socket pair and memfd; only the start and the
     hand-over of a call to the server are serialised."""
 
     def __init__(
-        self, preload: tuple[str, ...], warmup: tuple[tuple[str, str, tuple[Any, ...]], ...] = ()
+        self,
+        preload: tuple[str, ...],
+        warmup: tuple[tuple[str, str, tuple[Any, ...]], ...] = (),
+        *,
+        checked: tuple[str, ...] = (),
+        versions: tuple[tuple[str, str], ...] = (),
     ) -> None:
         self.preload = preload
         self.warmup = warmup
+        self.checked = tuple(dict.fromkeys(preload + checked))
+        self.versions = versions
         self._lock = threading.Lock()
         self._proc: subprocess.Popen[bytes] | None = None
         self._control: socket.socket | None = None
         self._owner = 0
         self._ready = False
         self._shapes: dict[str, dict[str, Any]] = {}
-        self._verdicts: dict[str, tuple[tuple[int, ...], bool]] = {}
+        self._versions: dict[str, str | None] = {}
+        self._verdict: tuple[tuple[Any, ...], bool] | None = None
+        self._failed_starts: list[float] = []
+        self._paused_until = 0.0
 
     @staticmethod
     def available() -> bool:
         return hasattr(os, "fork") and hasattr(os, "memfd_create") and hasattr(socket, "send_fds")
 
     def runs_like_caller(self, module_name: str) -> bool:
-        """Whether the server is up and its copy of `module_name` has the caller's shape.
-        Starts the server when it is not running (the first calls fork from the caller
-        while it imports)."""
-        if not self._ensure_started():
+        """Whether the server is up and its copies of the checked modules (and libraries)
+        have the caller's shape. Starts the server when it is not running (the first calls
+        fork from the caller while it imports). The verdict is kept while the caller's
+        modules keep their identity (`code_shape.identity`), so a call costs a few dict walks."""
+        if module_name not in self.preload or not self._ensure_started():
             return False
-        module = sys.modules.get(module_name)
-        shapes = self._shapes.get(module_name)
-        if module is None or shapes is None:
-            return False
-        now = _identity(module)
-        seen = self._verdicts.get(module_name)
-        if seen is None or seen[0] != now:
-            seen = (now, shape(module) == shapes)
-            self._verdicts[module_name] = seen
+        shapes, wanted = self._shapes, self._versions
+        modules = [sys.modules.get(name) for name in self.checked]
+        key: tuple[Any, ...] = (
+            id(shapes),
+            *(None if m is None else identity(m) for m in modules),
+            *(id(sys.modules.get(name)) for name, _ in self.versions),
+        )
+        seen = self._verdict
+        if seen is None or seen[0] != key:
+            same = all(
+                m is not None and shape(m) == shapes.get(name)
+                for name, m in zip(self.checked, modules, strict=True)
+            )
+            seen = (key, same and library_versions(self.versions) == wanted)
+            self._verdict = seen
         return seen[1]
 
     def run(
         self, module: str, qualname: str, args: tuple[Any, ...], limits: dict[str, float]
     ) -> Any:
         """The answer of `module.qualname(*args)` run in a child of the server: the
-        pickled ("ok" | "raised", value) the child wrote. Raises `Died` or `ServerLost`."""
+        pickled ("ok" | "raised", value) the child wrote. Raises `NotReady` (nothing was
+        handed over), `Died`, `BadAnswer` or `ServerLost`."""
         request = pickle.dumps((module, qualname, args, limits))
+        gone_by = limits["deadline"] + limits["grace"]
         memfd = os.memfd_create("warden-isolated", os.MFD_CLOEXEC)
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        ours: socket.socket | None = None
+        theirs: socket.socket | None = None
         try:
+            ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
             _write_all(memfd, request)
             with self._lock:
-                control = self._control
-                if control is None or not self._ready:
+                control, proc = self._control, self._proc
+                if control is None or proc is None or not self._ready:
                     raise NotReady
                 try:
-                    socket.send_fds(control, [b"R"], [theirs.fileno(), memfd])
+                    socket.send_fds(
+                        control, [_REQUEST.pack(b"R", gone_by)], [theirs.fileno(), memfd]
+                    )
                 except OSError:
                     self._stop_locked()
                     raise NotReady from None
             theirs.close()
-            wait_until = limits["deadline"] + limits["grace"] + SERVER_MARGIN_SECONDS
-            message = _receive(ours, wait_until)
-            if message is None:  # the child's timer did not end it: the server is stuck
-                self.stop()
+            message = _receive(ours, gone_by + SERVER_MARGIN_SECONDS)
+            if message is None:  # not even the server's own kill ended it: it is stuck
+                self._stop_if_current(proc)
                 raise ServerLost("stopped answering")
-            if message[:1] == b"A":
-                size = os.fstat(memfd).st_size
-                return os.pread(memfd, size, 0) if size else b""
-            if message[:1] == b"S":
-                raise Died(int(message[1:]))
-            self.stop()  # EOF: the server died with the call in it
-            raise ServerLost("died")
+            if not message:  # EOF, or an empty message from a taken-over child
+                if not _ends_soon(proc):
+                    raise BadAnswer("the child sent an empty message instead of an answer")
+                self._stop_if_current(proc)  # the server died with the call in it
+                raise ServerLost("died")
+            return _take_answer(message, memfd)
         finally:
-            theirs.close()
-            ours.close()
+            for sock in (theirs, ours):
+                if sock is not None:
+                    sock.close()
             os.close(memfd)
 
     def stop(self) -> None:
+        """Stop the current server and its children (at exit, or in a test)."""
         with self._lock:
             self._stop_locked()
+
+    def _stop_if_current(self, proc: subprocess.Popen[bytes]) -> None:
+        """Stop `proc` unless it has been replaced meanwhile: a call that lost its server
+        must not kill the next one, which other calls may be using."""
+        with self._lock:
+            if self._proc is proc:
+                self._stop_locked()
 
     def _stop_locked(self) -> None:
         proc, control = self._proc, self._control
         self._proc, self._control, self._ready = None, None, False
-        self._shapes, self._verdicts = {}, {}
+        self._shapes, self._versions, self._verdict = {}, {}, None
         if control is not None:
             control.close()
         if proc is not None and self._owner == os.getpid():
-            with suppress(ProcessLookupError):
-                proc.kill()
+            if proc.returncode is None:  # not reaped: its pid is still its group's
+                with suppress(ProcessLookupError, PermissionError):
+                    os.killpg(proc.pid, signal.SIGKILL)  # the server and its children
             proc.wait()
 
     def _ensure_started(self) -> bool:
         proc = self._proc
-        if self._ready and self._owner == os.getpid() and proc is not None and proc.poll() is None:
+        if self._ready and self._owner == os.getpid() and proc is not None and _alive(proc):
             return True
         with self._lock:
             if self._owner != os.getpid():  # a forked worker: the server is its parent's
                 if self._control is not None:
                     self._control.close()
                 self._proc, self._control, self._ready = None, None, False
-                self._shapes, self._verdicts = {}, {}
+                self._shapes, self._versions, self._verdict = {}, {}, None
                 self._owner = os.getpid()
-            if self._proc is not None and self._proc.poll() is not None:
+            if self._proc is not None and not _alive(self._proc):
+                if not self._ready:
+                    self._start_failed_locked()
                 self._stop_locked()  # it died: reap it, start another
             if self._proc is None:
+                if time.monotonic() < self._paused_until:
+                    return False
                 self._start_locked()
             if not self._ready and self._control is not None:
                 self._check_ready_locked()
             return self._ready
 
+    def _start_failed_locked(self) -> None:
+        """Count a failed start; too many in a row pause the starts (see START_FAILURES)."""
+        now = time.monotonic()
+        self._failed_starts = [t for t in self._failed_starts if now - t < START_WINDOW_SECONDS]
+        self._failed_starts.append(now)
+        if len(self._failed_starts) >= START_FAILURES:
+            self._paused_until = now + START_PAUSE_SECONDS
+            self._failed_starts = []
+
     def _start_locked(self) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
             self._proc = subprocess.Popen(
-                [sys.executable, "-c", "from warden.guard.forkserver import serve; serve()"],
+                # -P: the caller's working directory cannot shadow a module
+                [sys.executable, "-P", "-c", "from warden.guard.forkserver import serve; serve()"],
                 pass_fds=[theirs.fileno()],
                 env={
                     **os.environ,
@@ -240,31 +281,63 @@ class ForkServer:
                     "WARDEN_FORKSERVER_PARENT": str(os.getpid()),
                 },
                 stdin=subprocess.DEVNULL,
-                start_new_session=False,
+                start_new_session=True,  # its own process group: `stop` kills it whole
             )
         except OSError:
             ours.close()
+            self._start_failed_locked()
             return
         finally:
             theirs.close()
         self._control = ours
         self._owner = os.getpid()
-        ours.send(pickle.dumps((sys.path, self.preload, self.warmup)))
+        setup = (sys.path, self.preload, self.checked, self.versions, self.warmup)
+        try:
+            ours.send(pickle.dumps(setup))
+        except OSError:
+            self._start_failed_locked()
+            self._stop_locked()
 
     def _check_ready_locked(self) -> None:
         assert self._control is not None
-        ready, _, _ = select.select([self._control], [], [], 0)
-        if not ready:
+        if not _wait_readable(self._control.fileno(), 0):
             return
         try:
             message = self._control.recv(1 << 24)
-            shapes = pickle.loads(message) if message else None
+            ready = pickle.loads(message) if message else None
         except (OSError, pickle.UnpicklingError, EOFError):
-            shapes = None
-        if not isinstance(shapes, dict):
+            ready = None
+        if not (isinstance(ready, tuple) and len(ready) == 2 and isinstance(ready[0], dict)):
+            self._start_failed_locked()
             self._stop_locked()
             return
-        self._shapes, self._ready = shapes, True
+        self._shapes, self._versions = ready
+        self._ready, self._verdict, self._failed_starts = True, None, []
+
+
+def _ends_soon(proc: subprocess.Popen[bytes], within: float = 0.5) -> bool:
+    """Whether the server is ending: its exit closes its descriptors (our EOF) a moment
+    before it becomes a zombie."""
+    until = time.monotonic() + within
+    while _alive(proc):
+        if time.monotonic() >= until:
+            return False
+        time.sleep(0.005)
+    return True
+
+
+def _take_answer(message: bytes, memfd: int) -> bytes:
+    """The answer in the memfd once the child said b"A"; what the server reports else."""
+    kind, status = message[:1], message[1:]
+    if kind == b"A" and not status:
+        size = os.fstat(memfd).st_size
+        if size > MAX_ANSWER_BYTES:  # a child can make the memfd as large as it likes
+            raise BadAnswer(f"the answer is {size} bytes, more than {MAX_ANSWER_BYTES}")
+        return os.pread(memfd, size, 0) if size else b""
+    if kind in (b"S", b"K") and status.isdigit():
+        raise Died(int(status), timed_out=kind == b"K")
+    # the child holds this socket too: a message neither it nor the server should send
+    raise BadAnswer(f"the child sent {message[:20]!r} instead of an answer")
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -279,8 +352,7 @@ def _receive(sock: socket.socket, until: float) -> bytes | None:
         left = until - time.monotonic()
         if left <= 0:
             return None
-        ready, _, _ = select.select([sock], [], [], left)
-        if ready:
+        if _wait_readable(sock.fileno(), left):
             try:
                 return sock.recv(_MESSAGE)
             except ConnectionResetError:
@@ -290,8 +362,20 @@ def _receive(sock: socket.socket, until: float) -> bytes | None:
 # --------------------------------------------------------------------------- server side
 
 
+class _Call:
+    """A child of the server: the caller's socket, and when it is killed if still there."""
+
+    __slots__ = ("conn", "kill_at", "killed")
+
+    def __init__(self, conn: socket.socket, kill_at: float) -> None:
+        self.conn = conn
+        self.kill_at = kill_at
+        self.killed = False
+
+
 def serve() -> None:
-    """The server's main loop: fork a child per request, reap children, report deaths."""
+    """The server's main loop: fork a child per request, reap children, report deaths,
+    kill children past their deadline."""
     control = socket.socket(fileno=int(os.environ.pop("WARDEN_FORKSERVER_FD")))
     # not PR_SET_PDEATHSIG: it fires when the *thread* that started the server ends (a
     # pool's worker), not the process; the server ends at EOF on `control` instead,
@@ -299,54 +383,97 @@ def serve() -> None:
     if os.getppid() != int(os.environ.pop("WARDEN_FORKSERVER_PARENT")):
         os._exit(1)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C on the gateway: it ends us
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the gateway's stop: it still has calls
     global _IN_SERVER
     _IN_SERVER = True
-    path, preload, warmup = pickle.loads(control.recv(1 << 20))
+    try:
+        setup = control.recv(1 << 20)
+    except OSError:
+        os._exit(0)
+    if not setup:  # the caller is gone already
+        os._exit(0)
+    path, preload, checked, versions, warmup = pickle.loads(setup)
     sys.path[:] = path
-    shapes = {name: shape(importlib.import_module(name)) for name in preload}
+    for name in (*preload, *checked):
+        importlib.import_module(name)
+    shapes = {name: shape(sys.modules[name]) for name in checked}
+    found = library_versions(versions, load=True)
     for module, qualname, args in warmup:  # lazy imports and caches, once, not per child
         with suppress(Exception):
             _resolve(module, qualname)(*args)
-    control.send(pickle.dumps(shapes))
+    try:
+        control.send(pickle.dumps((shapes, found)))
+    except OSError:  # the caller exited while we started: nothing to say, nobody to say it
+        os._exit(0)
+    _loop(control)
+
+
+def _loop(control: socket.socket) -> None:
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
     signal.set_wakeup_fd(wake_w)
     signal.signal(signal.SIGCHLD, lambda *_: None)
-    calls: dict[int, socket.socket] = {}
+    poller = select.poll()
+    poller.register(control.fileno(), select.POLLIN)
+    poller.register(wake_r, select.POLLIN)
+    calls: dict[int, _Call] = {}
     while True:
+        pending = [c.kill_at for c in calls.values() if not c.killed]
+        timeout = None  # milliseconds to the next child's kill
+        if pending:
+            timeout = max(0, math.ceil((min(pending) - time.monotonic()) * 1000))
         try:
-            ready, _, _ = select.select([control.fileno(), wake_r], [], [])
+            ready = {fd for fd, _ in poller.poll(timeout)}
         except InterruptedError:
             continue
         if wake_r in ready:
             os.read(wake_r, 4096)
+        _kill_overdue(calls)
         _reap(calls)
         if control.fileno() not in ready:
             continue
         try:
-            _, fds, _, _ = socket.recv_fds(control, 16, 2)
-        except OSError:
-            fds = []
-        if len(fds) != 2:  # the caller is gone (EOF) or sent nonsense
-            for fd in fds:
+            data, fds, flags, _ = socket.recv_fds(control, _REQUEST.size, 2)
+        except OSError:  # the caller's end is broken: as good as gone
+            os._exit(0)
+        if not data and not fds:  # EOF: the caller is gone
+            os._exit(0)
+        if len(fds) != 2 or flags & socket.MSG_CTRUNC or len(data) != _REQUEST.size:
+            for fd in fds:  # nonsense (or descriptors cut short): drop it, keep serving
                 os.close(fd)
-            if not fds:
-                os._exit(0)
             continue
+        _, gone_by = _REQUEST.unpack(data)
         conn = socket.socket(fileno=fds[0])
         server = os.getpid()
         pid = os.fork()
         if pid == 0:
             signal.set_wakeup_fd(-1)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-            for fd in (control.fileno(), wake_r, wake_w, *(c.fileno() for c in calls.values())):
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            for fd in (
+                control.fileno(),
+                wake_r,
+                wake_w,
+                *(c.conn.fileno() for c in calls.values()),
+            ):
                 os.close(fd)
             _child(conn, fds[1], server)
         os.close(fds[1])
-        calls[pid] = conn
+        calls[pid] = _Call(conn, gone_by + KILL_AFTER_SECONDS)
 
 
-def _reap(calls: dict[int, socket.socket]) -> None:
+def _kill_overdue(calls: dict[int, _Call]) -> None:
+    """SIGKILL the children past their time: their own timer did not end them. They are
+    not reaped yet, so the pid is still theirs."""
+    now = time.monotonic()
+    for pid, call in calls.items():
+        if not call.killed and call.kill_at <= now:
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            call.killed = True
+
+
+def _reap(calls: dict[int, _Call]) -> None:
     while calls:
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)
@@ -354,11 +481,11 @@ def _reap(calls: dict[int, socket.socket]) -> None:
             return
         if pid == 0:
             return
-        conn = calls.pop(pid, None)
-        if conn is not None:
+        call = calls.pop(pid, None)
+        if call is not None:
             with suppress(OSError):  # the caller may have gone (it had its answer)
-                conn.send(b"S%d" % status)
-            conn.close()
+                call.conn.send(b"%c%d" % (b"K" if call.killed else b"S", status))
+            call.conn.close()
 
 
 def _child(conn: socket.socket, memfd: int, server: int) -> None:
@@ -400,59 +527,6 @@ _IN_SERVER = False
 def in_server() -> bool:
     """Whether this is the server's own process (its warm-up runs here, not in a child)."""
     return _IN_SERVER
-
-
-def dumps_answer(answer: tuple[str, Any]) -> bytes:
-    """The pickled answer; one that does not pickle becomes a `ChildError`."""
-    try:
-        return pickle.dumps(answer)
-    except Exception as exc:
-        from warden.guard.isolated import ChildError
-
-        return pickle.dumps(("raised", ChildError(f"{type(exc).__name__}: {exc}")))
-
-
-#: what an answer holds besides exceptions and plain values (module, class)
-ANSWER_CLASSES = frozenset(
-    {
-        ("warden.guard.documents", "DocumentReport"),
-        ("warden.guard.documents", "HiddenText"),
-        ("warden.guard.documents", "DocumentLimits"),
-        ("warden.guard.signals", "Signal"),
-        ("builtins", "set"),
-        ("builtins", "frozenset"),
-        ("builtins", "bytearray"),
-        ("builtins", "complex"),
-    }
-)
-
-
-class _AnswerUnpickler(pickle.Unpickler):
-    """Unpickles only what an answer can hold: the classes of `ANSWER_CLASSES` and
-    exceptions of modules already loaded. The child has just parsed an attacker's file
-    with a C library; were that library taken over, a free-form pickle would run the
-    attacker's code in the gateway, undoing the isolation."""
-
-    def find_class(self, module: str, name: str) -> Any:
-        loaded = sys.modules.get(module)  # never import anything on the child's word
-        found = getattr(loaded, name, None) if loaded is not None and "." not in name else None
-        if isinstance(found, type) and (
-            (module, name) in ANSWER_CLASSES or issubclass(found, BaseException)
-        ):
-            return found
-        raise pickle.UnpicklingError(f"an isolated answer may not hold {module}.{name}")
-
-
-def loads_answer(payload: bytes) -> tuple[str, Any]:
-    """The child's ("ok" | "raised", value), read with `_AnswerUnpickler`; an answer that
-    does not read is a `ChildError`."""
-    try:
-        outcome, value = _AnswerUnpickler(io.BytesIO(payload)).load()
-    except Exception as exc:
-        from warden.guard.isolated import ChildError
-
-        return "raised", ChildError(f"the answer could not be read: {exc}")
-    return outcome, value
 
 
 def cap_address_space(extra: int) -> None:

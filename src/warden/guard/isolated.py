@@ -16,7 +16,9 @@ Forking a big gateway per call is most of the cost, though (its page tables, the
 teardown, copy-on-write faults in the gateway afterwards): a module-level function of a
 module in `FORKSERVER_PRELOAD` runs instead in a child of a small fork server
 (`warden.guard.forkserver`), as long as that module looks in the server as it does here.
-A lambda, or a module a test has monkeypatched, still runs in a child of the caller."""
+A lambda, or a module a test has monkeypatched, still runs in a child of the caller; so
+does the work once more when the server is lost with it (the server's death is no verdict
+on the document), if its deadline has not passed."""
 
 from __future__ import annotations
 
@@ -25,12 +27,17 @@ import select
 import signal
 import time
 import types
-import zlib
 from collections.abc import Callable
 from contextlib import AbstractContextManager, suppress
 from typing import Any, TypeVar
 
-from warden.guard import forkserver
+from warden.guard import forkserver, pdfgen
+from warden.guard.isolated_answer import (
+    MAX_ANSWER_BYTES,
+    ChildError,
+    dumps_answer,
+    loads_answer,
+)
 
 T = TypeVar("T")
 
@@ -40,37 +47,29 @@ CHILD_EXTRA_ADDRESS_SPACE = 3 * 1024**3
 GRACE_SECONDS = 2.0
 #: modules whose functions the fork server runs (imported there, nothing else is)
 FORKSERVER_PRELOAD = ("warden.guard.documents",)
+#: modules that must look in the server as they do here for it to run anything: the
+#: served ones and what their code uses (an edit on disk since the gateway started, then
+#: a restarted server, would run other code than the gateway's)
+FORKSERVER_CHECKED = (
+    *FORKSERVER_PRELOAD,
+    "warden.guard.pdf_damage",
+    "warden.guard.signals",
+    "warden.guard.isolated_answer",
+    "warden.errors",
+)
+#: library versions that must be the same in the server: (module, attribute)
+FORKSERVER_VERSIONS = (
+    ("pypdf", "__version__"),
+    ("pypdfium2.version", "PYPDFIUM_INFO"),
+    ("pypdfium2.version", "PDFIUM_INFO"),
+)
 
 
 def _warmup_pdf() -> bytes:
-    """One page of compressed Helvetica text with an Info dictionary: what the server
-    analyses once at its start so that pypdf's and pdfium's lazy imports, font tables
-    and caches are in place in every child it forks (not loaded again per PDF)."""
-    content = zlib.compress(b"BT /F1 12 Tf 72 720 Td (Claim 1: warm-up text) Tj ET")
-    objects = [
-        b"<< /Type /Catalog /Pages 2 0 R >>",
-        b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
-        b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents 4 0 R "
-        b"/Resources << /Font << /F1 5 0 R >> >> >>",
-        b"<< /Length %d /Filter /FlateDecode >>\nstream\n" % len(content)
-        + content
-        + b"\nendstream",
-        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
-        b"<< /Title (Warm-up) /Author (warden) >>",
-    ]
-    out = bytearray(b"%PDF-1.7\n")
-    offsets = []
-    for number, body in enumerate(objects, start=1):
-        offsets.append(len(out))
-        out += b"%d 0 obj\n" % number + body + b"\nendobj\n"
-    xref = len(out)
-    out += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
-    out += b"".join(b"%010d 00000 n \n" % offset for offset in offsets)
-    out += b"trailer\n<< /Size %d /Root 1 0 R /Info 6 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (
-        len(objects) + 1,
-        xref,
-    )
-    return bytes(out)
+    """One page of Helvetica text with an Info dictionary: what the server analyses once
+    at its start so that pypdf's and pdfium's lazy imports, font tables and caches are in
+    place in every child it forks (not loaded again per PDF)."""
+    return pdfgen.build_pdf([pdfgen.text_page("Claim 1: warm-up text")], title="Warm-up")
 
 
 #: what the fork server runs once in its own process before it forks any child
@@ -83,10 +82,6 @@ class ChildStopped(Exception):
     def __init__(self, reason: str, *, timed_out: bool) -> None:
         super().__init__(reason)
         self.timed_out = timed_out
-
-
-class ChildError(Exception):
-    """The work raised in the child something that does not cross a pipe as itself."""
 
 
 def run_isolated(
@@ -108,9 +103,17 @@ def run_isolated(
         except forkserver.NotReady:
             pass  # starting, or gone just now: fork from the caller this once
         except forkserver.Died as died:
+            if died.timed_out:  # its timer did not end it; the server did
+                raise ChildStopped("did not finish in time", timed_out=True) from None
             raise _stopped(died.status) from None
+        except forkserver.BadAnswer as bad:
+            raise ChildError(str(bad)) from None
         except forkserver.ServerLost as lost:
-            raise ChildStopped(f"the fork server {lost}", timed_out=False) from None
+            if time.monotonic() >= deadline:
+                raise ChildStopped(
+                    f"did not finish in time (the fork server {lost})", timed_out=True
+                ) from None
+            # not the document's doing: run it once more, in a child of the caller
         else:
             result: T = _answer(payload)
             return result
@@ -150,7 +153,7 @@ def _stopped(status: int) -> ChildStopped:
 
 
 def _answer(payload: bytes) -> Any:
-    outcome, value = forkserver.loads_answer(payload)
+    outcome, value = loads_answer(payload)
     if outcome == "raised":
         raise value
     return value
@@ -198,7 +201,7 @@ def _child(work: Callable[[], Any], write_end: int) -> None:
             answer: tuple[str, Any] = ("ok", work())
         except BaseException as exc:  # every outcome goes back to the parent
             answer = ("raised", exc)
-        payload = forkserver.dumps_answer(answer)
+        payload = dumps_answer(answer)
         view = memoryview(len(payload).to_bytes(8, "big") + payload)
         while view:
             view = view[os.write(write_end, view) :]
@@ -213,12 +216,13 @@ def _read_until(fd: int, deadline: float) -> bytes | None:
     the unmapping of a copy of the gateway, comes after); None at EOF without one."""
     data = bytearray()
     size = -1
+    poller = select.poll()  # not select: it refuses descriptors of 1024 and above
+    poller.register(fd, select.POLLIN)
     while size < 0 or len(data) < size + 8:
         left = deadline - time.monotonic()
         if left <= 0:
             raise TimeoutError
-        ready, _, _ = select.select([fd], [], [], left)
-        if not ready:
+        if not poller.poll(int(left * 1000) + 1):
             continue
         chunk = os.read(fd, 1 << 20)
         if not chunk:
@@ -226,6 +230,8 @@ def _read_until(fd: int, deadline: float) -> bytes | None:
         data += chunk
         if size < 0 and len(data) >= 8:
             size = int.from_bytes(data[:8], "big")
+            if size > MAX_ANSWER_BYTES:  # the child's word, as a served one's
+                raise ChildError(f"the answer is {size} bytes, more than {MAX_ANSWER_BYTES}")
     return bytes(data[8:])
 
 
@@ -248,4 +254,9 @@ def _reap(pid: int) -> int:
     return 0
 
 
-_SERVER = forkserver.ForkServer(FORKSERVER_PRELOAD, FORKSERVER_WARMUP)
+_SERVER = forkserver.ForkServer(
+    FORKSERVER_PRELOAD,
+    FORKSERVER_WARMUP,
+    checked=FORKSERVER_CHECKED,
+    versions=FORKSERVER_VERSIONS,
+)
