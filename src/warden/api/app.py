@@ -229,9 +229,8 @@ def create_app(gateway: Gateway, *, close_on_shutdown: bool = False) -> FastAPI:
         openapi_extra=_REVIEW_BODY,
     )
     async def review(decision_id: str, request: Request, caller: Caller) -> dict[str, Any]:
-        caller.require(
-            Permission.REVIEW
-        )  # a role that may not review: 403 before its body is parsed
+        # a role that may not review: 403 before its body is parsed
+        caller.require(Permission.REVIEW)
         payload = parse_json_body(await request.body())
         return await gateway.review(decision_id, caller, payload)
 

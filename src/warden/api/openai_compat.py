@@ -54,13 +54,14 @@ def _error(exc: WardenError) -> tuple[int, bytes, dict[str, str]]:
 
 
 async def answer(
-    gateway: Gateway, headers: Mapping[str, str], raw: bytes
+    gateway: Gateway, headers: Mapping[str, str], raw: bytes, caller: Principal | None = None
 ) -> tuple[int, bytes, dict[str, str]]:
     """(status, JSON body, Warden headers) for one request; every failure is a JSON error.
     The headers: the decision id, and `X-Warden-Replayed: true` when an Idempotency-Key
-    answered an earlier decision again."""
+    answered an earlier decision again. `caller`: already authenticated (else done here)."""
     try:
-        caller = authenticate(gateway, headers)
+        if caller is None:
+            caller = authenticate(gateway, headers)
         payload = parse_json_body(raw)
         result = await chat_completion(gateway, payload, headers, caller)
     except WardenError as exc:
@@ -95,9 +96,9 @@ class FrontDoorFirst:
             return
         headers = Headers(scope=scope)
         try:
-            authenticate(self.gateway, headers)  # megabytes are read for a known caller only
+            caller = authenticate(self.gateway, headers)  # megabytes: for a known caller only
             raw = await read_body(receive, headers, MAX_BODY_BYTES)
-            status, body, warden_headers = await answer(self.gateway, headers, raw)
+            status, body, warden_headers = await answer(self.gateway, headers, raw, caller)
         except WardenError as exc:  # unread body (the app's BodyLimit answers the same)
             status, body, warden_headers = _error(exc)
             warden_headers["connection"] = "close"
