@@ -46,10 +46,14 @@ def _chunks(size: int, chunk: int = 16 * 1024) -> Iterator[bytes]:
 
 
 def test_the_decision_limit_has_room_for_every_document_the_guard_accepts(api: Api) -> None:
-    """The example policy's `claims_intake` takes one document of up to 5,000,000 bytes:
-    its base64 (as the guard counts it) and a megabyte for everything else."""
+    """The example policy's `claims_intake` takes one document of up to 5,000,000 bytes
+    (its base64, as the guard counts it) and two texts of at most 20,000 and 5,000
+    characters (each as `\\uXXXX` escapes, 6 bytes a character), and a megabyte for
+    everything else."""
     _, _, gateway = api
-    assert decision_body_limit(gateway.policy) == DECISION_FIELDS_BYTES + 5_000_000 * 4 // 3 + 8
+    documents = 5_000_000 * 4 // 3 + 8
+    texts = (20_000 + 5_000) * 6
+    assert decision_body_limit(gateway.policy) == DECISION_FIELDS_BYTES + documents + texts
 
 
 def test_a_decision_over_its_limit_is_413_and_nothing_is_decided(api: Api) -> None:

@@ -25,6 +25,7 @@ from warden.errors import RequestError, TooLargeError, WardenError
 
 if TYPE_CHECKING:
     from warden.policy.loader import LoadedPolicy
+    from warden.policy.model import DecisionType, InputField
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -83,23 +84,33 @@ def parse_json_body(raw: bytes) -> Any:
         ) from None
 
 
+#: the most bytes one character of a JSON string can take (`\\uXXXX`, half a surrogate pair)
+_JSON_BYTES_PER_CHAR = 6
+
+
 def decision_body_limit(policy: LoadedPolicy) -> int:
     """The limit of a `POST /v1/decisions` body: room for every document input of the
-    decision type with the most, each as large as its guard accepts (`data_base64`:
-    4/3 of `guard.document.max_bytes`, the guard's own check), and `DECISION_FIELDS_BYTES`
-    for the rest. A body the guard would accept is never refused for its size first."""
-    documents = max(
+    decision type that needs the most, each as large as its guard accepts (`data_base64`:
+    4/3 of `guard.document.max_bytes`, the guard's own check), every string input with a
+    `max_length` at its longest however it is escaped, and `DECISION_FIELDS_BYTES` for the
+    rest (strings without a `max_length`, numbers, tool calls). A body the policy accepts
+    is never refused for its size first."""
+
+    def room(field: InputField, spec: DecisionType) -> int:
+        if field.type == "document":
+            return spec.guard.document.max_bytes * 4 // 3 + 8
+        if field.type == "string" and field.max_length is not None:
+            return field.max_length * _JSON_BYTES_PER_CHAR
+        return 0
+
+    largest = max(
         (
-            sum(
-                spec.guard.document.max_bytes * 4 // 3 + 8
-                for field in spec.inputs.values()
-                if field.type == "document"
-            )
+            sum(room(field, spec) for field in spec.inputs.values())
             for spec in policy.policy.decision_types.values()
         ),
         default=0,
     )
-    return DECISION_FIELDS_BYTES + documents
+    return DECISION_FIELDS_BYTES + largest
 
 
 class Disconnected(Exception):
