@@ -24,6 +24,7 @@ from warden.guard.documents import (
     analyze_document,
     analyze_pdf,
 )
+from warden.guard.signals import Signal
 
 # --------------------------------------------------------------------------- clean documents
 
@@ -547,3 +548,54 @@ def test_email_with_unknown_charset_is_refused() -> None:
         analyze_document(message, "message/rfc822")
     assert caught.value.code == "document.undecodable"
     assert "x-nope" in str(caught.value)
+
+
+def _forged(report: documents.DocumentReport, **changes: object) -> object:
+    import dataclasses
+
+    return dataclasses.replace(report, **changes)
+
+
+def test_a_report_from_a_taken_over_child_is_checked_before_it_is_used(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The child's answer is whatever a taken-over PDF library makes it: a report with
+    another document's hash, a million shared signals, a wrong type, a refusal with a
+    made-up code or a 60 MB message. The caller takes none of it as sent."""
+    pdf = fx.clean_letter(1)
+    real = documents.analyze_pdf(pdf, name="claim.pdf")
+    shared = Signal("document.hidden_text", "x", 0.5, "document", "d" * 1000)
+    forgeries: list[object] = [
+        _forged(real, sha256="0" * 64),
+        _forged(real, pages=10**9),
+        _forged(real, visible_text=b"bytes"),
+        frozenset(),
+        {"content_type": "application/pdf"},
+        _forged(real, signals=[shared] * 1_000_000),
+    ]
+    for forged in forgeries:
+        monkeypatch.setattr(documents, "run_isolated", lambda *a, _f=forged, **k: _f)
+        with pytest.raises(documents.DocumentError) as caught:
+            documents.analyze_pdf(pdf, name="claim.pdf", field="inputs.attachment")
+        assert caught.value.code == "document.malformed"
+        assert "the analysis answered a report that does not hold" in str(caught.value)
+        assert caught.value.field == "inputs.attachment"
+
+    def refuse(message: str, code: str) -> Callable[..., object]:
+        def run(*args: object, **kwargs: object) -> object:
+            raise documents.DocumentError(message, code=code, field="elsewhere")
+
+        return run
+
+    monkeypatch.setattr(
+        documents, "run_isolated", refuse("claim.pdf: too big", "document.too_large")
+    )
+    with pytest.raises(documents.DocumentError) as caught:
+        documents.analyze_pdf(pdf, name="claim.pdf", field="inputs.attachment")
+    assert (caught.value.code, caught.value.field) == ("document.too_large", "inputs.attachment")
+    for message, code in (("x" * 60_000_000, "document.too_large"), ("claim.pdf: y", "auth.ok")):
+        monkeypatch.setattr(documents, "run_isolated", refuse(message, code))
+        with pytest.raises(documents.DocumentError) as caught:
+            documents.analyze_pdf(pdf, name="claim.pdf", field="inputs.attachment")
+        assert caught.value.code == "document.malformed"
+        assert len(str(caught.value)) < 200

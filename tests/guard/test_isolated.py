@@ -80,7 +80,7 @@ def test_the_childs_address_space_is_capped(monkeypatch: pytest.MonkeyPatch) -> 
     monkeypatch.setattr(isolated, "CHILD_EXTRA_ADDRESS_SPACE", 256 * 1024**2)
     with pytest.raises(MemoryError):
         run_isolated(lambda: bytearray(1024**3), soon(), quiet=QUIET)
-    assert len(run_isolated(lambda: bytearray(10 * 1024**2), soon(), quiet=QUIET)) == 10 * 1024**2
+    assert run_isolated(lambda: len(bytearray(10 * 1024**2)), soon(), quiet=QUIET) == 10 * 1024**2
 
 
 def test_an_answer_that_does_not_pickle_is_an_error_not_a_hang() -> None:
@@ -335,6 +335,13 @@ def test_concurrent_analyses_in_the_server_leak_nothing() -> None:
     )
 
 
+class _SizedBomb:
+    """An answer that allocates 10 GB in whoever unpickles it."""
+
+    def __reduce__(self) -> tuple[object, tuple[int]]:
+        return bytearray, (10**10,)
+
+
 class _Takeover:
     """What a child whose PDF library was taken over could write as its answer: a pickle
     that calls `os.mkdir` (or anything) in whoever reads it."""
@@ -353,9 +360,12 @@ def test_an_answer_that_would_run_code_in_the_gateway_is_refused(tmp_path: Path)
     assert not os.path.exists(marker)
     # what an analysis answers still comes back
     report = run_isolated(
-        lambda: {"signals": frozenset({"a"}), "n": (1, 2.5, None, b"x")}, soon(), quiet=QUIET
+        lambda: {"signals": ["a"], "n": (1, 2.5, None, b"x")}, soon(), quiet=QUIET
     )
-    assert report == {"signals": frozenset({"a"}), "n": (1, 2.5, None, b"x")}
+    assert report == {"signals": ["a"], "n": (1, 2.5, None, b"x")}
+    # nothing that takes a size: bytearray(10**10) would be a 45-byte pickle
+    outcome, error = isolated_answer.loads_answer(pickle.dumps(("ok", _SizedBomb())))
+    assert outcome == "raised" and "may not hold builtins.bytearray" in str(error)
 
 
 def test_the_server_outlives_the_thread_that_started_it() -> None:

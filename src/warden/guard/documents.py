@@ -313,9 +313,11 @@ def analyze_pdf(
     job = _Job(name, field, limits)
     _check_envelope(data, job)
     try:  # pdfium cannot be interrupted: a child that can be (`warden.guard.isolated`)
-        return run_isolated(_read_in_child, job.deadline, quiet=_PDFIUM_LOCK, args=(data, job))
-    except ChildError as exc:  # raised in the child and could not come back as itself
-        job.fail("malformed", f"malformed PDF ({short(str(exc), 160)})")
+        answer = run_isolated(_read_in_child, job.deadline, quiet=_PDFIUM_LOCK, args=(data, job))
+    except DocumentError as exc:  # rebuilt from what the caller knows, never taken as sent
+        raise _refusal_of_child(exc, job) from None
+    except (ChildError, MemoryError, RecursionError) as exc:  # did not come back as itself
+        job.fail("malformed", f"malformed PDF ({short(_said(exc), 160)})")
     except ChildStopped as stopped:
         if stopped.timed_out:
             job.fail(
@@ -328,6 +330,94 @@ def analyze_pdf(
             "the PDF needs more memory than allowed to read, or crashed the PDF reader "
             f"(the analysis {stopped})",
         )
+
+    return _report_of_child(answer, data, job)
+
+
+#: the most findings (hidden pieces, signals, attachment names) a report may carry, and
+#: the longest text of one; far above what the analysis produces (it groups findings)
+_MAX_FINDINGS = 10_000
+_MAX_FINDING_CHARS = 4_000
+
+
+def _said(exc: BaseException) -> str:
+    """An exception's message, bounded before it is formatted (it came from the child)."""
+    args = exc.args
+    first = args[0] if args else ""
+    return first[:_MAX_FINDING_CHARS] if type(first) is str else type(exc).__name__
+
+
+def _refusal_of_child(exc: DocumentError, job: _Job) -> DocumentError:
+    """The child's refusal as the caller states it: a known code, a bounded message,
+    the caller's own field (a taken-over child could set any code, status or size)."""
+    code = exc.code if type(exc.code) is str and _DOCUMENT_CODE.fullmatch(exc.code) else None
+    message = _said(exc)
+    if code is None or not message.startswith(f"{job.name}: "):
+        message = f"{job.name}: malformed PDF (the analysis answered a refusal that does not hold)"
+        code = "document.malformed"
+    return DocumentError(message, code=code, field=job.field)
+
+
+#: the shape of the codes `_Job.fail` gives (`document.too_large`, `document.timeout`, ...)
+_DOCUMENT_CODE = re.compile(r"document\.[a-z_]{1,40}")
+
+
+def _report_of_child(answer: object, data: bytes, job: _Job) -> DocumentReport:
+    """The child's report, if it is one that holds: exact types, findings and texts within
+    what the analysis can produce, the hash of the bytes the caller sent. The child has
+    just parsed an attacker's file; were the PDF library taken over, its answer is
+    anything the unpickler lets through (a shared 1 MB string listed a million times)."""
+    limits = job.limits
+    text_cap = 2 * limits.max_text_chars + 1_000_000
+
+    def text(value: object, cap: int = _MAX_FINDING_CHARS) -> bool:
+        return type(value) is str and len(value) <= cap
+
+    def optional_int(value: object) -> bool:
+        return value is None or type(value) is int
+
+    def score(value: object) -> bool:
+        return type(value) in (float, int) and 0.0 <= value <= 1.0  # type: ignore[operator]
+
+    report = answer
+    ok = (
+        type(report) is DocumentReport
+        and report.content_type == "application/pdf"
+        and type(report.pages) is int
+        and 0 < report.pages <= limits.max_pages
+        and text(report.visible_text, text_cap)
+        and text(report.all_text_for_scanning, text_cap)
+        and report.sha256 == hashlib.sha256(data).hexdigest()
+        and all(
+            type(items) is list and len(items) <= _MAX_FINDINGS
+            for items in (report.hidden, report.signals, report.attachments)
+        )
+        and all(text(a) for a in report.attachments)
+        and all(
+            type(h) is HiddenText
+            and h.technique in TECHNIQUES
+            and optional_int(h.page)
+            and text(h.text)
+            and text(h.detail)
+            and score(h.score)
+            and type(h.chars) is int
+            for h in report.hidden
+        )
+        and all(
+            type(s) is Signal
+            and text(s.detector, 100)
+            and text(s.name, 200)
+            and score(s.score)
+            and s.surface == "document"
+            and text(s.detail)
+            and all(optional_int(v) for v in (s.start, s.end, s.chunk, s.page))
+            for s in report.signals
+        )
+    )
+    if not ok:
+        job.fail("malformed", "malformed PDF (the analysis answered a report that does not hold)")
+    assert isinstance(report, DocumentReport)
+    return report
 
 
 def _read_in_child(data: bytes, job: _Job) -> DocumentReport:
