@@ -217,13 +217,27 @@ def _wait_ready(server: forkserver.ForkServer, module: str) -> None:
 
 @pytest.fixture
 def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[forkserver.ForkServer]:
-    """A real fork server preloading this module, used by `run_isolated`."""
+    """A real fork server preloading this module, used by `run_isolated`; started with a
+    secret in the gateway's environment, as an endpoint's API key would be."""
+    monkeypatch.setenv("WARDEN_TEST_ENDPOINT_KEY", "sk-not-for-children")
     started = forkserver.ForkServer((__name__,))
     monkeypatch.setattr(isolated, "_SERVER", started)
     monkeypatch.setattr(isolated, "FORKSERVER_PRELOAD", (__name__,))
     _wait_ready(started, __name__)
     yield started
     started.stop()
+
+
+def _environment() -> dict[str, str]:
+    return dict(os.environ)
+
+
+def test_a_served_child_does_not_see_the_gateways_secrets(
+    server: forkserver.ForkServer,
+) -> None:
+    seen = run_isolated(_environment, soon(), quiet=QUIET)
+    assert "WARDEN_TEST_ENDPOINT_KEY" not in seen
+    assert seen.get("PATH") == os.environ.get("PATH")
 
 
 def _server_pid(server: forkserver.ForkServer) -> int:
@@ -284,17 +298,16 @@ def test_patched_code_runs_in_a_child_of_the_caller(
 
 
 def test_a_dead_server_is_replaced(server: forkserver.ForkServer) -> None:
-    """The server's death is no verdict on the document: the call runs again, in a child
-    of the caller, and gets its answer."""
+    """The server's death is no verdict on the document: the call runs again in a new
+    server and gets its answer — never in a child of the caller, which a hostile file
+    could force by killing its server (that child would hold the gateway's memory)."""
     first = _server_pid(server)
     threading.Timer(0.5, os.kill, (first, signal.SIGKILL)).start()
     _, parent = run_isolated(_slow_whose_child, soon(), quiet=QUIET, args=(1.0,))
-    assert parent == os.getpid()  # its child in the server died with it; run again here
+    assert parent == _server_pid(server) != first
+    assert parent != os.getpid()
     # the server is reaped (children of the caller that answered are reaped at its next fork)
     assert set(_children_in_state(os.getpid(), "Z")) <= set(isolated._EXITING)
-    # meanwhile the caller forks itself; then a new server takes over
-    assert run_isolated(_allocate, soon(), quiet=QUIET, args=(5,)) == 5
-    _wait_ready(server, __name__)
     assert run_isolated(_whose_child, soon(), quiet=QUIET)[1] == _server_pid(server) != first
 
 
@@ -453,7 +466,7 @@ def test_a_call_that_lost_its_server_leaves_the_replacement_alone(
     first.wait()
     assert old_control is not None
     old_control.close()
-    assert results and results[0][1] == os.getpid()  # run again in a child of the caller
+    assert results and results[0][1] == second  # run again in the replacement
     assert not _gone(second), "the replacement was killed"
     assert run_isolated(_whose_child, soon(), quiet=QUIET)[1] == second
 
@@ -522,7 +535,10 @@ def test_an_exception_the_analysis_did_not_mean_comes_back_described(
 
 
 def test_an_answer_over_the_cap_is_refused_not_read(server: forkserver.ForkServer) -> None:
-    with pytest.raises(ChildError, match="more than"):
+    """The child cannot grow its memfd past the cap (RLIMIT_FSIZE), and had it done so,
+    the caller would not read it (its size is checked first): either way a ChildError,
+    never a terabyte read into the gateway."""
+    with pytest.raises(ChildError):
         run_isolated(_answer_a_terabyte, soon(), quiet=QUIET)
     assert run_isolated(_whose_child, soon(), quiet=QUIET)[1] == _server_pid(server)
 
@@ -580,6 +596,26 @@ def test_stopping_the_server_ends_its_children(
     _wait_for(lambda: _gone(child), "the child outlived its server", seconds=3)
     caller.join()
     assert outcome and isinstance(outcome[0], forkserver.ServerLost)
+
+
+def test_a_child_keeps_none_of_the_callers_descriptors(tmp_path: Path) -> None:
+    """A child of the caller (the fallback) inherits every descriptor the gateway holds
+    (its listening socket, another call's pipe); it closes all but its own pipe before
+    it reads the file, and its standard streams go to /dev/null."""
+    secret = os.open(tmp_path / "held-by-the-gateway", os.O_RDWR | os.O_CREAT)
+    try:
+        fds, out = run_isolated(
+            lambda: (
+                sorted(int(f) for f in os.listdir("/proc/self/fd")),
+                os.readlink("/proc/self/fd/1"),
+            ),
+            soon(),
+            quiet=QUIET,
+        )
+    finally:
+        os.close(secret)
+    assert secret not in fds and len(fds) <= 5, fds  # 0-2, its pipe, listdir's own
+    assert out == os.devnull
 
 
 def test_descriptors_above_1024_do_not_break_isolation(server: forkserver.ForkServer) -> None:

@@ -276,7 +276,7 @@ class ForkServer:
                 [sys.executable, "-P", "-c", "from warden.guard.forkserver import serve; serve()"],
                 pass_fds=[theirs.fileno()],
                 env={
-                    **os.environ,
+                    **_plain_environment(),
                     "WARDEN_FORKSERVER_FD": str(theirs.fileno()),
                     "WARDEN_FORKSERVER_PARENT": str(os.getpid()),
                 },
@@ -492,6 +492,7 @@ def _child(conn: socket.socket, memfd: int, server: int) -> None:
     status = 0
     try:
         _die_with_parent(server)
+        confine(keep=(conn.fileno(), memfd))
         module, qualname, args, limits = pickle.loads(_read_fd(memfd))
         signal.signal(signal.SIGALRM, signal.SIG_DFL)
         signal.setitimer(
@@ -512,6 +513,33 @@ def _child(conn: socket.socket, memfd: int, server: int) -> None:
         status = 1
     finally:
         os._exit(status)
+
+
+#: what the server's environment keeps of the gateway's: how to find Python and its
+#: modules, the locale, the temporary directory — not the endpoints' API keys
+_ENVIRONMENT = ("PATH", "PYTHONPATH", "LANG", "LANGUAGE", "TMPDIR", "TZ")
+
+
+def _plain_environment() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k in _ENVIRONMENT or k.startswith("LC_")}
+
+
+def confine(keep: tuple[int, ...]) -> None:
+    """In a child about to read a hostile file: no descriptor but `keep` (not the
+    gateway's sockets, nor another call's pipe inherited at a concurrent fork), standard
+    streams to /dev/null (no forged log lines), and files it writes — its answer's memfd
+    — no larger than an answer may be (EFBIG, not SIGXFSZ)."""
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    start = 3
+    for fd in sorted(set(keep)):
+        os.closerange(start, fd)
+        start = fd + 1
+    os.closerange(start, resource.getrlimit(resource.RLIMIT_NOFILE)[0])
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    cap = MAX_ANSWER_BYTES + 8
+    resource.setrlimit(resource.RLIMIT_FSIZE, (cap, cap))
 
 
 def _resolve(module: str, qualname: str) -> Any:

@@ -16,9 +16,10 @@ Forking a big gateway per call is most of the cost, though (its page tables, the
 teardown, copy-on-write faults in the gateway afterwards): a module-level function of a
 module in `FORKSERVER_PRELOAD` runs instead in a child of a small fork server
 (`warden.guard.forkserver`), as long as that module looks in the server as it does here.
-A lambda, or a module a test has monkeypatched, still runs in a child of the caller; so
-does the work once more when the server is lost with it (the server's death is no verdict
-on the document), if its deadline has not passed."""
+A lambda, or a module a test has monkeypatched, still runs in a child of the caller (one
+that keeps none of the caller's descriptors). Work whose server is lost with it runs once
+more in a new server (the server's death is no verdict on the document), never in a child
+of the caller: a hostile file could force that by killing its server."""
 
 from __future__ import annotations
 
@@ -99,26 +100,56 @@ def run_isolated(
         return work(*args)
     if _served(work):
         try:
-            payload = _SERVER.run(work.__module__, work.__qualname__, args, _limits(deadline))
+            payload = _run_served(work, args, deadline)
         except forkserver.NotReady:
-            pass  # starting, or gone just now: fork from the caller this once
-        except forkserver.Died as died:
-            if died.timed_out:  # its timer did not end it; the server did
-                raise ChildStopped("did not finish in time", timed_out=True) from None
-            raise _stopped(died.status) from None
-        except forkserver.BadAnswer as bad:
-            raise ChildError(str(bad)) from None
+            payload = None  # starting, or gone just now: fork from the caller this once
         except forkserver.ServerLost as lost:
-            if time.monotonic() >= deadline:
-                raise ChildStopped(
-                    f"did not finish in time (the fork server {lost})", timed_out=True
-                ) from None
-            # not the document's doing: run it once more, in a child of the caller
-        else:
-            result: T = _answer(payload)
-            return result
-    result = _answer(_run_forked(work, args, deadline, quiet))
+            # not necessarily the document's doing: once more, in a new server — never in
+            # a child of the gateway, which a hostile file could force by killing its
+            # server (that child would hold the gateway's memory)
+            payload = _once_more_served(work, args, deadline, str(lost))
+        if payload is not None:
+            served: T = _answer(payload)
+            return served
+    result: T = _answer(_run_forked(work, args, deadline, quiet))
     return result
+
+
+#: how long a call whose server was lost waits for the next one to be ready
+RESTART_WAIT_SECONDS = 5.0
+
+
+def _run_served(work: Callable[..., Any], args: tuple[Any, ...], deadline: float) -> bytes:
+    """The answer of `work(*args)` from the fork server; `NotReady` and `ServerLost` are
+    the caller's to handle, a child's death is a ChildStopped, a bad answer a ChildError."""
+    try:
+        payload: bytes = _SERVER.run(work.__module__, work.__qualname__, args, _limits(deadline))
+    except forkserver.Died as died:
+        if died.timed_out:  # its timer did not end it; the server did
+            raise ChildStopped("did not finish in time", timed_out=True) from None
+        raise _stopped(died.status) from None
+    except forkserver.BadAnswer as bad:
+        raise ChildError(str(bad)) from None
+    return payload
+
+
+def _once_more_served(
+    work: Callable[..., Any], args: tuple[Any, ...], deadline: float, lost: str
+) -> bytes:
+    """The answer of `work(*args)` from a new fork server, started now; ChildStopped when
+    none is ready in time or it is lost as well."""
+    until = min(deadline, time.monotonic() + RESTART_WAIT_SECONDS)
+    while not _SERVER.runs_like_caller(work.__module__):
+        if time.monotonic() >= until:
+            raise ChildStopped(
+                f"the fork server {lost}, and no new one was ready in time",
+                timed_out=time.monotonic() >= deadline,
+            )
+        time.sleep(0.02)
+    try:
+        return _run_served(work, args, deadline)
+    except (forkserver.NotReady, forkserver.ServerLost) as again:
+        raise ChildStopped(f"the fork server {lost}, then {again}", timed_out=False) from None
 
 
 def _served(work: Callable[..., Any]) -> bool:
@@ -196,6 +227,7 @@ def _run_forked(
 def _child(work: Callable[[], Any], write_end: int) -> None:
     status = 0
     try:
+        forkserver.confine(keep=(write_end,))
         forkserver.cap_address_space(CHILD_EXTRA_ADDRESS_SPACE)
         try:
             answer: tuple[str, Any] = ("ok", work())
