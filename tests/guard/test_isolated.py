@@ -815,3 +815,24 @@ def test_no_traceback_when_the_caller_exits_while_the_server_starts(tmp_path: Pa
     )
     assert ended.returncode == 0
     assert "Traceback" not in ended.stderr, ended.stderr
+
+
+def test_a_server_that_stopped_reading_does_not_hang_its_callers(
+    server: forkserver.ForkServer,
+) -> None:
+    """A stopped server (SIGSTOP from a taken-over child) lets its socket fill: the next
+    hand-over must not block while holding the lock every other caller needs."""
+    stuck = server._proc
+    assert stuck is not None
+    os.kill(stuck.pid, signal.SIGSTOP)
+    control = server._control
+    assert control is not None
+    control.setblocking(False)
+    with suppress(BlockingIOError):  # fill the socket as a few hundred calls would
+        while True:
+            control.send(b"x" * 4096)
+    control.setblocking(True)
+    started = time.monotonic()
+    run_isolated(_whose_child, soon(10), quiet=QUIET)  # answered by a new server
+    assert time.monotonic() - started < 8
+    assert stuck.poll() is not None and _server_pid(server) != stuck.pid

@@ -188,13 +188,23 @@ class ForkServer:
                 control, proc = self._control, self._proc
                 if control is None or proc is None or not self._ready:
                     raise NotReady
+                # never blocking under the lock: a stopped server lets the socket fill
+                # (a non-blocking socket, not MSG_DONTWAIT, which some kernels ignore
+                # for a full SEQPACKET peer)
+                control.setblocking(False)
                 try:
                     socket.send_fds(
                         control, [_REQUEST.pack(b"R", gone_by)], [theirs.fileno(), memfd]
                     )
+                except BlockingIOError:  # it has not read its calls for a while: stuck
+                    self._stop_locked()
+                    raise ServerLost("was not taking calls") from None
                 except OSError:
                     self._stop_locked()
                     raise NotReady from None
+                finally:
+                    with suppress(OSError):
+                        control.setblocking(True)
             theirs.close()
             message = _receive(ours, gone_by + SERVER_MARGIN_SECONDS)
             if message is None:  # not even the server's own kill ended it: it is stuck
