@@ -836,3 +836,19 @@ def test_a_server_that_stopped_reading_does_not_hang_its_callers(
     run_isolated(_whose_child, soon(10), quiet=QUIET)  # answered by a new server
     assert time.monotonic() - started < 8
     assert stuck.poll() is not None and _server_pid(server) != stuck.pid
+
+
+def test_a_fork_that_fails_leaks_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Out of processes or memory: a ChildStopped, both pipe ends closed (they leaked, and
+    the OSError escaped as a 500)."""
+    fds = len(os.listdir("/proc/self/fd"))
+
+    def no_fork() -> int:
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(isolated.os, "fork", no_fork)
+    for _ in range(5):
+        with pytest.raises(ChildStopped, match="could not be started"):
+            run_isolated(lambda: 1, soon(), quiet=QUIET)
+    monkeypatch.undo()
+    assert len(os.listdir("/proc/self/fd")) == fds

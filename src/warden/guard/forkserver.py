@@ -346,6 +346,8 @@ def _take_answer(message: bytes, memfd: int) -> bytes:
         return os.pread(memfd, size, 0) if size else b""
     if kind in (b"S", b"K") and status.isdigit():
         raise Died(int(status), timed_out=kind == b"K")
+    if kind == b"F" and not status:
+        raise ServerLost("could not fork a child (out of processes or memory)")
     # the child holds this socket too: a message neither it nor the server should send
     raise BadAnswer(f"the child sent {message[:20]!r} instead of an answer")
 
@@ -455,7 +457,14 @@ def _loop(control: socket.socket) -> None:
         _, gone_by = _REQUEST.unpack(data)
         conn = socket.socket(fileno=fds[0])
         server = os.getpid()
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError:  # EAGAIN, ENOMEM: this call fails, the server goes on
+            with suppress(OSError):
+                conn.send(b"F", socket.MSG_DONTWAIT)
+            conn.close()
+            os.close(fds[1])
+            continue
         if pid == 0:
             signal.set_wakeup_fd(-1)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)

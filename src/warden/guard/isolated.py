@@ -198,8 +198,13 @@ def _run_forked(
 ) -> bytes:
     """The answer of `work(*args)` run in a child of the caller (sees the caller's state)."""
     read_end, write_end = os.pipe()
-    with quiet:
-        pid = os.fork()
+    try:
+        with quiet:
+            pid = os.fork()
+    except OSError as exc:  # out of processes or memory: no verdict on the document
+        os.close(read_end)
+        os.close(write_end)
+        raise ChildStopped(f"could not be started ({exc.strerror})", timed_out=False) from None
     if pid == 0:  # the child
         os.close(read_end)
         _child(lambda: work(*args), write_end)
