@@ -683,6 +683,29 @@ def test_an_edited_function_body_is_not_served(
     assert not _served_now(forkserver.ForkServer((name,)), name)
 
 
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        (  # a decorated function: the wrapper's code is the same whatever it wraps
+            "import functools\n@functools.lru_cache\ndef answer():\n    return 1\n",
+            "import functools\n@functools.lru_cache\ndef answer():\n    return 2\n",
+        ),
+        (  # a default changed, the body not
+            "def answer(n=1):\n    return n\n",
+            "def answer(n=2):\n    return n\n",
+        ),
+    ],
+)
+def test_an_edit_the_bytecode_alone_does_not_show_is_not_served(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, before: str, after: str
+) -> None:
+    name = f"warden_edited_{os.getpid()}_{abs(hash(before)) % 1000}"
+    _module_in(tmp_path, monkeypatch, name, before)
+    assert _served_now(forkserver.ForkServer((name,)), name)
+    _edit(tmp_path, name, after)
+    assert not _served_now(forkserver.ForkServer((name,)), name)
+
+
 def test_another_library_version_is_not_served(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

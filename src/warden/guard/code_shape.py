@@ -57,7 +57,19 @@ def _describe(value: Any, owner: str, depth: int = 0) -> Any:
         return ("p", *(_describe(f, owner, depth) for f in (value.fget, value.fset)))
     if isinstance(value, types.FunctionType):
         code = value.__code__
-        return ("f", value.__module__, value.__qualname__, code.co_firstlineno, _code_digest(code))
+        defaults = (value.__defaults__, tuple(sorted((value.__kwdefaults__ or {}).items())))
+        return (
+            "f",
+            value.__module__,
+            value.__qualname__,
+            code.co_firstlineno,
+            _code_digest(code),
+            repr(_const(defaults)),
+            _wrapped(value, owner, depth),
+        )
+    wrapped = getattr(value, "__wrapped__", None)
+    if callable(wrapped) and not isinstance(value, type):  # functools.lru_cache and kin
+        return ("w", type(value).__qualname__, _describe(wrapped, owner, depth))
     if isinstance(value, type):
         if depth == 0 and value.__module__ == owner:
             members = sorted(
@@ -66,6 +78,13 @@ def _describe(value: Any, owner: str, depth: int = 0) -> Any:
             return ("c", value.__qualname__, tuple(members))
         return ("t", value.__module__, value.__qualname__)
     return ("o", type(value).__module__, type(value).__qualname__)
+
+
+def _wrapped(function: types.FunctionType, owner: str, depth: int) -> Any:
+    """What a decorator's wrapper wraps (`functools.wraps` sets `__wrapped__`): the
+    wrapper's own code is the same whatever the body it runs."""
+    inner = getattr(function, "__wrapped__", None)
+    return _describe(inner, owner, depth) if callable(inner) else None
 
 
 def shape(module: types.ModuleType) -> dict[str, Any]:
