@@ -57,14 +57,19 @@ def _describe(value: Any, owner: str, depth: int = 0) -> Any:
         return ("p", *(_describe(f, owner, depth) for f in (value.fget, value.fset)))
     if isinstance(value, types.FunctionType):
         code = value.__code__
-        defaults = (value.__defaults__, tuple(sorted((value.__kwdefaults__ or {}).items())))
+        # described, not repr'd: a sentinel default's repr holds its address
+        keyword_defaults = value.__kwdefaults__ or {}
+        defaults = (
+            tuple(_describe(v, owner, 1) for v in value.__defaults__ or ()),
+            tuple((k, _describe(v, owner, 1)) for k, v in sorted(keyword_defaults.items())),
+        )
         return (
             "f",
             value.__module__,
             value.__qualname__,
             code.co_firstlineno,
             _code_digest(code),
-            repr(_const(defaults)),
+            defaults,
             _wrapped(value, owner, depth),
         )
     wrapped = getattr(value, "__wrapped__", None)
